@@ -1,0 +1,464 @@
+//! The `runtime.yaml` document as Rust types: what the sidecar reads and what the operator's
+//! `RuntimeConfig.spec` holds, verbatim. Not for validation (see `validate`) or for the runtime's
+//! compiled forms (regexes, pools, balancers), which the sidecar builds from these once per load.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default gRPC API address (Layotto's port).
+pub const DEFAULT_GRPC_ADDRESS: &str = "127.0.0.1:34904";
+/// Default admin HTTP address.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:34999";
+/// Default per-request timeout when neither the caller nor the route says otherwise.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
+
+/// The whole `runtime.yaml` document, and the `spec` of a `RuntimeConfig` custom resource.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeConfigSpec {
+    /// The gRPC API applications call.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    /// The admin HTTP endpoint: health, readiness, metrics and the config dump.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// How `InvokeService` calls are filtered and which channel carries them.
+    #[serde(default)]
+    pub rpc: RpcConfig,
+    /// Proxy-core listeners, reached by channels by name or on a real socket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Ordered route lists that listeners use to pick a cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_tables: Vec<RouteTableConfig>,
+    /// Upstream host groups with their load-balancing and connection settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// The gRPC API server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// `host:port`, or `unix:///path/to.sock`. Default `127.0.0.1:34904`.
+    #[serde(default = "default_grpc_address")]
+    pub address: String,
+    /// Largest request or response message accepted, in bytes. Default 4 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// Requests served at once across all connections; more wait. Default 1024.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: u32,
+}
+
+/// The admin HTTP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port`. Default `127.0.0.1:34999`.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+/// The RPC (`InvokeService`) path: timeout, filters and channels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Default request timeout in milliseconds; gRPC metadata `rpc_request_timeout` overrides it.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Filters run on the request before it enters the channel, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before_invoke: Vec<FilterConfig>,
+    /// Filters run on the response after it leaves the channel, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_invoke: Vec<FilterConfig>,
+    /// Channels to the proxy core; the first is the default.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// One invoke filter, by name, with its own settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterConfig {
+    /// A built-in filter: `dubbo_json_rpc` or `headers`.
+    pub name: String,
+    /// The filter's settings; their shape depends on `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Settings of the `headers` filter: set or remove request and response headers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeadersFilterConfig {
+    /// Changes to the request (before it enters the channel).
+    #[serde(default)]
+    pub request: HeaderEdits,
+    /// Changes to the response (before it is returned to the application).
+    #[serde(default)]
+    pub response: HeaderEdits,
+}
+
+/// Header names to set (overwriting) and to remove.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Headers set to these values, replacing any existing value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Headers removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A built-in invoke filter with its parsed settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FilterKind {
+    /// Rewrites the request into dubbo-go's JSON-RPC-over-HTTP form.
+    DubboJsonRpc,
+    /// Sets and removes headers.
+    Headers(HeadersFilterConfig),
+}
+
+impl FilterKind {
+    /// The names `FilterConfig::name` accepts.
+    pub const NAMES: &'static [&'static str] = &["dubbo_json_rpc", "headers"];
+}
+
+impl FilterConfig {
+    /// Parses the filter's name and settings into a typed filter.
+    pub fn kind(&self) -> Result<FilterKind, String> {
+        match self.name.as_str() {
+            "dubbo_json_rpc" => match &self.config {
+                None => Ok(FilterKind::DubboJsonRpc),
+                Some(v) if v.as_object().is_some_and(|m| m.is_empty()) => {
+                    Ok(FilterKind::DubboJsonRpc)
+                }
+                Some(_) => Err("filter \"dubbo_json_rpc\" takes no config".to_owned()),
+            },
+            "headers" => {
+                let value = self.config.clone().unwrap_or(serde_json::Value::Null);
+                let value = if value.is_null() {
+                    serde_json::Value::Object(Default::default())
+                } else {
+                    value
+                };
+                serde_json::from_value(value)
+                    .map(FilterKind::Headers)
+                    .map_err(|e| format!("invalid config for filter \"headers\": {e}"))
+            }
+            other => Err(format!(
+                "unknown filter \"{other}\" (known: {})",
+                FilterKind::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The wire protocol a channel, listener or cluster speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Http => "http",
+        })
+    }
+}
+
+/// A channel: how the invoker reaches the proxy core for one protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The protocol spoken to the listener.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Connections in the pool: at most this many requests are in the channel at once.
+    #[serde(default = "default_channel_size")]
+    pub size: u32,
+    /// A listener name (in-process, no socket), a `host:port`, or a unix socket path.
+    pub listener: String,
+}
+
+/// A proxy-core listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name; channels reach the listener in-process by this name.
+    pub name: String,
+    /// The protocol the listener decodes.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Also accept connections on this `host:port` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The route table requests on this listener are matched against.
+    pub route_table: String,
+}
+
+/// An ordered list of routes; the first match wins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTableConfig {
+    /// Unique name, referenced by listeners.
+    pub name: String,
+    /// Routes, tried in order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route: a match and where matching requests go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteConfig {
+    /// What a request must look like; empty matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatch,
+    /// The cluster matching requests are sent to.
+    pub cluster: String,
+    /// Request timeout for this route in milliseconds; default `rpc.timeoutMs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy; no retries when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Conditions on a request; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Header conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// The path equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The whole path matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// The HTTP method equals this (e.g. `POST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// A condition on one header: exactly one of `exact`, `prefix`, `regex`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// The value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// When and how often a route retries a failed request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first try (so `2` means up to three tries).
+    pub attempts: u32,
+    /// Timeout of each try in milliseconds; default: whatever is left of the route timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Conditions that allow a retry: `connect-failure`, `reset`, or an HTTP status like `"503"`.
+    #[serde(default, rename = "on")]
+    pub retry_on: Vec<String>,
+}
+
+/// A parsed retry condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryOn {
+    /// The upstream connection could not be established.
+    ConnectFailure,
+    /// The upstream connection failed after the request was sent.
+    Reset,
+    /// The upstream answered with this HTTP status.
+    Status(u16),
+}
+
+impl RetryOn {
+    /// Parses one entry of `retry.on`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "connect-failure" => Ok(RetryOn::ConnectFailure),
+            "reset" => Ok(RetryOn::Reset),
+            code => match code.parse::<u16>() {
+                Ok(c) if (100..=599).contains(&c) => Ok(RetryOn::Status(c)),
+                _ => Err(format!(
+                    "unknown retry condition \"{code}\" (expected connect-failure, reset or an HTTP status 100-599)"
+                )),
+            },
+        }
+    }
+}
+
+/// Load-balancing policy of a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each host in turn.
+    #[default]
+    RoundRobin,
+    /// A host picked uniformly at random.
+    Random,
+    /// The less busy of two random hosts (power of two choices).
+    LeastRequest,
+    /// Smooth weighted round robin over host weights.
+    Weighted,
+}
+
+/// A group of upstream hosts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The protocol spoken to the hosts.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// How a host is chosen for each request.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// The hosts; DNS names are resolved and re-resolved every `dnsRefreshMs`.
+    pub hosts: Vec<HostConfig>,
+    /// Time allowed to establish a connection, in milliseconds. Default 1000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Connections open at once to each host; more requests wait. Default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// An idle connection is closed after this many milliseconds. Default 60000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// How often DNS names are re-resolved, in milliseconds. Default 5000.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
+}
+
+/// One upstream host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostConfig {
+    /// `host:port`; the host may be an IP address or a DNS name.
+    pub address: String,
+    /// Relative share of traffic under the `weighted` policy. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl RpcConfig {
+    /// The default request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl ClusterConfig {
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// The DNS refresh interval.
+    pub fn dns_refresh(&self) -> Duration {
+        Duration::from_millis(self.dns_refresh_ms)
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            address: default_grpc_address(),
+            max_message_bytes: default_max_message_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+        }
+    }
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_timeout_ms(),
+            before_invoke: Vec::new(),
+            after_invoke: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+}
+
+fn default_grpc_address() -> String {
+    DEFAULT_GRPC_ADDRESS.to_owned()
+}
+fn default_admin_address() -> String {
+    DEFAULT_ADMIN_ADDRESS.to_owned()
+}
+fn default_max_message_bytes() -> u32 {
+    4 * 1024 * 1024
+}
+fn default_max_concurrent_requests() -> u32 {
+    1024
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_channel_size() -> u32 {
+    16
+}
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_max_connections() -> u32 {
+    64
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_dns_refresh_ms() -> u64 {
+    5000
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// A free-form object: Kubernetes keeps its unknown fields instead of pruning them.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

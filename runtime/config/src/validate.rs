@@ -1,0 +1,405 @@
+//! Validation of a parsed `runtime.yaml`: every reference resolves, names are unique, addresses,
+//! regexes and filter settings are well-formed. It reports every problem with its path, and it is
+//! the one check the sidecar, the operator and the validating webhook all run. Not for defaults or
+//! parsing (see `spec` and `load`).
+
+use std::{collections::HashSet, fmt, path::PathBuf};
+
+use crate::spec::{
+    ChannelConfig, ClusterConfig, FilterConfig, HeaderMatch, ListenerConfig, RetryOn,
+    RouteConfig, RuntimeConfigSpec,
+};
+
+/// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Where the problem is, in the document's own (camelCase) key names.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one document, in document order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s) in the config:", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ValidationErrors {
+    /// The problems as `path: message` lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// Where a channel sends its connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelTarget {
+    /// An in-process listener of this name (no socket).
+    Named(String),
+    /// A TCP `host:port`.
+    Tcp(String),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl ChannelConfig {
+    /// Resolves `listener` against the listener names in the same document.
+    pub fn target(&self, spec: &RuntimeConfigSpec) -> Result<ChannelTarget, String> {
+        let l = self.listener.as_str();
+        if spec.listeners.iter().any(|x| x.name == l) {
+            return Ok(ChannelTarget::Named(l.to_owned()));
+        }
+        if let Some(path) = l.strip_prefix("unix://") {
+            return Ok(ChannelTarget::Unix(PathBuf::from(path)));
+        }
+        if l.starts_with('/') {
+            return Ok(ChannelTarget::Unix(PathBuf::from(l)));
+        }
+        if check_host_port(l).is_ok() {
+            return Ok(ChannelTarget::Tcp(l.to_owned()));
+        }
+        Err(format!(
+            "unknown listener \"{l}\": not a listener name in this config, a host:port, or a unix socket path"
+        ))
+    }
+}
+
+/// Checks the whole document and returns every problem found.
+pub fn validate(spec: &RuntimeConfigSpec) -> Result<(), ValidationErrors> {
+    let mut v = Validator::default();
+    v.spec(spec);
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(v.errors))
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ValidationError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn spec(&mut self, spec: &RuntimeConfigSpec) {
+        let grpc = &spec.grpc.address;
+        if let Some(path) = grpc.strip_prefix("unix://") {
+            if path.is_empty() {
+                self.err("grpc.address", "empty unix socket path");
+            }
+        } else if let Err(e) = check_socket_addr(grpc) {
+            self.err("grpc.address", e);
+        }
+        if spec.grpc.max_message_bytes < 1024 {
+            self.err("grpc.maxMessageBytes", "must be at least 1024");
+        }
+        if spec.grpc.max_concurrent_requests == 0 {
+            self.err("grpc.maxConcurrentRequests", "must be at least 1");
+        }
+        if let Err(e) = check_socket_addr(&spec.admin.address) {
+            self.err("admin.address", e);
+        }
+
+        if spec.rpc.timeout_ms == 0 {
+            self.err("rpc.timeoutMs", "must be greater than 0");
+        }
+        self.filters("rpc.beforeInvoke", &spec.rpc.before_invoke);
+        self.filters("rpc.afterInvoke", &spec.rpc.after_invoke);
+        if spec.rpc.channels.is_empty() {
+            self.err("rpc.channels", "at least one channel is required");
+        }
+        let mut protocols = HashSet::new();
+        for (i, c) in spec.rpc.channels.iter().enumerate() {
+            self.channel(&format!("rpc.channels[{i}]"), c, spec);
+            if !protocols.insert(c.protocol) {
+                self.err(
+                    format!("rpc.channels[{i}].protocol"),
+                    format!("duplicate channel for protocol \"{}\"", c.protocol),
+                );
+            }
+        }
+
+        let tables: HashSet<&str> = spec.route_tables.iter().map(|t| t.name.as_str()).collect();
+        let clusters: HashSet<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
+
+        self.unique_names(
+            "listeners",
+            spec.listeners.iter().map(|l| l.name.as_str()),
+        );
+        let mut addresses = HashSet::new();
+        for (i, l) in spec.listeners.iter().enumerate() {
+            self.listener(&format!("listeners[{i}]"), l, &tables);
+            if let Some(a) = &l.address {
+                if !addresses.insert(a.as_str()) {
+                    self.err(
+                        format!("listeners[{i}].address"),
+                        format!("address \"{a}\" is used by another listener"),
+                    );
+                }
+            }
+        }
+
+        self.unique_names(
+            "routeTables",
+            spec.route_tables.iter().map(|t| t.name.as_str()),
+        );
+        for (i, t) in spec.route_tables.iter().enumerate() {
+            let path = format!("routeTables[{i}]");
+            if t.name.is_empty() {
+                self.err(format!("{path}.name"), "must not be empty");
+            }
+            for (j, r) in t.routes.iter().enumerate() {
+                self.route(&format!("{path}.routes[{j}]"), r, &clusters);
+            }
+        }
+
+        self.unique_names("clusters", spec.clusters.iter().map(|c| c.name.as_str()));
+        for (i, c) in spec.clusters.iter().enumerate() {
+            self.cluster(&format!("clusters[{i}]"), c);
+        }
+    }
+
+    fn unique_names<'a>(&mut self, path: &str, names: impl Iterator<Item = &'a str>) {
+        let mut seen = HashSet::new();
+        for (i, n) in names.enumerate() {
+            if !n.is_empty() && !seen.insert(n) {
+                self.err(
+                    format!("{path}[{i}].name"),
+                    format!("duplicate name \"{n}\""),
+                );
+            }
+        }
+    }
+
+    fn filters(&mut self, path: &str, filters: &[FilterConfig]) {
+        for (i, f) in filters.iter().enumerate() {
+            if let Err(e) = f.kind() {
+                self.err(format!("{path}[{i}]"), e);
+            }
+        }
+    }
+
+    fn channel(&mut self, path: &str, c: &ChannelConfig, spec: &RuntimeConfigSpec) {
+        if c.size == 0 {
+            self.err(format!("{path}.size"), "must be at least 1");
+        }
+        match c.target(spec) {
+            Err(e) => self.err(format!("{path}.listener"), e),
+            Ok(ChannelTarget::Named(name)) => {
+                if let Some(l) = spec.listeners.iter().find(|l| l.name == name) {
+                    if l.protocol != c.protocol {
+                        self.err(
+                            format!("{path}.listener"),
+                            format!(
+                                "channel speaks \"{}\" but listener \"{name}\" decodes \"{}\"",
+                                c.protocol, l.protocol
+                            ),
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+
+    fn listener(&mut self, path: &str, l: &ListenerConfig, tables: &HashSet<&str>) {
+        if l.name.is_empty() {
+            self.err(format!("{path}.name"), "must not be empty");
+        }
+        if let Some(a) = &l.address {
+            if let Err(e) = check_socket_addr(a) {
+                self.err(format!("{path}.address"), e);
+            }
+        }
+        if !tables.contains(l.route_table.as_str()) {
+            self.err(
+                format!("{path}.routeTable"),
+                format!("unknown route table \"{}\"", l.route_table),
+            );
+        }
+    }
+
+    fn route(&mut self, path: &str, r: &RouteConfig, clusters: &HashSet<&str>) {
+        if !clusters.contains(r.cluster.as_str()) {
+            self.err(
+                format!("{path}.cluster"),
+                format!("unknown cluster \"{}\"", r.cluster),
+            );
+        }
+        if r.timeout_ms == Some(0) {
+            self.err(format!("{path}.timeoutMs"), "must be greater than 0");
+        }
+        let m = &r.matcher;
+        let path_kinds = [&m.path, &m.path_prefix, &m.path_regex]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if path_kinds > 1 {
+            self.err(
+                format!("{path}.match"),
+                "at most one of path, pathPrefix, pathRegex",
+            );
+        }
+        if let Some(p) = &m.path {
+            if !p.starts_with('/') {
+                self.err(format!("{path}.match.path"), "must start with \"/\"");
+            }
+        }
+        if let Some(p) = &m.path_prefix {
+            if !p.starts_with('/') {
+                self.err(format!("{path}.match.pathPrefix"), "must start with \"/\"");
+            }
+        }
+        if let Some(re) = &m.path_regex {
+            if let Err(e) = regex::Regex::new(re) {
+                self.err(format!("{path}.match.pathRegex"), format!("invalid regex: {e}"));
+            }
+        }
+        if let Some(method) = &m.method {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                self.err(
+                    format!("{path}.match.method"),
+                    format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
+                );
+            }
+        }
+        for (i, h) in m.headers.iter().enumerate() {
+            self.header_match(&format!("{path}.match.headers[{i}]"), h);
+        }
+        if let Some(retry) = &r.retry {
+            if retry.attempts > 10 {
+                self.err(format!("{path}.retry.attempts"), "at most 10 retries");
+            }
+            if retry.per_try_timeout_ms == Some(0) {
+                self.err(format!("{path}.retry.perTryTimeoutMs"), "must be greater than 0");
+            }
+            if retry.attempts > 0 && retry.retry_on.is_empty() {
+                self.err(
+                    format!("{path}.retry.on"),
+                    "list at least one condition (connect-failure, reset, or a status like \"503\")",
+                );
+            }
+            for (i, on) in retry.retry_on.iter().enumerate() {
+                if let Err(e) = RetryOn::parse(on) {
+                    self.err(format!("{path}.retry.on[{i}]"), e);
+                }
+            }
+        }
+    }
+
+    fn header_match(&mut self, path: &str, h: &HeaderMatch) {
+        if http_header_name(&h.name).is_err() {
+            self.err(
+                format!("{path}.name"),
+                format!("\"{}\" is not a valid header name", h.name),
+            );
+        }
+        let given = [&h.exact, &h.prefix, &h.regex]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if given != 1 {
+            self.err(path.to_owned(), "give exactly one of exact, prefix, regex");
+        }
+        if let Some(re) = &h.regex {
+            if let Err(e) = regex::Regex::new(re) {
+                self.err(format!("{path}.regex"), format!("invalid regex: {e}"));
+            }
+        }
+    }
+
+    fn cluster(&mut self, path: &str, c: &ClusterConfig) {
+        if c.name.is_empty() {
+            self.err(format!("{path}.name"), "must not be empty");
+        }
+        if c.hosts.is_empty() {
+            self.err(format!("{path}.hosts"), "at least one host is required");
+        }
+        for (i, h) in c.hosts.iter().enumerate() {
+            if let Err(e) = check_host_port(&h.address) {
+                self.err(format!("{path}.hosts[{i}].address"), e);
+            }
+            if h.weight == 0 {
+                self.err(format!("{path}.hosts[{i}].weight"), "must be at least 1");
+            }
+        }
+        if c.connect_timeout_ms == 0 {
+            self.err(format!("{path}.connectTimeoutMs"), "must be greater than 0");
+        }
+        if c.max_connections == 0 {
+            self.err(format!("{path}.maxConnections"), "must be at least 1");
+        }
+        if c.idle_timeout_ms == 0 {
+            self.err(format!("{path}.idleTimeoutMs"), "must be greater than 0");
+        }
+        if c.dns_refresh_ms < 100 {
+            self.err(format!("{path}.dnsRefreshMs"), "must be at least 100");
+        }
+    }
+}
+
+/// An IP socket address such as `127.0.0.1:34904` or `[::1]:80`.
+fn check_socket_addr(s: &str) -> Result<(), String> {
+    s.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("\"{s}\" is not an ip:port address"))
+}
+
+/// `host:port` where host is an IP address or a DNS name and port is 1-65535.
+pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("\"{s}\" is not a host:port address");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad()),
+    }
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        });
+    if valid_host { Ok(()) } else { Err(bad()) }
+}
+
+fn http_header_name(s: &str) -> Result<(), ()> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    if !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(())
+    }
+}

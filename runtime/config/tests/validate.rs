@@ -1,0 +1,213 @@
+//! Table tests: good documents load, bad ones are rejected with every problem at its path.
+
+use outrigger_config::{LoadError, config_hash, load_yaml, parse_yaml, to_yaml};
+
+const GOOD: &str = r#"
+grpc: {address: "127.0.0.1:34904"}
+admin: {address: "127.0.0.1:34999"}
+rpc:
+  timeoutMs: 3000
+  beforeInvoke: [{name: dubbo_json_rpc}]
+  afterInvoke:
+    - name: headers
+      config: {response: {set: {x-served-by: outrigger}, remove: [server]}}
+  channels:
+    - {protocol: http, size: 16, listener: egress_runtime_http}
+listeners:
+  - name: egress_runtime_http
+    protocol: http
+    address: "127.0.0.1:12221"
+    routeTable: egress
+routeTables:
+  - name: egress
+    routes:
+      - match:
+          headers: [{name: id, exact: "org.apache.dubbo.samples.UserProvider"}]
+          pathPrefix: "/"
+        cluster: user-provider
+        timeoutMs: 1000
+        retry: {attempts: 2, perTryTimeoutMs: 300, on: [connect-failure, reset, "503"]}
+      - match: {pathRegex: "^/v[0-9]+/.*$", method: GET}
+        cluster: user-provider
+clusters:
+  - name: user-provider
+    protocol: http
+    lb: round_robin
+    hosts: [{address: "127.0.0.1:20001", weight: 1}, {address: "users.default.svc:8080"}]
+    connectTimeoutMs: 1000
+    maxConnections: 64
+    idleTimeoutMs: 60000
+"#;
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_yaml(yaml) {
+        Ok(_) => vec![],
+        Err(LoadError::Invalid(e)) => e.lines(),
+        Err(e) => vec![format!("parse: {e}")],
+    }
+}
+
+#[test]
+fn good_document_loads_with_defaults() {
+    let spec = load_yaml(GOOD).expect("valid");
+    assert_eq!(spec.rpc.channels[0].size, 16);
+    assert_eq!(spec.clusters[0].hosts[1].weight, 1, "weight defaults to 1");
+    assert_eq!(spec.clusters[0].dns_refresh_ms, 5000);
+    assert_eq!(spec.grpc.max_message_bytes, 4 * 1024 * 1024);
+}
+
+#[test]
+fn minimal_document_gets_design_defaults() {
+    let spec = load_yaml("rpc: {channels: [{listener: \"127.0.0.1:12221\"}]}").expect("valid");
+    assert_eq!(spec.grpc.address, "127.0.0.1:34904");
+    assert_eq!(spec.admin.address, "127.0.0.1:34999");
+    assert_eq!(spec.rpc.timeout_ms, 3000);
+}
+
+#[test]
+fn yaml_round_trip_keeps_meaning_and_hash() {
+    let spec = load_yaml(GOOD).expect("valid");
+    let again = load_yaml(&to_yaml(&spec)).expect("rendered yaml is valid");
+    assert_eq!(spec, again);
+    assert_eq!(config_hash(&spec), config_hash(&again));
+    assert_eq!(config_hash(&spec).len(), 16);
+    let mut changed = spec.clone();
+    changed.rpc.timeout_ms = 10;
+    assert_ne!(config_hash(&spec), config_hash(&changed));
+}
+
+#[test]
+fn every_problem_is_listed_with_its_path() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown cluster and unknown route table",
+            r#"
+rpc: {channels: [{listener: l}]}
+listeners: [{name: l, routeTable: nope}]
+routeTables: [{name: t, routes: [{cluster: users}]}]
+"#,
+            &[
+                "listeners[0].routeTable: unknown route table \"nope\"",
+                "routeTables[0].routes[0].cluster: unknown cluster \"users\"",
+            ],
+        ),
+        (
+            "unknown filter and bad filter config",
+            r#"
+rpc:
+  beforeInvoke: [{name: dubbo_json_rpc}, {name: nosuch}]
+  afterInvoke: [{name: headers, config: {request: {sett: {}}}}]
+  channels: [{listener: "127.0.0.1:1"}]
+"#,
+            &[
+                "rpc.beforeInvoke[1]: unknown filter \"nosuch\" (known: dubbo_json_rpc, headers)",
+                "rpc.afterInvoke[0]: invalid config for filter \"headers\": unknown field `sett`, expected `set` or `remove`",
+            ],
+        ),
+        (
+            "no channel",
+            "rpc: {timeoutMs: 0}",
+            &[
+                "rpc.timeoutMs: must be greater than 0",
+                "rpc.channels: at least one channel is required",
+            ],
+        ),
+        (
+            "bad channel listener and size",
+            "rpc: {channels: [{listener: \"not a listener\", size: 0}]}",
+            &[
+                "rpc.channels[0].size: must be at least 1",
+                "rpc.channels[0].listener: unknown listener \"not a listener\": not a listener name in this config, a host:port, or a unix socket path",
+            ],
+        ),
+        (
+            "duplicates",
+            r#"
+rpc: {channels: [{listener: a}]}
+listeners:
+  - {name: a, routeTable: t, address: "127.0.0.1:9000"}
+  - {name: a, routeTable: t, address: "127.0.0.1:9000"}
+routeTables: [{name: t}, {name: t}]
+clusters:
+  - {name: c, hosts: [{address: "127.0.0.1:1"}]}
+  - {name: c, hosts: [{address: "127.0.0.1:1"}]}
+"#,
+            &[
+                "listeners[1].name: duplicate name \"a\"",
+                "listeners[1].address: address \"127.0.0.1:9000\" is used by another listener",
+                "routeTables[1].name: duplicate name \"t\"",
+                "clusters[1].name: duplicate name \"c\"",
+            ],
+        ),
+        (
+            "bad matchers and retry",
+            r#"
+rpc: {channels: [{listener: l}]}
+listeners: [{name: l, routeTable: t}]
+routeTables:
+  - name: t
+    routes:
+      - match:
+          path: "x"
+          pathPrefix: "/"
+          method: post
+          headers: [{name: "bad name", exact: a, prefix: b}, {name: id, regex: "("}]
+        cluster: c
+        timeoutMs: 0
+        retry: {attempts: 11, perTryTimeoutMs: 0, on: [teapot]}
+clusters: [{name: c, hosts: [{address: "127.0.0.1:1"}]}]
+"#,
+            &[
+                "routeTables[0].routes[0].timeoutMs: must be greater than 0",
+                "routeTables[0].routes[0].match: at most one of path, pathPrefix, pathRegex",
+                "routeTables[0].routes[0].match.path: must start with \"/\"",
+                "routeTables[0].routes[0].match.method: \"post\" is not an HTTP method (use upper case, e.g. POST)",
+                "routeTables[0].routes[0].match.headers[0].name: \"bad name\" is not a valid header name",
+                "routeTables[0].routes[0].match.headers[0]: give exactly one of exact, prefix, regex",
+                "routeTables[0].routes[0].match.headers[1].regex: invalid regex: regex parse error:\n    (\n    ^\nerror: unclosed group",
+                "routeTables[0].routes[0].retry.attempts: at most 10 retries",
+                "routeTables[0].routes[0].retry.perTryTimeoutMs: must be greater than 0",
+                "routeTables[0].routes[0].retry.on[0]: unknown retry condition \"teapot\" (expected connect-failure, reset or an HTTP status 100-599)",
+            ],
+        ),
+        (
+            "bad clusters and addresses",
+            r#"
+grpc: {address: "localhost"}
+admin: {address: "0.0.0.0:99999"}
+rpc: {channels: [{listener: "127.0.0.1:1"}]}
+clusters:
+  - {name: c, hosts: [{address: "no-port"}, {address: "h:0", weight: 0}], connectTimeoutMs: 0, maxConnections: 0}
+  - {name: d, hosts: []}
+"#,
+            &[
+                "grpc.address: \"localhost\" is not an ip:port address",
+                "admin.address: \"0.0.0.0:99999\" is not an ip:port address",
+                "clusters[0].hosts[0].address: \"no-port\" is not a host:port address",
+                "clusters[0].hosts[1].address: \"h:0\" is not a host:port address",
+                "clusters[0].hosts[1].weight: must be at least 1",
+                "clusters[0].connectTimeoutMs: must be greater than 0",
+                "clusters[0].maxConnections: must be at least 1",
+                "clusters[1].hosts: at least one host is required",
+            ],
+        ),
+    ];
+    for (name, yaml, want) in cases {
+        let got = errors(yaml);
+        assert_eq!(got, *want, "case {name:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_protocols_are_parse_errors_naming_the_key() {
+    for (yaml, needle) in [
+        ("rpc: {timeoutMS: 5}", "timeoutMS"),
+        ("rpc: {channels: [{protocol: grpc, listener: a}]}", "grpc"),
+        ("clusters: [{name: c, lb: fastest, hosts: []}]", "fastest"),
+    ] {
+        match parse_yaml(yaml) {
+            Err(LoadError::Parse(msg)) => assert!(msg.contains(needle), "{msg}"),
+            other => panic!("expected a parse error for {yaml}, got {other:?}"),
+        }
+    }
+}
