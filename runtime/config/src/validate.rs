@@ -6,7 +6,7 @@
 use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
-    ChannelConfig, ClusterConfig, FilterConfig, HeaderMatch, ListenerConfig, RetryOn,
+    ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, ListenerConfig, RetryOn,
     RouteConfig, RuntimeConfigSpec,
 };
 
@@ -125,8 +125,8 @@ impl Validator {
         if spec.rpc.timeout_ms == 0 {
             self.err("rpc.timeoutMs", "must be greater than 0");
         }
-        self.filters("rpc.beforeInvoke", &spec.rpc.before_invoke);
-        self.filters("rpc.afterInvoke", &spec.rpc.after_invoke);
+        self.filters("rpc.beforeInvoke", &spec.rpc.before_invoke, true);
+        self.filters("rpc.afterInvoke", &spec.rpc.after_invoke, false);
         if spec.rpc.channels.is_empty() {
             self.err("rpc.channels", "at least one channel is required");
         }
@@ -144,20 +144,17 @@ impl Validator {
         let tables: HashSet<&str> = spec.route_tables.iter().map(|t| t.name.as_str()).collect();
         let clusters: HashSet<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
 
-        self.unique_names(
-            "listeners",
-            spec.listeners.iter().map(|l| l.name.as_str()),
-        );
+        self.unique_names("listeners", spec.listeners.iter().map(|l| l.name.as_str()));
         let mut addresses = HashSet::new();
         for (i, l) in spec.listeners.iter().enumerate() {
             self.listener(&format!("listeners[{i}]"), l, &tables);
-            if let Some(a) = &l.address {
-                if !addresses.insert(a.as_str()) {
-                    self.err(
-                        format!("listeners[{i}].address"),
-                        format!("address \"{a}\" is used by another listener"),
-                    );
-                }
+            if let Some(a) = &l.address
+                && !addresses.insert(a.as_str())
+            {
+                self.err(
+                    format!("listeners[{i}].address"),
+                    format!("address \"{a}\" is used by another listener"),
+                );
             }
         }
 
@@ -193,10 +190,44 @@ impl Validator {
         }
     }
 
-    fn filters(&mut self, path: &str, filters: &[FilterConfig]) {
+    fn filters(&mut self, path: &str, filters: &[FilterConfig], before: bool) {
         for (i, f) in filters.iter().enumerate() {
-            if let Err(e) = f.kind() {
-                self.err(format!("{path}[{i}]"), e);
+            match f.kind() {
+                Err(e) => self.err(format!("{path}[{i}]"), e),
+                Ok(FilterKind::DubboJsonRpc) if !before => self.err(
+                    format!("{path}[{i}]"),
+                    "filter \"dubbo_json_rpc\" rewrites requests: list it in rpc.beforeInvoke",
+                ),
+                Ok(FilterKind::Headers(h)) => {
+                    for (side, edits) in [("request", &h.request), ("response", &h.response)] {
+                        for (name, value) in &edits.set {
+                            if http_header_name(name).is_err() {
+                                self.err(
+                                    format!("{path}[{i}].config.{side}.set"),
+                                    format!("\"{name}\" is not a valid header name"),
+                                );
+                            }
+                            if !value
+                                .bytes()
+                                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+                            {
+                                self.err(
+                                    format!("{path}[{i}].config.{side}.set.{name}"),
+                                    "header values must be visible ASCII",
+                                );
+                            }
+                        }
+                        for (j, name) in edits.remove.iter().enumerate() {
+                            if http_header_name(name).is_err() {
+                                self.err(
+                                    format!("{path}[{i}].config.{side}.remove[{j}]"),
+                                    format!("\"{name}\" is not a valid header name"),
+                                );
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
             }
         }
     }
@@ -208,16 +239,16 @@ impl Validator {
         match c.target(spec) {
             Err(e) => self.err(format!("{path}.listener"), e),
             Ok(ChannelTarget::Named(name)) => {
-                if let Some(l) = spec.listeners.iter().find(|l| l.name == name) {
-                    if l.protocol != c.protocol {
-                        self.err(
-                            format!("{path}.listener"),
-                            format!(
-                                "channel speaks \"{}\" but listener \"{name}\" decodes \"{}\"",
-                                c.protocol, l.protocol
-                            ),
-                        );
-                    }
+                if let Some(l) = spec.listeners.iter().find(|l| l.name == name)
+                    && l.protocol != c.protocol
+                {
+                    self.err(
+                        format!("{path}.listener"),
+                        format!(
+                            "channel speaks \"{}\" but listener \"{name}\" decodes \"{}\"",
+                            c.protocol, l.protocol
+                        ),
+                    );
                 }
             }
             Ok(_) => {}
@@ -228,10 +259,10 @@ impl Validator {
         if l.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");
         }
-        if let Some(a) = &l.address {
-            if let Err(e) = check_socket_addr(a) {
-                self.err(format!("{path}.address"), e);
-            }
+        if let Some(a) = &l.address
+            && let Err(e) = check_socket_addr(a)
+        {
+            self.err(format!("{path}.address"), e);
         }
         if !tables.contains(l.route_table.as_str()) {
             self.err(
@@ -262,28 +293,31 @@ impl Validator {
                 "at most one of path, pathPrefix, pathRegex",
             );
         }
-        if let Some(p) = &m.path {
-            if !p.starts_with('/') {
-                self.err(format!("{path}.match.path"), "must start with \"/\"");
-            }
+        if let Some(p) = &m.path
+            && !p.starts_with('/')
+        {
+            self.err(format!("{path}.match.path"), "must start with \"/\"");
         }
-        if let Some(p) = &m.path_prefix {
-            if !p.starts_with('/') {
-                self.err(format!("{path}.match.pathPrefix"), "must start with \"/\"");
-            }
+        if let Some(p) = &m.path_prefix
+            && !p.starts_with('/')
+        {
+            self.err(format!("{path}.match.pathPrefix"), "must start with \"/\"");
         }
-        if let Some(re) = &m.path_regex {
-            if let Err(e) = regex::Regex::new(re) {
-                self.err(format!("{path}.match.pathRegex"), format!("invalid regex: {e}"));
-            }
+        if let Some(re) = &m.path_regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            self.err(
+                format!("{path}.match.pathRegex"),
+                format!("invalid regex: {e}"),
+            );
         }
-        if let Some(method) = &m.method {
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                self.err(
-                    format!("{path}.match.method"),
-                    format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
-                );
-            }
+        if let Some(method) = &m.method
+            && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            self.err(
+                format!("{path}.match.method"),
+                format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
+            );
         }
         for (i, h) in m.headers.iter().enumerate() {
             self.header_match(&format!("{path}.match.headers[{i}]"), h);
@@ -293,7 +327,10 @@ impl Validator {
                 self.err(format!("{path}.retry.attempts"), "at most 10 retries");
             }
             if retry.per_try_timeout_ms == Some(0) {
-                self.err(format!("{path}.retry.perTryTimeoutMs"), "must be greater than 0");
+                self.err(
+                    format!("{path}.retry.perTryTimeoutMs"),
+                    "must be greater than 0",
+                );
             }
             if retry.attempts > 0 && retry.retry_on.is_empty() {
                 self.err(
@@ -323,10 +360,10 @@ impl Validator {
         if given != 1 {
             self.err(path.to_owned(), "give exactly one of exact, prefix, regex");
         }
-        if let Some(re) = &h.regex {
-            if let Err(e) = regex::Regex::new(re) {
-                self.err(format!("{path}.regex"), format!("invalid regex: {e}"));
-            }
+        if let Some(re) = &h.regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            self.err(format!("{path}.regex"), format!("invalid regex: {e}"));
         }
     }
 
@@ -394,8 +431,7 @@ pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
 fn http_header_name(s: &str) -> Result<(), ()> {
     const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b))
     {
         Ok(())

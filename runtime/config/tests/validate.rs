@@ -1,5 +1,7 @@
 //! Table tests: good documents load, bad ones are rejected with every problem at its path.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use outrigger_config::{LoadError, config_hash, load_yaml, parse_yaml, to_yaml};
 
 const GOOD: &str = r#"
@@ -102,6 +104,22 @@ rpc:
             &[
                 "rpc.beforeInvoke[1]: unknown filter \"nosuch\" (known: dubbo_json_rpc, headers)",
                 "rpc.afterInvoke[0]: invalid config for filter \"headers\": unknown field `sett`, expected `set` or `remove`",
+            ],
+        ),
+        (
+            "filters in the wrong place or with bad headers",
+            r#"
+rpc:
+  afterInvoke:
+    - {name: dubbo_json_rpc}
+    - {name: headers, config: {request: {set: {"bad name": x, ok: "caf\u00e9"}, remove: ["a b"]}}}
+  channels: [{listener: "127.0.0.1:1"}]
+"#,
+            &[
+                "rpc.afterInvoke[0]: filter \"dubbo_json_rpc\" rewrites requests: list it in rpc.beforeInvoke",
+                "rpc.afterInvoke[1].config.request.set: \"bad name\" is not a valid header name",
+                "rpc.afterInvoke[1].config.request.set.ok: header values must be visible ASCII",
+                "rpc.afterInvoke[1].config.request.remove[0]: \"a b\" is not a valid header name",
             ],
         ),
         (

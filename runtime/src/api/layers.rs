@@ -1,0 +1,191 @@
+//! Tower layers in front of the gRPC services, at the HTTP/2 request level: gRPC metrics by
+//! path and status, and the answer for Layotto rpcs the sidecar does not serve. (Request ids,
+//! tracing spans and the concurrency limit come from tower-http and tower; see `api::serve`.)
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use super::status::code_label;
+use crate::metrics::{GrpcLabels, Metrics, NameLabels};
+
+/// gRPC services whose paths are kept as metric labels; anything else is `other`.
+const KNOWN_SERVICES: [&str; 4] = [
+    "/spec.proto.runtime.v1.Runtime/",
+    "/dapr.proto.runtime.v1.Dapr/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Layotto rpcs this sidecar serves; the others answer UNIMPLEMENTED naming the API.
+const SERVED: [&str; 2] = ["SayHello", "InvokeService"];
+
+/// Records every gRPC call by path and status code, and its latency.
+#[derive(Clone)]
+pub(crate) struct GrpcMetricsLayer {
+    pub(crate) metrics: Metrics,
+}
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> GrpcMetrics<S> {
+        GrpcMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Clone)]
+pub(crate) struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+fn path_label(path: &str) -> String {
+    if path.len() <= 128 && KNOWN_SERVICES.iter().any(|s| path.starts_with(s)) {
+        path.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for GrpcMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = path_label(req.uri().path());
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = fut.await;
+            // Unary errors are trailers-only responses: the status is in the headers. A
+            // response without it carries OK in its trailers.
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unavailable,
+            };
+            metrics
+                .grpc_duration
+                .get_or_create(&NameLabels { name: path.clone() })
+                .observe(start.elapsed().as_secs_f64());
+            metrics
+                .grpc_requests
+                .get_or_create(&GrpcLabels {
+                    path,
+                    code: code_label(code).to_owned(),
+                })
+                .inc();
+            result
+        })
+    }
+}
+
+/// Answers Layotto rpcs other than those in [`SERVED`] with UNIMPLEMENTED and a message naming
+/// the API, instead of the generated stub's generic text.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UnimplementedLayer;
+
+impl<S> Layer<S> for UnimplementedLayer {
+    type Service = Unimplemented<S>;
+    fn layer(&self, inner: S) -> Unimplemented<S> {
+        Unimplemented { inner }
+    }
+}
+
+/// See [`UnimplementedLayer`].
+#[derive(Clone)]
+pub(crate) struct Unimplemented<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Unimplemented<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::Ready<Result<Response<tonic::body::Body>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(method) = req
+            .uri()
+            .path()
+            .strip_prefix("/spec.proto.runtime.v1.Runtime/")
+            && !SERVED.contains(&method)
+        {
+            let status = tonic::Status::unimplemented(format!(
+                "spec.proto.runtime.v1.Runtime/{method} is not implemented by outrigger: \
+                     this sidecar serves {} (Layotto API) and InvokeService (Dapr API)",
+                SERVED.join(" and ")
+            ));
+            return futures_util::future::Either::Right(futures_util::future::ready(Ok(
+                status.into_http()
+            )));
+        }
+        futures_util::future::Either::Left(self.inner.call(req))
+    }
+}
+
+/// Request ids for calls that arrive without `x-request-id`: a per-process random prefix and a
+/// counter, unique without a UUID dependency.
+#[derive(Clone)]
+pub(crate) struct MakeId {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeId {
+    pub(crate) fn new() -> Self {
+        Self {
+            prefix: fastrand::u32(..),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}

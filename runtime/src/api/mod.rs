@@ -1,0 +1,531 @@
+//! The gRPC API applications call: Layotto's `spec.proto.runtime.v1.Runtime` and Dapr's
+//! `dapr.proto.runtime.v1.Dapr` (`InvokeService` on both, served by one handler; `SayHello` on
+//! Layotto's), with server reflection, behind tower layers in data-path order. It decodes a call
+//! into an `RpcRequest` with its deadline, hands it to the live invoker, and maps the outcome
+//! to a gRPC response or status. Not for what happens after the invoker (filters, channels).
+
+mod layers;
+mod status;
+
+use std::{panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderMap, Method};
+use outrigger_proto::{
+    dapr::proto::{common::v1 as dapr_common, runtime::v1 as dapr},
+    spec::proto::runtime::v1 as layotto,
+};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::watch,
+    time::Instant,
+};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    config::Live,
+    invoke::{ErrorKind, InvokeError, RpcRequest},
+    metrics::{KindLabels, Metrics},
+    proxy::strip_hop_by_hop,
+};
+
+/// gRPC metadata key that overrides the default request timeout, in milliseconds.
+pub const TIMEOUT_METADATA: &str = "rpc_request_timeout";
+
+/// Where the API accepts connections.
+pub enum ApiListener {
+    /// A TCP socket.
+    Tcp(TcpListener),
+    /// A unix socket (the file is removed on shutdown).
+    Unix(UnixListener, PathBuf),
+}
+
+impl ApiListener {
+    /// Binds `host:port` or `unix:///path` (a stale socket file at the path is replaced).
+    pub async fn bind(address: &str) -> std::io::Result<Self> {
+        if let Some(path) = address.strip_prefix("unix://") {
+            let path = PathBuf::from(path);
+            if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+            return Ok(ApiListener::Unix(UnixListener::bind(&path)?, path));
+        }
+        Ok(ApiListener::Tcp(TcpListener::bind(address).await?))
+    }
+
+    /// The bound address, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            ApiListener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp (unknown: {e})"), |a| a.to_string()),
+            ApiListener::Unix(_, p) => format!("unix://{}", p.display()),
+        }
+    }
+}
+
+/// The handler behind both APIs.
+#[derive(Clone)]
+pub struct RuntimeApi {
+    live: Arc<Live>,
+    metrics: Metrics,
+}
+
+/// A call decoded from either API's `InvokeServiceRequest`.
+struct Call {
+    id: String,
+    method: String,
+    data: Option<prost_types::Any>,
+    content_type: String,
+    verb: i32,
+    query: String,
+}
+
+impl From<layotto::InvokeServiceRequest> for Call {
+    fn from(r: layotto::InvokeServiceRequest) -> Self {
+        let m = r.message.unwrap_or_default();
+        let ext = m.http_extension.unwrap_or_default();
+        Self {
+            id: r.id,
+            method: m.method,
+            data: m.data,
+            content_type: m.content_type,
+            verb: ext.verb,
+            query: ext.querystring,
+        }
+    }
+}
+
+impl From<dapr::InvokeServiceRequest> for Call {
+    fn from(r: dapr::InvokeServiceRequest) -> Self {
+        let m = r.message.unwrap_or_default();
+        let ext = m.http_extension.unwrap_or_default();
+        Self {
+            id: r.id,
+            method: m.method,
+            data: m.data,
+            content_type: m.content_type,
+            verb: ext.verb,
+            query: ext.querystring,
+        }
+    }
+}
+
+/// A successful call's answer, before it is wrapped in either API's response type.
+struct Answer {
+    data: Option<prost_types::Any>,
+    content_type: String,
+    metadata: MetadataMap,
+}
+
+const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
+const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
+
+/// How the caller packed the payload into `Any`, so the answer is packed the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Packing {
+    /// `Any.value` is the payload (Layotto's and Dapr's SDKs; any other type URL).
+    Raw,
+    /// A `google.protobuf.StringValue` or `BytesValue` holds the payload, as JSON-speaking
+    /// clients such as grpcurl write it.
+    Wrapper,
+}
+
+/// The payload of a request's `Any`.
+fn unpack(any: Option<prost_types::Any>) -> Result<(Bytes, Packing), InvokeError> {
+    let Some(any) = any else {
+        return Ok((Bytes::new(), Packing::Raw));
+    };
+    let bad = |t: &str, e: prost::DecodeError| {
+        InvokeError::new(
+            ErrorKind::InvalidArgument,
+            format!("data is not a valid {t}: {e}"),
+        )
+    };
+    match any.type_url.as_str() {
+        STRING_VALUE => <String as prost::Message>::decode(any.value.as_slice())
+            .map(|s| (Bytes::from(s), Packing::Wrapper))
+            .map_err(|e| bad("google.protobuf.StringValue", e)),
+        BYTES_VALUE => <Bytes as prost::Message>::decode(any.value.as_slice())
+            .map(|b| (b, Packing::Wrapper))
+            .map_err(|e| bad("google.protobuf.BytesValue", e)),
+        _ => Ok((Bytes::from(any.value), Packing::Raw)),
+    }
+}
+
+/// The answer's `Any`: raw, or in the wrapper the caller used (a string when it is UTF-8).
+fn pack(data: Bytes, packing: Packing) -> Option<prost_types::Any> {
+    Some(match packing {
+        Packing::Raw => prost_types::Any {
+            type_url: String::new(),
+            value: data.into(),
+        },
+        Packing::Wrapper => match std::str::from_utf8(&data) {
+            Ok(s) => prost_types::Any {
+                type_url: STRING_VALUE.to_owned(),
+                value: prost::Message::encode_to_vec(&s.to_owned()),
+            },
+            Err(_) => prost_types::Any {
+                type_url: BYTES_VALUE.to_owned(),
+                value: prost::Message::encode_to_vec(&data),
+            },
+        },
+    })
+}
+
+/// The HTTP verb of `HTTPExtension.verb` (NONE means GET).
+fn verb(v: i32) -> Option<Method> {
+    Some(match v {
+        0 | 1 => Method::GET,
+        2 => Method::HEAD,
+        3 => Method::POST,
+        4 => Method::PUT,
+        5 => Method::DELETE,
+        6 => Method::CONNECT,
+        7 => Method::OPTIONS,
+        8 => Method::TRACE,
+        9 => Method::PATCH,
+        _ => return None,
+    })
+}
+
+/// Parses the `grpc-timeout` header value (`<digits><unit>`).
+fn grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Metadata that is about the gRPC call itself, never forwarded as a header.
+fn forwardable(name: &str) -> bool {
+    !(name.starts_with("grpc-")
+        || name == TIMEOUT_METADATA
+        || name == "content-type"
+        || name == "content-length"
+        || name == "te"
+        || name == "host")
+}
+
+impl RuntimeApi {
+    /// A handler invoking through `live`.
+    pub fn new(live: Arc<Live>, metrics: Metrics) -> Self {
+        Self { live, metrics }
+    }
+
+    async fn invoke(&self, call: Call, metadata: MetadataMap) -> Result<Answer, Status> {
+        let (id, method) = (call.id.clone(), call.method.clone());
+        let result = self.invoke_inner(call, metadata).await;
+        result.map_err(|e| {
+            self.metrics
+                .invoke_errors
+                .get_or_create(&KindLabels {
+                    kind: e.kind().as_str().to_owned(),
+                })
+                .inc();
+            tracing::debug!(%id, %method, error = %e, "invoke failed");
+            status::to_status(&id, &method, &e)
+        })
+    }
+
+    async fn invoke_inner(&self, call: Call, metadata: MetadataMap) -> Result<Answer, InvokeError> {
+        let invalid = |m: &str| InvokeError::new(ErrorKind::InvalidArgument, m.to_owned());
+        if call.id.is_empty() {
+            return Err(invalid("id is required"));
+        }
+        if call.method.is_empty() {
+            return Err(invalid("message.method is required"));
+        }
+        let verb = verb(call.verb).ok_or_else(|| {
+            InvokeError::new(
+                ErrorKind::InvalidArgument,
+                format!("http_extension.verb {} is not a known HTTP verb", call.verb),
+            )
+        })?;
+        let (data, packing) = unpack(call.data)?;
+        let snapshot = self.live.current();
+        let now = Instant::now();
+        let timeout = match metadata.get(TIMEOUT_METADATA) {
+            None => snapshot.spec.rpc.timeout(),
+            Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+                Some(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(invalid(
+                        "metadata rpc_request_timeout must be a positive number of milliseconds",
+                    ));
+                }
+            },
+        };
+        let mut deadline = now + timeout;
+        if let Some(t) = metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(grpc_timeout)
+        {
+            deadline = deadline.min(now + t);
+        }
+        let mut headers: HeaderMap = metadata.into_headers();
+        strip_hop_by_hop(&mut headers);
+        let drop: Vec<_> = headers
+            .keys()
+            .filter(|k| !forwardable(k.as_str()))
+            .cloned()
+            .collect();
+        for k in drop {
+            headers.remove(k);
+        }
+        let req = RpcRequest {
+            id: call.id,
+            method: call.method,
+            content_type: call.content_type,
+            data,
+            verb,
+            query: call.query,
+            headers,
+            deadline,
+        };
+        let invoked = AssertUnwindSafe(snapshot.invoker.invoke(req))
+            .catch_unwind()
+            .await;
+        let resp = match invoked {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::error!("invoke panicked; the call fails, the sidecar keeps serving");
+                return Err(InvokeError::new(
+                    ErrorKind::Internal,
+                    "internal error (panic) in the sidecar",
+                ));
+            }
+        };
+        let mut metadata = MetadataMap::new();
+        for (name, value) in &resp.headers {
+            if name == http::header::CONTENT_TYPE || !forwardable(name.as_str()) {
+                continue;
+            }
+            if let (Ok(k), Ok(v)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()),
+                value
+                    .to_str()
+                    .map(|s| s.parse::<tonic::metadata::AsciiMetadataValue>()),
+            ) && let Ok(v) = v
+            {
+                metadata.append(k, v);
+            }
+        }
+        Ok(Answer {
+            data: pack(resp.data, packing),
+            content_type: resp.content_type,
+            metadata,
+        })
+    }
+}
+
+fn respond<T>(msg: T, metadata: MetadataMap) -> Response<T> {
+    let mut resp = Response::new(msg);
+    *resp.metadata_mut() = metadata;
+    resp
+}
+
+#[tonic::async_trait]
+impl layotto::runtime_server::Runtime for RuntimeApi {
+    async fn say_hello(
+        &self,
+        request: Request<layotto::SayHelloRequest>,
+    ) -> Result<Response<layotto::SayHelloResponse>, Status> {
+        let req = request.into_inner();
+        let who = if req.name.is_empty() {
+            &req.service_name
+        } else {
+            &req.name
+        };
+        let hello = if who.is_empty() {
+            "greetings from outrigger".to_owned()
+        } else {
+            format!("greetings from outrigger, {who}")
+        };
+        Ok(Response::new(layotto::SayHelloResponse {
+            hello,
+            data: req.data,
+        }))
+    }
+
+    async fn invoke_service(
+        &self,
+        request: Request<layotto::InvokeServiceRequest>,
+    ) -> Result<Response<layotto::InvokeResponse>, Status> {
+        let (metadata, _, msg) = request.into_parts();
+        let a = self.invoke(msg.into(), metadata).await?;
+        Ok(respond(
+            layotto::InvokeResponse {
+                data: a.data,
+                content_type: a.content_type,
+            },
+            a.metadata,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl dapr::dapr_server::Dapr for RuntimeApi {
+    async fn invoke_service(
+        &self,
+        request: Request<dapr::InvokeServiceRequest>,
+    ) -> Result<Response<dapr_common::InvokeResponse>, Status> {
+        let (metadata, _, msg) = request.into_parts();
+        let a = self.invoke(msg.into(), metadata).await?;
+        Ok(respond(
+            dapr_common::InvokeResponse {
+                data: a.data,
+                content_type: a.content_type,
+            },
+            a.metadata,
+        ))
+    }
+}
+
+/// Serves both APIs and reflection on `listener` until `shutdown` turns true, then stops
+/// accepting and lets in-flight calls finish.
+pub(crate) async fn serve(
+    listener: ApiListener,
+    api: RuntimeApi,
+    grpc: &outrigger_config::GrpcConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let max = usize::try_from(grpc.max_message_bytes).unwrap_or(usize::MAX);
+    // Both reflection versions: grpcurl and many tools still speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(outrigger_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().ok();
+    let reflection_v1alpha = reflection().build_v1alpha().ok();
+    let layotto_svc = layotto::runtime_server::RuntimeServer::new(api.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let dapr_svc = dapr::dapr_server::DaprServer::new(api.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    // In data-path order: request id, metrics, tracing span, concurrency limit, then the
+    // answer for rpcs not served; message size limits sit on each service.
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(layers::MakeId::new()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(layers::GrpcMetricsLayer {
+            metrics: api.metrics.clone(),
+        })
+        .layer(
+            TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::debug_span!("grpc", path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            usize::try_from(grpc.max_concurrent_requests).unwrap_or(usize::MAX),
+        ))
+        .layer(layers::UnimplementedLayer);
+    let mut router = tonic::transport::Server::builder()
+        .layer(layers)
+        .add_service(layotto_svc)
+        .add_service(dapr_svc);
+    if let Some(r) = reflection_v1 {
+        router = router.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
+        router = router.add_service(r);
+    }
+    let signal = async move { crate::sidecar::until_shutdown(&mut shutdown).await };
+    match listener {
+        ApiListener::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
+                .await
+        }
+        ApiListener::Unix(l, path) => {
+            let r = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
+                .await;
+            let _ = std::fs::remove_file(path);
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(grpc_timeout("x"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert_eq!(grpc_timeout("10Q"), None);
+    }
+
+    #[test]
+    fn payload_packing_round_trips() {
+        let raw = prost_types::Any {
+            type_url: String::new(),
+            value: b"{}".to_vec(),
+        };
+        assert_eq!(
+            unpack(Some(raw)).expect("raw"),
+            (Bytes::from_static(b"{}"), Packing::Raw)
+        );
+        let typed = prost_types::Any {
+            type_url: "type.googleapis.com/x.Y".into(),
+            value: vec![1, 2],
+        };
+        assert_eq!(
+            unpack(Some(typed)).expect("typed").1,
+            Packing::Raw,
+            "only Any.value is forwarded"
+        );
+        let wrapped = pack(Bytes::from_static(b"hello"), Packing::Wrapper).expect("packed");
+        assert_eq!(wrapped.type_url, STRING_VALUE);
+        assert_eq!(
+            unpack(Some(wrapped)).expect("string"),
+            (Bytes::from_static(b"hello"), Packing::Wrapper)
+        );
+        let binary = pack(Bytes::from_static(&[0xff, 0x00]), Packing::Wrapper).expect("packed");
+        assert_eq!(binary.type_url, BYTES_VALUE);
+        assert_eq!(
+            unpack(Some(binary)).expect("bytes").0,
+            Bytes::from_static(&[0xff, 0x00])
+        );
+        let broken = prost_types::Any {
+            type_url: STRING_VALUE.into(),
+            value: vec![0x0a, 0x05],
+        };
+        let err = unpack(Some(broken)).expect_err("truncated");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn verbs_follow_the_proto_enum() {
+        assert_eq!(verb(0), Some(Method::GET), "NONE means GET");
+        assert_eq!(verb(3), Some(Method::POST));
+        assert_eq!(verb(9), Some(Method::PATCH));
+        assert_eq!(verb(10), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! The HTTP channel: an invoke call becomes an HTTP/1.1 request (path = method, header `id` =
+//! target id, verb and query string from the HTTP extension, metadata as headers) on a pooled
+//! connection to the proxy core, and the response becomes the call's answer. Non-2xx answers
+//! are errors; responses the proxy core generated itself are classified by their cause.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Uri, header};
+use http_body_util::Full;
+
+use super::{CHANNEL_IDLE_TIMEOUT, Dial};
+use crate::{
+    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
+    metrics::Metrics,
+    pool::{
+        PoolError, PoolSettings,
+        http1::{ExchangeError, Http1Connector, Http1Pool, exchange},
+    },
+    proxy::{ERROR_HEADER, ProxyError, TIMEOUT_HEADER, strip_hop_by_hop},
+};
+
+/// Error bodies are quoted in messages up to this many bytes.
+const MAX_QUOTED_BODY: usize = 1024;
+
+/// The HTTP channel service.
+#[derive(Clone)]
+pub(crate) struct HttpChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Http1Pool,
+    dial: Dial,
+}
+
+impl HttpChannel {
+    pub(crate) fn new(dial: Dial, size: usize, metrics: &Metrics) -> Self {
+        let pool = Http1Pool::new(
+            PoolSettings {
+                name: "channel/http".to_owned(),
+                size,
+                idle_timeout: CHANNEL_IDLE_TIMEOUT,
+            },
+            Http1Connector { dial: dial.clone() },
+            metrics,
+        );
+        Self {
+            inner: Arc::new(Inner { pool, dial }),
+        }
+    }
+}
+
+impl tower::Service<RpcRequest> for HttpChannel {
+    type Response = RpcResponse;
+    type Error = InvokeError;
+    type Future = BoxFuture<'static, Result<RpcResponse, InvokeError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InvokeError>> {
+        // Back-pressure is the pool's: a caller waits for a connection until its deadline.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: RpcRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.call(req).await })
+    }
+}
+
+impl Inner {
+    async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
+        let deadline = req.deadline;
+        let http_req = to_http(req)?;
+        let resp = exchange(&self.pool, &self.dial, http_req, deadline)
+            .await
+            .map_err(|e| self.classify(e))?;
+        from_http(resp)
+    }
+
+    fn classify(&self, e: ExchangeError) -> InvokeError {
+        let kind = match &e {
+            ExchangeError::Pool(PoolError::Exhausted { .. }) => ErrorKind::ResourceExhausted,
+            ExchangeError::Timeout { .. } => ErrorKind::DeadlineExceeded,
+            _ => ErrorKind::Unavailable,
+        };
+        InvokeError::new(kind, format!("http channel: {e}"))
+    }
+}
+
+fn invalid(msg: String) -> InvokeError {
+    InvokeError::new(ErrorKind::InvalidArgument, msg)
+}
+
+/// Builds the HTTP request for a call.
+fn to_http(req: RpcRequest) -> Result<Request<Full<Bytes>>, InvokeError> {
+    let mut target = String::with_capacity(req.method.len() + req.query.len() + 2);
+    if !req.method.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(&req.method);
+    if !req.query.is_empty() {
+        target.push('?');
+        target.push_str(&req.query);
+    }
+    let uri: Uri = target.parse().map_err(|_| {
+        invalid(format!(
+            "method {:?} with query {:?} is not a valid request path",
+            req.method, req.query
+        ))
+    })?;
+    let id = HeaderValue::from_str(&req.id)
+        .map_err(|_| invalid(format!("id {:?} is not a valid header value", req.id)))?;
+    let remaining_ms = req.remaining().as_millis().max(1);
+    let mut http_req = Request::new(Full::new(req.data));
+    *http_req.method_mut() = req.verb;
+    *http_req.uri_mut() = uri;
+    let headers = http_req.headers_mut();
+    *headers = req.headers;
+    headers.insert("id", id);
+    headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    if !req.content_type.is_empty() {
+        let ct = HeaderValue::from_str(&req.content_type).map_err(|_| {
+            invalid(format!(
+                "content type {:?} is not a valid header value",
+                req.content_type
+            ))
+        })?;
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    headers.insert(
+        TIMEOUT_HEADER,
+        HeaderValue::from(u64::try_from(remaining_ms).unwrap_or(u64::MAX)),
+    );
+    Ok(http_req)
+}
+
+/// Turns the HTTP response into the call's answer or error.
+fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
+    let (mut parts, body) = resp.into_parts();
+    if let Some(cause) = parts
+        .headers
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ProxyError::parse)
+    {
+        let kind = match cause {
+            ProxyError::NoRoute => ErrorKind::NotFound,
+            ProxyError::Timeout => ErrorKind::DeadlineExceeded,
+            ProxyError::Overflow => ErrorKind::ResourceExhausted,
+            ProxyError::BadRequest => ErrorKind::InvalidArgument,
+            ProxyError::NoHealthyHost | ProxyError::ConnectFailure | ProxyError::Reset => {
+                ErrorKind::Unavailable
+            }
+        };
+        return Err(InvokeError::new(kind, quote(&body)));
+    }
+    if !parts.status.is_success() {
+        return Err(InvokeError::new(
+            ErrorKind::Unavailable,
+            format!("upstream answered {}: {}", parts.status, quote(&body)),
+        ));
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(RpcResponse {
+        content_type,
+        data: body,
+        headers: parts.headers,
+    })
+}
+
+fn quote(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(MAX_QUOTED_BODY)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > MAX_QUOTED_BODY {
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,40 @@
+//! Watching the config file: it is re-read on an interval and applied when its bytes change.
+//! Polling follows the symlink swap a ConfigMap update makes, which file-event APIs miss.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+
+use super::Reloader;
+
+/// Re-reads `path` every `interval` and applies it when it changed, until `shutdown`.
+pub(crate) async fn watch_file(
+    reloader: Arc<Reloader>,
+    path: PathBuf,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = crate::sidecar::until_shutdown(&mut shutdown) => return,
+        }
+        let now = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Mid-swap or briefly missing: keep the live config and look again.
+                tracing::debug!(path = %path.display(), error = %e, "config file unreadable");
+                continue;
+            }
+        };
+        if last.as_deref() == Some(now.as_slice()) {
+            continue;
+        }
+        last = Some(now.clone());
+        let text = String::from_utf8_lossy(&now);
+        tracing::info!(path = %path.display(), "config file changed");
+        // Errors are logged and recorded by the reloader.
+        let _ = reloader.apply_text(&text).await;
+    }
+}

@@ -1,0 +1,141 @@
+//! `outrigger`: the sidecar binary. Parses flags, sets up logging and metrics, and runs either
+//! the sidecar on a config file or the built-in demo. Everything else is in the library.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use outrigger_runtime::{Demo, Metrics, Options, Overrides, Sidecar, wait_for_signal};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a config that cannot be used (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "outrigger",
+    version,
+    about = "Outrigger sidecar runtime: Layotto/Dapr-compatible InvokeService on a MOSN-style proxy core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The runtime.yaml to serve; watched and hot-reloaded.
+    #[arg(
+        long,
+        short = 'c',
+        env = "OUTRIGGER_CONFIG",
+        default_value = "/etc/outrigger/runtime.yaml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Replaces `grpc.address` (host:port or unix:///path).
+    #[arg(long, global = true)]
+    grpc_address: Option<String>,
+    /// Replaces `admin.address` (host:port).
+    #[arg(long, global = true)]
+    admin_address: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, env = "OUTRIGGER_LOG", default_value = "info", global = true)]
+    log_level: String,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
+    log_format: String,
+    /// How often the config file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000, global = true)]
+    watch_interval_ms: u64,
+    /// How long in-flight calls may take to finish on shutdown, in milliseconds.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    drain_timeout_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a sample upstream and the sidecar on an embedded config, make the seed's
+    /// dubbo JSON-RPC call through the full path, print it, and keep serving.
+    Demo,
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let options = Options {
+        overrides: Overrides {
+            grpc_address: cli.grpc_address.clone(),
+            admin_address: cli.admin_address.clone(),
+        },
+        config_path: None,
+        watch_interval: Duration::from_millis(cli.watch_interval_ms.max(50)),
+        drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
+    };
+    let metrics = Metrics::new();
+    match cli.command {
+        Some(Command::Demo) => {
+            let mut out = std::io::stdout();
+            match Demo::run(options, metrics, &mut out).await {
+                Ok(demo) => {
+                    if let Err(e) = wait_for_signal().await {
+                        eprintln!("outrigger: cannot wait for signals: {e}");
+                    }
+                    demo.sidecar.shutdown().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("outrigger demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => serve(&cli, options, metrics).await,
+    }
+}
+
+async fn serve(cli: &Cli, mut options: Options, metrics: Metrics) -> ExitCode {
+    let text = match std::fs::read_to_string(&cli.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "outrigger: cannot read the config {}: {e}\n(pass --config FILE, or try `outrigger demo`)",
+                cli.config.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let spec = match outrigger_config::load_yaml(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("outrigger: {}: {e}", cli.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    options.config_path = Some(cli.config.clone());
+    match Sidecar::start(spec, options, metrics).await {
+        Ok(sidecar) => match sidecar.run_until_signal().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("outrigger: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e @ outrigger_runtime::StartError::Config(_)) => {
+            eprintln!("outrigger: {}: {e}", cli.config.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("outrigger: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

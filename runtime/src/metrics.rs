@@ -1,0 +1,192 @@
+//! The sidecar's Prometheus metrics: one struct of metric families, registered once into a
+//! registry built by the caller (`main` or a test) and handed to every part at construction.
+//! Not a global: two sidecars in one process (as in tests) keep separate numbers.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, AtomicU64},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// Labels of a gRPC call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// gRPC status code name, e.g. `ok`, `unavailable`.
+    pub code: String,
+}
+
+/// Labels naming one thing (a pool, a cluster, a listener).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    /// What is measured, e.g. `channel/http` or `upstream/users`.
+    pub name: String,
+}
+
+/// Labels of an error count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The error's kind, as classified at the edge.
+    pub kind: String,
+}
+
+/// Labels of a proxied request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    /// The listener that received it.
+    pub listener: String,
+    /// The cluster it went to (empty when no route matched).
+    pub cluster: String,
+    /// The HTTP status returned downstream.
+    pub status: u16,
+}
+
+/// Labels of a config reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `rejected`.
+    pub result: String,
+}
+
+/// Labels naming the live config.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    /// The config's hash.
+    pub hash: String,
+}
+
+/// Every metric family the sidecar records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<parking_lot::Mutex<Registry>>,
+    /// gRPC calls by path and status code.
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// gRPC call latency by path.
+    pub grpc_duration: Family<NameLabels, Histogram>,
+    /// Invoke errors by kind.
+    pub invoke_errors: Family<KindLabels, Counter>,
+    /// Callers that had to wait for a pooled connection, by pool.
+    pub pool_waits: Family<NameLabels, Counter>,
+    /// Time spent waiting for a pooled connection, by pool.
+    pub pool_wait_seconds: Family<NameLabels, Histogram>,
+    /// Open connections, by pool.
+    pub pool_connections: Family<NameLabels, Gauge>,
+    /// Requests through the proxy core.
+    pub proxy_requests: Family<ProxyLabels, Counter>,
+    /// Retries made by the proxy core, by cluster.
+    pub proxy_retries: Family<NameLabels, Counter>,
+    /// The live config's version (1 for the first, +1 per applied reload).
+    pub config_version: Gauge,
+    /// Always 1, labelled with the live config's hash.
+    pub config_info: Family<ConfigLabels, Gauge<i64, AtomicI64>>,
+    /// Reload attempts by result.
+    pub config_reloads: Family<ReloadLabels, Counter<u64, AtomicU64>>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50µs .. ~26s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Metrics {
+    /// Creates the families and registers them in a fresh registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("outrigger");
+        let m = Self {
+            registry: Arc::default(),
+            grpc_requests: Family::default(),
+            grpc_duration: Family::new_with_constructor(latency_histogram),
+            invoke_errors: Family::default(),
+            pool_waits: Family::default(),
+            pool_wait_seconds: Family::new_with_constructor(latency_histogram),
+            pool_connections: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_retries: Family::default(),
+            config_version: Gauge::default(),
+            config_info: Family::default(),
+            config_reloads: Family::default(),
+        };
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by path and status code",
+            m.grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC call latency",
+            m.grpc_duration.clone(),
+        );
+        registry.register(
+            "invoke_errors",
+            "InvokeService errors by kind",
+            m.invoke_errors.clone(),
+        );
+        registry.register(
+            "pool_waits",
+            "callers that waited for a pooled connection",
+            m.pool_waits.clone(),
+        );
+        registry.register(
+            "pool_wait_seconds",
+            "time spent waiting for a pooled connection",
+            m.pool_wait_seconds.clone(),
+        );
+        registry.register(
+            "pool_connections",
+            "open connections per pool",
+            m.pool_connections.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "requests through the proxy core",
+            m.proxy_requests.clone(),
+        );
+        registry.register(
+            "proxy_retries",
+            "retries made by the proxy core",
+            m.proxy_retries.clone(),
+        );
+        registry.register(
+            "config_version",
+            "version of the live config",
+            m.config_version.clone(),
+        );
+        registry.register(
+            "config_info",
+            "the live config's hash",
+            m.config_info.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "config reload attempts by result",
+            m.config_reloads.clone(),
+        );
+        *m.registry.lock() = registry;
+        m
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry.lock());
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

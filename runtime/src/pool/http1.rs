@@ -1,0 +1,237 @@
+//! HTTP/1.1 over a pooled connection: how a connection is dialled (in-process listener, TCP,
+//! unix socket) and one request/response exchange with a bounded, fully read body. Shared by the
+//! HTTP channel and the proxy core's upstreams, which differ only in how they classify errors.
+
+use std::{io, net::SocketAddr, path::PathBuf, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
+
+use super::{Connector, Pool, PoolError};
+use crate::proxy::InProcess;
+
+/// Largest body read from an HTTP peer.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Any byte stream hyper can run HTTP/1.1 on.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Where connections go.
+#[derive(Clone)]
+pub(crate) enum Dial {
+    /// A named proxy-core listener in this process: an in-memory stream, no socket.
+    InProcess { listeners: InProcess, name: String },
+    /// A TCP address.
+    Tcp {
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    },
+    /// A unix socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::InProcess { name, .. } => write!(f, "listener {name}"),
+            Dial::Tcp { addr, .. } => write!(f, "{addr}"),
+            Dial::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Opens HTTP/1.1 client connections.
+pub(crate) struct Http1Connector {
+    pub(crate) dial: Dial,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The socket could not be opened.
+    #[error("connect to {target} failed: {source}")]
+    Io {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The connect timeout passed.
+    #[error("connect to {target} timed out after {ms} ms")]
+    Timeout { target: String, ms: u128 },
+    /// The HTTP/1.1 handshake failed.
+    #[error("http/1.1 handshake with {target} failed: {source}")]
+    Handshake {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl Connector for Http1Connector {
+    type Conn = SendRequest<Full<Bytes>>;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<Self::Conn, ConnectError> {
+        let target = || self.dial.to_string();
+        let io: Box<dyn Io> = match &self.dial {
+            Dial::InProcess { listeners, name } => {
+                Box::new(listeners.connect(name).map_err(|source| ConnectError::Io {
+                    target: target(),
+                    source,
+                })?)
+            }
+            Dial::Tcp {
+                addr,
+                connect_timeout,
+            } => {
+                let stream = match tokio::time::timeout(
+                    *connect_timeout,
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                {
+                    Err(_) => {
+                        return Err(ConnectError::Timeout {
+                            target: target(),
+                            ms: connect_timeout.as_millis(),
+                        });
+                    }
+                    Ok(r) => r.map_err(|source| ConnectError::Io {
+                        target: target(),
+                        source,
+                    })?,
+                };
+                let _ = stream.set_nodelay(true);
+                Box::new(stream)
+            }
+            Dial::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(
+                |source| ConnectError::Io {
+                    target: target(),
+                    source,
+                },
+            )?),
+        };
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                target: target(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http/1.1 client connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn is_open(conn: &Self::Conn) -> bool {
+        !conn.is_closed()
+    }
+}
+
+/// A pool of HTTP/1.1 connections.
+pub(crate) type Http1Pool = Pool<Http1Connector>;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// No connection: the pool stayed full, or connecting failed.
+    #[error(transparent)]
+    Pool(#[from] PoolError<ConnectError>),
+    /// The connection failed after the request was handed to it.
+    #[error("connection to {target} failed: {source}")]
+    Reset {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The response body was larger than allowed or broke off.
+    #[error("reading the response body from {target} failed: {message}")]
+    Body { target: String, message: String },
+    /// The deadline passed before the response was complete.
+    #[error("no complete response from {target} before the deadline")]
+    Timeout { target: String },
+}
+
+/// Sends `req` on a pooled connection and reads the whole response by `deadline`. A request
+/// that a reused connection refused before sending anything (the peer had closed it while idle)
+/// is sent once more on a fresh connection.
+pub(crate) async fn exchange(
+    pool: &Http1Pool,
+    target: &Dial,
+    req: Request<Full<Bytes>>,
+    deadline: Instant,
+) -> Result<Response<Bytes>, ExchangeError> {
+    let mut req = req;
+    loop {
+        let mut conn = pool.get(deadline).await?;
+        let reused = conn.reused();
+        let ready = tokio::time::timeout_at(deadline, conn.ready()).await;
+        match ready {
+            Err(_) => {
+                return Err(ExchangeError::Timeout {
+                    target: target.to_string(),
+                });
+            }
+            Ok(Err(_)) if reused => continue,
+            Ok(Err(source)) => {
+                return Err(ExchangeError::Reset {
+                    target: target.to_string(),
+                    source,
+                });
+            }
+            Ok(Ok(())) => {}
+        }
+        let sent = tokio::time::timeout_at(deadline, conn.try_send_request(req)).await;
+        let resp = match sent {
+            Err(_) => {
+                return Err(ExchangeError::Timeout {
+                    target: target.to_string(),
+                });
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) if reused => {
+                    req = unsent;
+                    continue;
+                }
+                _ => {
+                    return Err(ExchangeError::Reset {
+                        target: target.to_string(),
+                        source: e.into_error(),
+                    });
+                }
+            },
+            Ok(Ok(resp)) => resp,
+        };
+        let (parts, body) = resp.into_parts();
+        let body =
+            match tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY_BYTES).collect())
+                .await
+            {
+                Err(_) => {
+                    return Err(ExchangeError::Timeout {
+                        target: target.to_string(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ExchangeError::Body {
+                        target: target.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+                Ok(Ok(collected)) => collected.to_bytes(),
+            };
+        conn.reuse();
+        return Ok(Response::from_parts(parts, body));
+    }
+}

@@ -1,0 +1,202 @@
+//! Clusters: a named group of upstream hosts, each with its own bounded connection pool, a
+//! load balancer over them, and DNS names resolved at build and re-resolved periodically (a host
+//! that survives a refresh keeps its pool). Not for routing (see `route`) or for the exchange
+//! itself (see `forward`).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use outrigger_config::ClusterConfig;
+
+use super::lb::{Balancer, weighted_schedule};
+use crate::{
+    metrics::Metrics,
+    pool::{
+        PoolSettings,
+        http1::{Dial, Http1Connector, Http1Pool},
+    },
+};
+
+/// One upstream address with its pool.
+pub(crate) struct Host {
+    pub(crate) addr: SocketAddr,
+    pub(crate) weight: u32,
+    pub(crate) dial: Dial,
+    pub(crate) pool: Http1Pool,
+    in_flight: AtomicUsize,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("addr", &self.addr)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+/// Counts a request in flight on a host for as long as it lives.
+pub(crate) struct InFlight(Arc<Host>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.0
+    }
+}
+
+#[derive(Debug, Default)]
+struct HostSet {
+    hosts: Vec<Arc<Host>>,
+    schedule: Vec<usize>,
+}
+
+/// A cluster of upstream hosts.
+pub(crate) struct Cluster {
+    pub(crate) name: String,
+    cfg: ClusterConfig,
+    balancer: Balancer,
+    hosts: ArcSwap<HostSet>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("name", &self.name).finish()
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster and resolves its hosts once (waiting at most the connect timeout for
+    /// DNS). When any host is a DNS name, a task re-resolves it until the cluster is dropped.
+    pub(crate) async fn build(cfg: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
+        let cluster = Arc::new(Self {
+            name: cfg.name.clone(),
+            cfg: cfg.clone(),
+            balancer: Balancer::new(cfg.lb),
+            hosts: ArcSwap::from_pointee(HostSet::default()),
+            metrics: metrics.clone(),
+        });
+        let _ = tokio::time::timeout(
+            cfg.connect_timeout().max(Duration::from_secs(1)),
+            cluster.resolve(),
+        )
+        .await;
+        let has_names = cfg
+            .hosts
+            .iter()
+            .any(|h| h.address.parse::<SocketAddr>().is_err());
+        if has_names {
+            tokio::spawn(refresh(Arc::downgrade(&cluster), cfg.dns_refresh()));
+        }
+        cluster
+    }
+
+    /// Resolves every host entry and swaps in the new host set, keeping the pools of hosts
+    /// that are still there.
+    async fn resolve(&self) {
+        let mut resolved: Vec<(SocketAddr, u32)> = Vec::new();
+        for h in &self.cfg.hosts {
+            if let Ok(addr) = h.address.parse::<SocketAddr>() {
+                resolved.push((addr, h.weight));
+                continue;
+            }
+            match tokio::net::lookup_host(h.address.as_str()).await {
+                Ok(addrs) => resolved.extend(addrs.map(|a| (a, h.weight))),
+                Err(e) => tracing::warn!(
+                    cluster = %self.name, host = %h.address, error = %e,
+                    "dns resolution failed; keeping no address for this host until the next refresh"
+                ),
+            }
+        }
+        resolved.dedup_by_key(|(a, _)| *a);
+        let current = self.hosts.load();
+        let hosts: Vec<Arc<Host>> = resolved
+            .into_iter()
+            .map(|(addr, weight)| {
+                current
+                    .hosts
+                    .iter()
+                    .find(|h| h.addr == addr && h.weight == weight)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(self.new_host(addr, weight)))
+            })
+            .collect();
+        let unchanged = hosts.len() == current.hosts.len()
+            && hosts
+                .iter()
+                .zip(current.hosts.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if unchanged {
+            return;
+        }
+        let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
+        tracing::info!(cluster = %self.name, hosts = ?hosts.iter().map(|h| h.addr).collect::<Vec<_>>(), "cluster hosts updated");
+        self.hosts.store(Arc::new(HostSet {
+            schedule: weighted_schedule(&weights),
+            hosts,
+        }));
+    }
+
+    fn new_host(&self, addr: SocketAddr, weight: u32) -> Host {
+        let dial = Dial::Tcp {
+            addr,
+            connect_timeout: self.cfg.connect_timeout(),
+        };
+        let pool = Http1Pool::new(
+            PoolSettings {
+                name: format!("upstream/{}/{addr}", self.name),
+                size: usize::try_from(self.cfg.max_connections).unwrap_or(usize::MAX),
+                idle_timeout: self.cfg.idle_timeout(),
+            },
+            Http1Connector { dial: dial.clone() },
+            &self.metrics,
+        );
+        Host {
+            addr,
+            weight,
+            dial,
+            pool,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks a host for one request and counts the request on it.
+    pub(crate) fn pick(&self) -> Option<InFlight> {
+        let set = self.hosts.load();
+        let i = self.balancer.pick(
+            set.hosts.len(),
+            |i| set.hosts[i].in_flight.load(Ordering::Relaxed),
+            &set.schedule,
+        )?;
+        let host = set.hosts[i].clone();
+        host.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(host))
+    }
+
+    /// Addresses currently resolved.
+    pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.hosts.load().hosts.iter().map(|h| h.addr).collect()
+    }
+}
+
+async fn refresh(cluster: Weak<Cluster>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.resolve().await;
+    }
+}

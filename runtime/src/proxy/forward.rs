@@ -1,0 +1,265 @@
+//! What the proxy core does with one decoded HTTP request: find the route, bound the request by
+//! the route timeout (and the caller's remaining time, when the channel sent it), pick a host,
+//! exchange on its pool, retry on the route's conditions while time remains, and write back
+//! either the upstream's answer or an error of its own, marked with `x-outrigger-error` so the
+//! channel can tell "no route" from "the upstream said 404".
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use outrigger_config::RetryOn;
+use tokio::time::Instant;
+
+use super::{Shared, route::Route};
+use crate::{
+    metrics::{NameLabels, ProxyLabels},
+    pool::{
+        PoolError,
+        http1::{ExchangeError, MAX_BODY_BYTES, exchange},
+    },
+};
+
+/// Marks a response the proxy core generated itself; the value names the cause.
+pub const ERROR_HEADER: &str = "x-outrigger-error";
+/// Milliseconds the sender will still wait; the proxy never works on a request longer.
+pub const TIMEOUT_HEADER: &str = "x-outrigger-timeout-ms";
+
+/// Causes of proxy-generated responses (the values of [`ERROR_HEADER`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProxyError {
+    BadRequest,
+    NoRoute,
+    NoHealthyHost,
+    Overflow,
+    ConnectFailure,
+    Reset,
+    Timeout,
+}
+
+impl ProxyError {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest => "bad_request",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoHealthyHost => "no_healthy_host",
+            ProxyError::Overflow => "overflow",
+            ProxyError::ConnectFailure => "connect_failure",
+            ProxyError::Reset => "reset",
+            ProxyError::Timeout => "timeout",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bad_request" => ProxyError::BadRequest,
+            "no_route" => ProxyError::NoRoute,
+            "no_healthy_host" => ProxyError::NoHealthyHost,
+            "overflow" => ProxyError::Overflow,
+            "connect_failure" => ProxyError::ConnectFailure,
+            "reset" => ProxyError::Reset,
+            "timeout" => ProxyError::Timeout,
+            _ => return None,
+        })
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+fn error_response(kind: ProxyError, message: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(message)));
+    *resp.status_mut() = kind.status();
+    let h = resp.headers_mut();
+    h.insert(ERROR_HEADER, HeaderValue::from_static(kind.as_str()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Headers that describe one connection, not the message, and are never forwarded.
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Handles one request on `listener`. Never fails: errors become responses.
+pub(crate) async fn handle(
+    shared: &Shared,
+    listener: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let snapshot = shared.live.load_full();
+    let (resp, cluster) = match snapshot.listeners.get(listener) {
+        None => (
+            error_response(
+                ProxyError::NoRoute,
+                format!("listener {listener} is not in the live config"),
+            ),
+            "",
+        ),
+        Some(table) => {
+            let (mut parts, body) = req.into_parts();
+            let caller_timeout = parts
+                .headers
+                .remove(TIMEOUT_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(Duration::from_millis);
+            match table.find(&parts.method, parts.uri.path(), &parts.headers) {
+                None => {
+                    let id = parts
+                        .headers
+                        .get("id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let msg = format!(
+                        "no route in table {} matches {} {} (id {id})",
+                        table.name,
+                        parts.method,
+                        parts.uri.path()
+                    );
+                    (error_response(ProxyError::NoRoute, msg), "")
+                }
+                Some(route) => {
+                    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                        Ok(b) => b.to_bytes(),
+                        Err(e) => {
+                            let msg = format!("cannot read the request body: {e}");
+                            return error_response(ProxyError::BadRequest, msg);
+                        }
+                    };
+                    strip_hop_by_hop(&mut parts.headers);
+                    let timeout = caller_timeout.map_or(route.timeout, |t| t.min(route.timeout));
+                    let resp = forward(shared, route, &parts, body, Instant::now() + timeout).await;
+                    (resp, route.cluster.name.as_str())
+                }
+            }
+        }
+    };
+    shared
+        .metrics
+        .proxy_requests
+        .get_or_create(&ProxyLabels {
+            listener: listener.to_owned(),
+            cluster: cluster.to_owned(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Sends the request to the route's cluster, with retries, by `deadline`.
+async fn forward(
+    shared: &Shared,
+    route: &Route,
+    parts: &http::request::Parts,
+    body: Bytes,
+    deadline: Instant,
+) -> Response<Full<Bytes>> {
+    let cluster = &route.cluster;
+    let tries = 1 + route.retry.as_ref().map_or(0, |r| r.attempts);
+    let mut try_no = 0;
+    loop {
+        try_no += 1;
+        let Some(host) = cluster.pick() else {
+            return error_response(
+                ProxyError::NoHealthyHost,
+                format!("cluster {} has no resolved hosts", cluster.name),
+            );
+        };
+        let try_deadline = route
+            .retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout)
+            .map_or(deadline, |t| (Instant::now() + t).min(deadline));
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.headers_mut() = parts.headers.clone();
+        let outcome = exchange(&host.pool, &host.dial, req, try_deadline).await;
+        let addr = host.addr;
+        drop(host);
+
+        let condition = match &outcome {
+            Ok(resp) => Some(RetryOn::Status(resp.status().as_u16())),
+            Err(ExchangeError::Pool(
+                PoolError::Connect { .. } | PoolError::ConnectTimeout { .. },
+            )) => Some(RetryOn::ConnectFailure),
+            Err(ExchangeError::Reset { .. } | ExchangeError::Body { .. }) => Some(RetryOn::Reset),
+            // A per-try timeout with time left overall is retried like a reset.
+            Err(ExchangeError::Timeout { .. }) if try_deadline < deadline => Some(RetryOn::Reset),
+            Err(_) => None,
+        };
+        let retry = try_no < tries
+            && Instant::now() < deadline
+            && condition.is_some_and(|c| route.retry.as_ref().is_some_and(|r| r.on(c)));
+        if retry {
+            shared
+                .metrics
+                .proxy_retries
+                .get_or_create(&NameLabels {
+                    name: cluster.name.clone(),
+                })
+                .inc();
+            tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+            continue;
+        }
+        return match outcome {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Response::from_parts(parts, Full::new(body))
+            }
+            Err(e) => {
+                let kind = match &e {
+                    ExchangeError::Pool(PoolError::Exhausted { .. }) => ProxyError::Overflow,
+                    ExchangeError::Pool(_) => ProxyError::ConnectFailure,
+                    ExchangeError::Reset { .. } | ExchangeError::Body { .. } => ProxyError::Reset,
+                    ExchangeError::Timeout { .. } => ProxyError::Timeout,
+                };
+                let detail = if kind == ProxyError::Timeout {
+                    format!(
+                        "cluster {} host {addr}: no answer within the route timeout of {} ms",
+                        cluster.name,
+                        route.timeout.as_millis()
+                    )
+                } else {
+                    format!("cluster {} host {addr}: {e}", cluster.name)
+                };
+                error_response(kind, detail)
+            }
+        };
+    }
+}

@@ -1,0 +1,284 @@
+//! Route tables compiled once per config load: ordered routes whose matchers (exact, prefix,
+//! regex on headers and path; method) are built up front, so matching a request allocates
+//! nothing and compiles nothing. Not for choosing a host (see `cluster`).
+
+use std::{sync::Arc, time::Duration};
+
+use http::{HeaderMap, HeaderName, Method};
+use outrigger_config::{HeaderMatch, RetryOn, RouteConfig, RouteMatch};
+use regex::Regex;
+
+use super::cluster::Cluster;
+
+/// An ordered list of routes; the first whose matcher holds wins.
+#[derive(Debug)]
+pub(crate) struct RouteTable {
+    pub(crate) name: String,
+    pub(crate) routes: Vec<Route>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) matcher: Matcher,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: Option<Retry>,
+}
+
+/// A compiled retry policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    pub(crate) attempts: u32,
+    pub(crate) per_try_timeout: Option<Duration>,
+    pub(crate) on: Vec<RetryOn>,
+}
+
+impl Retry {
+    pub(crate) fn on(&self, cond: RetryOn) -> bool {
+        self.on.contains(&cond)
+    }
+}
+
+/// The conditions of one route.
+#[derive(Debug, Default)]
+pub(crate) struct Matcher {
+    headers: Vec<(HeaderName, ValueMatcher)>,
+    path: Option<ValueMatcher>,
+    method: Option<Method>,
+}
+
+#[derive(Debug)]
+enum ValueMatcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl ValueMatcher {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            ValueMatcher::Exact(e) => v == e,
+            ValueMatcher::Prefix(p) => v.starts_with(p.as_str()),
+            ValueMatcher::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+/// A regex that must match the whole value.
+fn whole(re: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid regex {re:?}: {e}"))
+}
+
+impl Matcher {
+    /// Compiles a match; fails only on input that validation rejects.
+    pub(crate) fn compile(m: &RouteMatch) -> Result<Self, String> {
+        let headers = m
+            .headers
+            .iter()
+            .map(|h: &HeaderMatch| {
+                let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("invalid header name {:?}", h.name))?;
+                let value = match (&h.exact, &h.prefix, &h.regex) {
+                    (Some(e), None, None) => ValueMatcher::Exact(e.clone()),
+                    (None, Some(p), None) => ValueMatcher::Prefix(p.clone()),
+                    (None, None, Some(r)) => ValueMatcher::Regex(whole(r)?),
+                    _ => {
+                        return Err(format!(
+                            "header {:?}: give exactly one of exact, prefix, regex",
+                            h.name
+                        ));
+                    }
+                };
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let path = match (&m.path, &m.path_prefix, &m.path_regex) {
+            (Some(p), _, _) => Some(ValueMatcher::Exact(p.clone())),
+            (None, Some(p), _) => Some(ValueMatcher::Prefix(p.clone())),
+            (None, None, Some(r)) => Some(ValueMatcher::Regex(whole(r)?)),
+            (None, None, None) => None,
+        };
+        let method = m
+            .method
+            .as_deref()
+            .map(|s| Method::from_bytes(s.as_bytes()).map_err(|_| format!("invalid method {s:?}")))
+            .transpose()?;
+        Ok(Self {
+            headers,
+            path,
+            method,
+        })
+    }
+
+    /// Whether a request with this method, path and headers matches.
+    pub(crate) fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        if let Some(m) = &self.method
+            && m != method
+        {
+            return false;
+        }
+        if let Some(p) = &self.path
+            && !p.matches(path)
+        {
+            return false;
+        }
+        self.headers.iter().all(|(name, vm)| {
+            headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| vm.matches(s)))
+        })
+    }
+}
+
+impl Route {
+    /// Compiles a route against its already-built cluster.
+    pub(crate) fn compile(
+        cfg: &RouteConfig,
+        cluster: Arc<Cluster>,
+        default_timeout: Duration,
+    ) -> Result<Self, String> {
+        let retry = match &cfg.retry {
+            None => None,
+            Some(r) => Some(Retry {
+                attempts: r.attempts,
+                per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
+                on: r
+                    .retry_on
+                    .iter()
+                    .map(|s| RetryOn::parse(s))
+                    .collect::<Result<_, _>>()?,
+            }),
+        };
+        Ok(Self {
+            matcher: Matcher::compile(&cfg.matcher)?,
+            cluster,
+            timeout: cfg
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(default_timeout),
+            retry,
+        })
+    }
+}
+
+impl RouteTable {
+    /// The first route matching the request.
+    pub(crate) fn find(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(method, path, headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(yaml: &str) -> Matcher {
+        let rm: RouteMatch = serde_json::from_str(yaml).expect("match json");
+        Matcher::compile(&rm).expect("compiles")
+    }
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, v.parse().expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn matcher_table() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let id = h(&[("id", "org.apache.dubbo.samples.UserProvider")]);
+        let cases: &[(&str, &Method, &str, &HeaderMap, bool)] = &[
+            ("{}", &get, "/anything", &HeaderMap::new(), true),
+            (r#"{"path":"/a"}"#, &get, "/a", &id, true),
+            (r#"{"path":"/a"}"#, &get, "/a/b", &id, false),
+            (r#"{"pathPrefix":"/a"}"#, &get, "/a/b", &id, true),
+            (r#"{"pathPrefix":"/a"}"#, &get, "/b", &id, false),
+            (
+                r#"{"pathRegex":"/v[0-9]+/.*"}"#,
+                &get,
+                "/v2/users",
+                &id,
+                true,
+            ),
+            (r#"{"pathRegex":"/v[0-9]+"}"#, &get, "/v2/users", &id, false),
+            (r#"{"method":"POST"}"#, &post, "/", &id, true),
+            (r#"{"method":"POST"}"#, &get, "/", &id, false),
+            (
+                r#"{"headers":[{"name":"id","exact":"org.apache.dubbo.samples.UserProvider"}]}"#,
+                &get,
+                "/",
+                &id,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"ID","prefix":"org.apache."}]}"#,
+                &get,
+                "/",
+                &id,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"id","regex":".*Provider"}]}"#,
+                &get,
+                "/",
+                &id,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"id","regex":"Provider"}]}"#,
+                &get,
+                "/",
+                &id,
+                false,
+            ),
+            (
+                r#"{"headers":[{"name":"id","exact":"x"}]}"#,
+                &get,
+                "/",
+                &id,
+                false,
+            ),
+            (
+                r#"{"headers":[{"name":"missing","exact":"x"}]}"#,
+                &get,
+                "/",
+                &id,
+                false,
+            ),
+            (
+                r#"{"headers":[{"name":"id","prefix":"org"}],"pathPrefix":"/u","method":"GET"}"#,
+                &get,
+                "/users",
+                &id,
+                true,
+            ),
+        ];
+        for (json, method, path, headers, want) in cases {
+            assert_eq!(
+                m(json).matches(method, path, headers),
+                *want,
+                "{json} vs {method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_value_of_a_repeated_header_may_match() {
+        let mut headers = h(&[("x-tenant", "a")]);
+        headers.append("x-tenant", "b".parse().expect("value"));
+        assert!(
+            m(r#"{"headers":[{"name":"x-tenant","exact":"b"}]}"#).matches(
+                &Method::GET,
+                "/",
+                &headers
+            )
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Wiring: one running sidecar — proxy core, live config, gRPC API, admin endpoint and the
+//! config-file watcher — started together and shut down together (stop accepting, let
+//! in-flight calls finish within a grace period). Used by `main` and by tests.
+
+use std::{
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use outrigger_config::RuntimeConfigSpec;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    admin::{self, AdminState},
+    api::{self, ApiListener, RuntimeApi},
+    config::{DEFAULT_WATCH_INTERVAL, Overrides, Reloader, watch_file},
+    metrics::Metrics,
+    proxy::ProxyCore,
+};
+
+/// How a sidecar runs, beyond its config document.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Addresses that win over the document's.
+    pub overrides: Overrides,
+    /// The file to watch for changes; no watching when `None`.
+    pub config_path: Option<PathBuf>,
+    /// How often the file is checked.
+    pub watch_interval: Duration,
+    /// How long in-flight calls may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            overrides: Overrides::default(),
+            config_path: None,
+            watch_interval: DEFAULT_WATCH_INTERVAL,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid or its listeners cannot be bound.
+    #[error("the config cannot be loaded:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    /// A server address cannot be bound.
+    #[error("cannot bind the {what} address {address}: {source}")]
+    Bind {
+        /// `grpc` or `admin`.
+        what: &'static str,
+        /// The address.
+        address: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    grpc_address: String,
+    admin_address: SocketAddr,
+    reloader: Arc<Reloader>,
+    proxy: Arc<ProxyCore>,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    drain_timeout: Duration,
+}
+
+impl Sidecar {
+    /// Loads `spec`, binds every address and starts serving.
+    pub async fn start(
+        spec: RuntimeConfigSpec,
+        options: Options,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let proxy = Arc::new(ProxyCore::new(metrics.clone(), shutdown_rx.clone()));
+        let reloader = Arc::new(
+            Reloader::start(
+                spec,
+                options.overrides.clone(),
+                proxy.clone(),
+                metrics.clone(),
+            )
+            .await
+            .map_err(StartError::Config)?,
+        );
+        let live = reloader.live();
+        let spec = live.current().spec.clone();
+
+        let api_listener = ApiListener::bind(&spec.grpc.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "grpc",
+                address: spec.grpc.address.clone(),
+                source,
+            })?;
+        let grpc_address = api_listener.describe();
+        let admin_listener = TcpListener::bind(&spec.admin.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                address: spec.admin.address.clone(),
+                source,
+            })?;
+        let admin_address = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                address: spec.admin.address.clone(),
+                source,
+            })?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        let api = RuntimeApi::new(live.clone(), metrics.clone());
+        let grpc_cfg = spec.grpc.clone();
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            if let Err(e) = api::serve(api_listener, api, &grpc_cfg, rx).await {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+        });
+        tasks.spawn(admin::serve(
+            admin_listener,
+            AdminState {
+                live,
+                metrics,
+                proxy: proxy.clone(),
+                ready: ready.clone(),
+            },
+            shutdown_rx.clone(),
+        ));
+        if let Some(path) = options.config_path.clone() {
+            tasks.spawn(watch_file(
+                reloader.clone(),
+                path,
+                options.watch_interval,
+                shutdown_rx,
+            ));
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!(grpc = %grpc_address, admin = %admin_address, "outrigger is serving");
+        Ok(Self {
+            grpc_address,
+            admin_address,
+            reloader,
+            proxy,
+            ready,
+            shutdown,
+            tasks,
+            drain_timeout: options.drain_timeout,
+        })
+    }
+
+    /// The bound gRPC address (`ip:port` or `unix:///path`).
+    pub fn grpc_address(&self) -> &str {
+        &self.grpc_address
+    }
+
+    /// The bound admin address.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// The reloader, to apply a new config programmatically.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// The proxy core.
+    pub fn proxy(&self) -> &Arc<ProxyCore> {
+        &self.proxy
+    }
+
+    /// Stops accepting, waits up to the drain timeout for in-flight calls, and stops.
+    pub async fn shutdown(mut self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout_ms = self.drain_timeout.as_millis(),
+                "in-flight calls did not finish within the drain timeout; stopping anyway"
+            );
+            self.tasks.abort_all();
+        }
+        tracing::info!("outrigger stopped");
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> io::Result<()> {
+        wait_for_signal().await?;
+        tracing::info!("signal received; draining");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
