@@ -14,7 +14,9 @@ pub(crate) async fn watch_file(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut last = tokio::fs::read(&path).await.ok();
+    // Start from nothing rather than from a first read: a change made between the initial load
+    // and that read would otherwise be missed. An unchanged file is a no-op (same hash).
+    let mut last: Option<Vec<u8>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -33,8 +35,9 @@ pub(crate) async fn watch_file(
         }
         last = Some(now.clone());
         let text = String::from_utf8_lossy(&now);
-        tracing::info!(path = %path.display(), "config file changed");
         // Errors are logged and recorded by the reloader.
-        let _ = reloader.apply_text(&text).await;
+        if let Ok(Some(version)) = reloader.apply_text(&text).await {
+            tracing::info!(path = %path.display(), version, "config file change applied");
+        }
     }
 }

@@ -1,0 +1,251 @@
+//! Hot reload and the admin endpoint: a valid change moves traffic with zero failed calls, an
+//! invalid one is rejected with every problem listed while the old config keeps serving, and
+//! the file watcher follows a ConfigMap-style symlink swap.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use outrigger_runtime::Options;
+use support::*;
+
+#[tokio::test]
+async fn reload_under_load_moves_traffic_with_zero_failures() {
+    let a = Upstream::start(|_| Reply {
+        delay: Duration::from_millis(5),
+        ..Reply::ok("a")
+    })
+    .await;
+    let b = Upstream::fixed("b").await;
+    let rt = start(&config(&[a.addr], "", "")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut client, stop, failures, ok) = (
+                rt.layotto.clone(),
+                stop.clone(),
+                failures.clone(),
+                ok.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    match client
+                        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+                        .await
+                    {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("failed during reload: {e:?}");
+                            failures.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = outrigger_config::load_yaml(&config(&[b.addr], "", "")).expect("valid");
+    let version = rt.sidecar.reloader().apply(next).await.expect("applied");
+    assert_eq!(version, Some(2));
+    let served_by_a = a.count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("join");
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no call fails across the reload"
+    );
+    assert!(
+        served_by_a > 0 && b.count() > 0,
+        "a={served_by_a} b={}",
+        b.count()
+    );
+    assert!(
+        a.count() <= served_by_a + 8,
+        "after the swap only in-flight calls finish on a"
+    );
+    let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    assert_eq!(dump["version"], 2);
+    let metrics = rt.metrics.encode();
+    assert!(metrics.contains("outrigger_config_version 2"), "{metrics}");
+    assert!(
+        metrics.contains("outrigger_config_reloads_total{result=\"applied\"} 1"),
+        "{metrics}"
+    );
+    // Applying the same document again changes nothing.
+    let same = outrigger_config::load_yaml(&config(&[b.addr], "", "")).expect("valid");
+    assert_eq!(rt.sidecar.reloader().apply(same).await.expect("same"), None);
+}
+
+#[tokio::test]
+async fn invalid_reload_is_rejected_with_every_problem_and_the_old_config_serves() {
+    let a = Upstream::fixed("a").await;
+    let mut rt = start(&config(&[a.addr], "", "")).await;
+    let broken = config(&[a.addr], "", "")
+        .replace("cluster: backend", "cluster: users")
+        .replace("size: 16", "size: 0");
+    let errors = rt
+        .sidecar
+        .reloader()
+        .apply_text(&broken)
+        .await
+        .expect_err("rejected");
+    assert_eq!(
+        errors,
+        [
+            "rpc.channels[0].size: must be at least 1",
+            "routeTables[0].routes[0].cluster: unknown cluster \"users\"",
+        ]
+    );
+    let not_yaml = rt
+        .sidecar
+        .reloader()
+        .apply_text("rpc: [unclosed")
+        .await
+        .expect_err("rejected");
+    assert!(
+        not_yaml[0].starts_with("cannot parse the config"),
+        "{not_yaml:?}"
+    );
+    let r = rt
+        .layotto
+        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+        .await
+        .expect("old config still serves")
+        .into_inner();
+    assert_eq!(text(r.data), "a");
+    let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    assert_eq!(dump["version"], 1);
+    assert!(
+        dump["lastRejected"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot parse")
+    );
+    let metrics = rt.metrics.encode();
+    assert!(
+        metrics.contains("outrigger_config_reloads_total{result=\"rejected\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoint_reports_health_readiness_metrics_and_config() {
+    let a = Upstream::fixed("a").await;
+    let mut rt = start(&config(&[a.addr], "", "")).await;
+    rt.layotto
+        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+        .await
+        .expect("call");
+    assert_eq!(admin_get(&rt.sidecar, "/healthz").await.0, 200);
+    assert_eq!(admin_get(&rt.sidecar, "/readyz").await.0, 200);
+    assert_eq!(admin_get(&rt.sidecar, "/nope").await.0, 404);
+    let (status, metrics) = admin_get(&rt.sidecar, "/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "outrigger_grpc_requests_total{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\",code=\"ok\"} 1",
+        "outrigger_grpc_request_duration_seconds_count{name=\"/spec.proto.runtime.v1.Runtime/InvokeService\"} 1",
+        "outrigger_proxy_requests_total{listener=\"egress\",cluster=\"backend\",status=\"200\"} 1",
+        "outrigger_pool_connections{name=\"channel/http\"} 1",
+        "outrigger_config_version 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    assert_eq!(dump["hash"].as_str().unwrap().len(), 16);
+    assert_eq!(dump["config"]["rpc"]["timeoutMs"], 3000);
+    assert_eq!(dump["clusterHosts"]["backend"][0], a.addr.to_string());
+    assert!(dump["lastRejected"].is_null());
+}
+
+/// Lays out `dir` as the kubelet does for a mounted ConfigMap: the file is a symlink through
+/// `..data`, which is swapped atomically to a new timestamped directory.
+fn write_configmap(dir: &Path, generation: u32, text: &str) {
+    let data = dir.join(format!("..gen_{generation}"));
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("runtime.yaml"), text).expect("write");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..gen_{generation}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+    let file = dir.join("runtime.yaml");
+    if !file.exists() {
+        std::os::unix::fs::symlink("..data/runtime.yaml", &file).expect("symlink file");
+    }
+}
+
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn file_watcher_follows_a_configmap_symlink_swap() {
+    let a = Upstream::fixed("a").await;
+    let b = Upstream::fixed("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_configmap(dir.path(), 1, &config(&[a.addr], "", ""));
+    let options = Options {
+        config_path: Some(dir.path().join("runtime.yaml")),
+        watch_interval: Duration::from_millis(30),
+        ..Options::default()
+    };
+    let text = std::fs::read_to_string(dir.path().join("runtime.yaml")).expect("read");
+    let mut rt = start_with(&text, options).await;
+    let live = rt.sidecar.reloader().live();
+
+    write_configmap(dir.path(), 2, &config(&[b.addr], "", ""));
+    assert!(
+        eventually(|| live.current().version == 2).await,
+        "reloaded: {:?}",
+        live.last_rejection()
+    );
+    let r = rt
+        .layotto
+        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+        .await
+        .expect("call");
+    assert_eq!(text_of(r.into_inner().data), "b");
+
+    write_configmap(dir.path(), 3, "rpc: {channels: []}");
+    assert!(
+        eventually(|| live.last_rejection().is_some()).await,
+        "rejected"
+    );
+    assert_eq!(live.current().version, 2);
+    let r = rt
+        .layotto
+        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+        .await
+        .expect("call");
+    assert_eq!(
+        text_of(r.into_inner().data),
+        "b",
+        "the last good config keeps serving"
+    );
+}
+
+fn text_of(any: Option<prost_types::Any>) -> String {
+    text(any)
+}
