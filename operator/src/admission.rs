@@ -1,0 +1,458 @@
+//! The two admission webhooks as pure functions from an `AdmissionReview` v1 request body to the
+//! `AdmissionReview` response: `/mutate-pods` (sidecar injection) and `/validate-runtimeconfigs`
+//! (the sidecar's own validation, so `kubectl apply` fails with the same error list). Every answer
+//! is an `AdmissionReview`: a business failure is a deny with a reason, never an HTTP error. Not
+//! for serving HTTPS (`webhook`) or deciding injection (`inject`).
+
+use k8s_openapi::{ByteString, api::core::v1::Pod};
+use kube::core::{
+    DynamicObject, Status,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    response::{StatusCause, StatusDetails},
+};
+use outrigger_config::{ValidationErrors, validate};
+use serde_json::Value;
+
+use crate::{
+    crd::RuntimeConfig,
+    inject::{self, Injection, Selection, SidecarSettings},
+};
+
+/// What the mutating webhook can know beyond the pod: answers are `None` when unknown (the
+/// standalone webhook has no API server).
+pub trait ClusterView: Send + Sync {
+    /// Whether the namespace carries `outrigger.dev/inject=enabled`.
+    fn namespace_opted_in(&self, namespace: &str) -> Option<bool>;
+    /// Whether the RuntimeConfig `namespace/name` exists.
+    fn runtime_config_exists(&self, namespace: &str, name: &str) -> Option<bool>;
+}
+
+/// The view of the standalone webhook and offline tools: nothing is known.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCluster;
+
+impl ClusterView for NoCluster {
+    fn namespace_opted_in(&self, _: &str) -> Option<bool> {
+        None
+    }
+    fn runtime_config_exists(&self, _: &str, _: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// What one mutating admission decided, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MutateVerdict {
+    /// A patch was returned.
+    Injected,
+    /// No patch, with the reason.
+    Skipped(String),
+    /// The review could not be read or the object was not a pod.
+    Invalid(String),
+}
+
+/// Handles a `/mutate-pods` review body. `namespace_opted_in` is true when the webhook
+/// registration already selected the namespace by label (the `namespace-inject=enabled` query).
+pub fn mutate_pods(
+    body: &[u8],
+    settings: &SidecarSettings,
+    cluster: &dyn ClusterView,
+    namespace_opted_in: bool,
+) -> (Value, MutateVerdict) {
+    let request = match parse(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                review(AdmissionResponse::invalid(&e)),
+                MutateVerdict::Invalid(e),
+            );
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    if request.operation != Operation::Create {
+        let why = format!("{:?} is not injected", request.operation);
+        return (review(response), MutateVerdict::Skipped(why));
+    }
+    let pod: Pod = match request
+        .object
+        .as_ref()
+        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value))
+    {
+        Some(Ok(pod)) => pod,
+        Some(Err(e)) => {
+            let why = format!("the object is not a Pod: {e}");
+            return (review(response.deny(&why)), MutateVerdict::Invalid(why));
+        }
+        None => {
+            let why = "the request has no object".to_owned();
+            return (review(response.deny(&why)), MutateVerdict::Invalid(why));
+        }
+    };
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let opted_in = namespace_opted_in || cluster.namespace_opted_in(&namespace) == Some(true);
+    let config_exists = cluster.runtime_config_exists(&namespace, inject::config_name(&pod));
+    let req = inject::Request {
+        namespace: Some(&namespace),
+        selection: Selection::OptIn {
+            namespace_opted_in: opted_in,
+        },
+        config_exists,
+    };
+    match inject::inject(&pod, &req, settings) {
+        Injection::Patched { patch, warnings } => {
+            let mut response = match response.with_patch(patch) {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("cannot serialise the patch: {e}");
+                    let denied = AdmissionResponse::from(&request).deny(&why);
+                    return (review(denied), MutateVerdict::Invalid(why));
+                }
+            };
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
+            (review(response), MutateVerdict::Injected)
+        }
+        Injection::Unchanged(skip) => {
+            let mut response = response;
+            if skip.warns() {
+                response.warnings = Some(vec![format!("outrigger: {skip}")]);
+            }
+            (review(response), MutateVerdict::Skipped(skip.to_string()))
+        }
+    }
+}
+
+/// Handles a `/validate-runtimeconfigs` review body: allowed exactly when the sidecar would load
+/// the spec; a denial lists every problem. Also returns the problems, for logs.
+pub fn validate_runtime_configs(body: &[u8]) -> (Value, Vec<String>) {
+    let request = match parse(body) {
+        Ok(r) => r,
+        Err(e) => return (review(AdmissionResponse::invalid(&e)), vec![e]),
+    };
+    let response = AdmissionResponse::from(&request);
+    if request.operation == Operation::Delete {
+        return (review(response), Vec::new());
+    }
+    let Some(object) = request.object.as_ref() else {
+        let why = "the request has no object".to_owned();
+        return (review(response.deny(&why)), vec![why]);
+    };
+    let who = format!(
+        "RuntimeConfig {}/{}",
+        request.namespace.as_deref().unwrap_or("default"),
+        if request.name.is_empty() {
+            "<generated>"
+        } else {
+            &request.name
+        }
+    );
+    let rc: RuntimeConfig = match serde_json::to_value(object).and_then(serde_json::from_value) {
+        Ok(rc) => rc,
+        Err(e) => {
+            let why = format!("{who} cannot be read as the sidecar's config: {e}");
+            return (review(response.deny(&why)), vec![why]);
+        }
+    };
+    match validate(&rc.spec) {
+        Ok(()) => (review(response), Vec::new()),
+        Err(errors) => {
+            let mut denied = response;
+            denied.allowed = false;
+            denied.result = denial(&who, &errors);
+            (review(denied), errors.lines())
+        }
+    }
+}
+
+fn denial(who: &str, errors: &ValidationErrors) -> Status {
+    let mut message = format!("{who} is invalid: {} problem(s):", errors.0.len());
+    for line in errors.lines() {
+        message.push_str("\n  - ");
+        message.push_str(&line);
+    }
+    let causes = errors
+        .0
+        .iter()
+        .map(|e| StatusCause {
+            reason: "FieldValueInvalid".to_owned(),
+            message: e.message.clone(),
+            field: format!("spec.{}", e.path),
+        })
+        .collect();
+    Status::failure(&message, "Invalid")
+        .with_code(422)
+        .with_details(StatusDetails {
+            name: String::new(),
+            group: crate::names::GROUP.to_owned(),
+            kind: "RuntimeConfig".to_owned(),
+            uid: String::new(),
+            causes,
+            retry_after_seconds: 0,
+        })
+}
+
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not an AdmissionReview: {e}"))?;
+    review
+        .try_into()
+        .map_err(|_| "the AdmissionReview has no request".to_owned())
+}
+
+/// The response review as JSON, with `patch` base64-encoded as the API documents it.
+fn review(response: AdmissionResponse) -> Value {
+    let patch = response.patch.clone();
+    let mut value = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
+    if let (Some(bytes), Some(slot)) = (patch, value.pointer_mut("/response/patch")) {
+        *slot = serde_json::to_value(ByteString(bytes)).unwrap_or(Value::Null);
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn review_of(kind: &str, operation: &str, object: Value) -> Vec<u8> {
+        let (group, version, resource) = match kind {
+            "Pod" => ("", "v1", "pods"),
+            _ => ("outrigger.dev", "v1alpha1", "runtimeconfigs"),
+        };
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": { "group": group, "version": version, "kind": kind },
+                "resource": { "group": group, "version": version, "resource": resource },
+                "namespace": "apps",
+                "name": "web",
+                "operation": operation,
+                "userInfo": { "username": "admin", "groups": ["system:authenticated"] },
+                "object": object,
+                "oldObject": null,
+                "dryRun": false,
+            }
+        }))
+        .unwrap()
+    }
+
+    struct Cluster {
+        ns_opted_in: bool,
+        configs: &'static [&'static str],
+    }
+    impl ClusterView for Cluster {
+        fn namespace_opted_in(&self, _: &str) -> Option<bool> {
+            Some(self.ns_opted_in)
+        }
+        fn runtime_config_exists(&self, _: &str, name: &str) -> Option<bool> {
+            Some(self.configs.contains(&name))
+        }
+    }
+
+    fn pod(annotations: Value) -> Value {
+        json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web", "annotations": annotations },
+                "spec": { "containers": [{ "name": "app", "image": "app" }] } })
+    }
+
+    #[test]
+    fn mutate_reviews() {
+        let s = SidecarSettings::default();
+        let with_default = Cluster {
+            ns_opted_in: false,
+            configs: &["default"],
+        };
+        let ns_on = Cluster {
+            ns_opted_in: true,
+            configs: &["default"],
+        };
+        let no_configs = Cluster {
+            ns_opted_in: true,
+            configs: &[],
+        };
+        let opted = pod(json!({ "outrigger.dev/inject": "true" }));
+        // (case, body, cluster, query opt-in, patched, warning fragment)
+        type Case<'a> = (
+            &'a str,
+            Vec<u8>,
+            &'a dyn ClusterView,
+            bool,
+            bool,
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 7] = [
+            (
+                "annotation opt-in",
+                review_of("Pod", "CREATE", opted.clone()),
+                &NoCluster,
+                false,
+                true,
+                None,
+            ),
+            (
+                "namespace label via cluster view",
+                review_of("Pod", "CREATE", pod(json!({}))),
+                &ns_on,
+                false,
+                true,
+                None,
+            ),
+            (
+                "namespace label via query",
+                review_of("Pod", "CREATE", pod(json!({}))),
+                &NoCluster,
+                true,
+                true,
+                None,
+            ),
+            (
+                "not selected",
+                review_of("Pod", "CREATE", pod(json!({}))),
+                &with_default,
+                false,
+                false,
+                None,
+            ),
+            (
+                "missing RuntimeConfig warns",
+                review_of("Pod", "CREATE", opted.clone()),
+                &no_configs,
+                false,
+                false,
+                Some("RuntimeConfig apps/default"),
+            ),
+            (
+                "update is left alone",
+                review_of("Pod", "UPDATE", opted.clone()),
+                &NoCluster,
+                false,
+                false,
+                None,
+            ),
+            (
+                "bad native annotation warns but injects",
+                review_of(
+                    "Pod",
+                    "CREATE",
+                    pod(
+                        json!({ "outrigger.dev/inject": "true", "outrigger.dev/native-sidecar": "yes" }),
+                    ),
+                ),
+                &NoCluster,
+                false,
+                true,
+                Some("native-sidecar"),
+            ),
+        ];
+        for (case, body, cluster, query, patched, warning) in cases {
+            let (out, _) = mutate_pods(&body, &s, cluster, query);
+            assert_eq!(out["apiVersion"], "admission.k8s.io/v1", "{case}");
+            assert_eq!(out["kind"], "AdmissionReview", "{case}");
+            let r = &out["response"];
+            assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002", "{case}");
+            assert_eq!(r["allowed"], true, "{case}");
+            assert_eq!(r["patch"].is_string(), patched, "{case}: {r}");
+            assert_eq!(
+                r["patchType"].as_str(),
+                patched.then_some("JSONPatch"),
+                "{case}"
+            );
+            match warning {
+                Some(w) => assert!(
+                    r["warnings"][0].as_str().unwrap().contains(w),
+                    "{case}: {r}"
+                ),
+                None => assert!(r.get("warnings").is_none(), "{case}: {r}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_reviews_are_answered_not_errored() {
+        let (out, verdict) =
+            mutate_pods(b"{not json", &SidecarSettings::default(), &NoCluster, false);
+        assert_eq!(out["response"]["allowed"], false);
+        assert!(matches!(verdict, MutateVerdict::Invalid(_)));
+        let (out, _) = validate_runtime_configs(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        );
+        assert_eq!(out["response"]["allowed"], false);
+        assert_eq!(
+            out["response"]["status"]["message"],
+            "the AdmissionReview has no request"
+        );
+    }
+
+    #[test]
+    fn validate_reviews() {
+        let valid = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web" },
+            "spec": { "rpc": { "channels": [{ "listener": "127.0.0.1:12221" }] } } });
+        let invalid = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web" },
+            "spec": { "rpc": { "timeoutMs": 0, "channels": [] }, "clusters": [{ "name": "c", "hosts": [] }] } });
+        let unknown_field = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web" },
+            "spec": { "rpcc": {} } });
+        // (case, body, allowed, message fragments)
+        let cases = [
+            (
+                "valid",
+                review_of("RuntimeConfig", "CREATE", valid.clone()),
+                true,
+                vec![],
+            ),
+            (
+                "valid update",
+                review_of("RuntimeConfig", "UPDATE", valid),
+                true,
+                vec![],
+            ),
+            (
+                "invalid lists every error",
+                review_of("RuntimeConfig", "CREATE", invalid),
+                false,
+                vec![
+                    "RuntimeConfig apps/web is invalid: 3 problem(s):",
+                    "\n  - rpc.timeoutMs: must be greater than 0",
+                    "\n  - rpc.channels: at least one channel is required",
+                    "\n  - clusters[0].hosts: at least one host is required",
+                ],
+            ),
+            (
+                "unknown field",
+                review_of("RuntimeConfig", "CREATE", unknown_field),
+                false,
+                vec!["unknown field `rpcc`"],
+            ),
+            (
+                "delete is allowed",
+                review_of("RuntimeConfig", "DELETE", Value::Null),
+                true,
+                vec![],
+            ),
+        ];
+        for (case, body, allowed, fragments) in cases {
+            let (out, problems) = validate_runtime_configs(&body);
+            let r = &out["response"];
+            assert_eq!(r["allowed"], allowed, "{case}: {r}");
+            assert_eq!(problems.is_empty(), allowed, "{case}");
+            let message = r["status"]["message"].as_str().unwrap_or_default();
+            for f in fragments {
+                assert!(message.contains(f), "{case}: {f:?} not in {message:?}");
+            }
+            if case == "invalid lists every error" {
+                assert_eq!(r["status"]["code"], 422);
+                assert_eq!(
+                    r["status"]["details"]["causes"][0]["field"],
+                    "spec.rpc.timeoutMs"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! What each subcommand does, wired from the library's parts: `run` (controller under leader
+//! election, webhooks, self-managed TLS, metrics), `webhook` (standalone HTTPS webhooks), and the
+//! offline `render`, `inject`, `crdgen`. Errors here are `anyhow`: this is the CLI edge.
+
+use std::{
+    io::{Read, Write},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use kube::Client;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    admission::{ClusterView, NoCluster},
+    certs::SelfManaged,
+    cli::{CertMode, Cli, Command, InjectArgs, RenderArgs, RunArgs, WebhookArgs},
+    cluster::ClusterCache,
+    crd::RuntimeConfig,
+    leader::{LeaseConfig, run_election},
+    logging,
+    manifests::{inject_manifests, render},
+    metrics::Metrics,
+    reconcile::{Context, run_controller},
+    serve::{Readiness, WebhookState, serve_health, serve_webhooks},
+    tls::CertStore,
+};
+
+/// Runs the parsed command line; the exit code says whether it succeeded.
+pub fn main(cli: Cli) -> ExitCode {
+    logging::init(cli.log_format, &cli.log_level);
+    let result = match cli.command {
+        Command::Render(args) => render_cmd(&args),
+        Command::Inject(args) => inject_cmd(&args),
+        Command::Crdgen => crdgen(),
+        Command::Webhook(args) => runtime().and_then(|rt| rt.block_on(webhook(args))),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(out.flush()?)
+}
+
+fn render_cmd(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let input = read_input(&args.file)?;
+    match render(&input, args.file_only) {
+        Ok(text) => {
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn inject_cmd(args: &InjectArgs) -> anyhow::Result<ExitCode> {
+    let input = read_input(&args.file)?;
+    let (text, reports) = inject_manifests(&input, &args.sidecar.settings())?;
+    for r in &reports {
+        eprintln!("{}: {}", r.workload, r.outcome);
+        for w in &r.warnings {
+            eprintln!("  warning: {w}");
+        }
+    }
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crdgen() -> anyhow::Result<ExitCode> {
+    print(&RuntimeConfig::crd_yaml()?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+    let store = CertStore::new(&args.cert_dir);
+    store
+        .reload()
+        .context("cannot load the serving certificate")?;
+    tokio::spawn(store.clone().watch(Duration::from_secs(10)));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "webhook serving (standalone)");
+    let state = Arc::new(WebhookState {
+        settings: args.sidecar.settings(),
+        cluster: Arc::new(NoCluster),
+        metrics: Arc::new(Metrics::new()),
+    });
+    serve_webhooks(listener, store.server_config()?, state, shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(Readiness::default());
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("outrigger-operator-{}", std::process::id()));
+
+    // Webhook TLS: the store re-reads the cert directory, whoever writes it.
+    let store = CertStore::new(&args.cert_dir);
+    if let Err(e) = store.reload() {
+        tracing::info!(error = %e, "no serving certificate yet");
+    }
+    tokio::spawn(store.clone().watch(Duration::from_secs(10)));
+    if args.cert_mode == CertMode::SelfManaged {
+        let manager = SelfManaged {
+            client: client.clone(),
+            namespace: args.namespace.clone(),
+            service_name: args.service_name.clone(),
+            secret_name: args.secret_name.clone(),
+            mutating_webhook_name: args.mutating_webhook_name.clone(),
+            validating_webhook_name: args.validating_webhook_name.clone(),
+            cert_dir: args.cert_dir.clone(),
+        };
+        let store = store.clone();
+        tokio::spawn(manager.run(Duration::from_secs(3600), move || {
+            if let Err(e) = store.reload() {
+                tracing::warn!(error = %e, "cannot load the serving certificate");
+            }
+        }));
+    }
+    {
+        let (store, ready) = (store.clone(), ready.clone());
+        tokio::spawn(async move {
+            loop {
+                ready.set(store.is_loaded());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    let cluster: Arc<dyn ClusterView> = ClusterCache::start(client.clone());
+    let state = Arc::new(WebhookState {
+        settings: args.sidecar.settings(),
+        cluster,
+        metrics: metrics.clone(),
+    });
+    let webhook_listener = TcpListener::bind(args.webhook_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.webhook_address))?;
+    let health_listener = TcpListener::bind(args.metrics_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_address))?;
+    tracing::info!(webhook = %args.webhook_address, metrics = %args.metrics_address, %identity, "operator starting");
+    tokio::spawn(serve_webhooks(
+        webhook_listener,
+        store.server_config()?,
+        state,
+        std::future::pending(),
+    ));
+    tokio::spawn(serve_health(
+        health_listener,
+        metrics.clone(),
+        ready,
+        std::future::pending(),
+    ));
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
+    if !args.leader_election {
+        metrics.set_leader(true);
+        run_controller(ctx, shutdown_signal()).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let (tx, mut leading) = watch::channel(false);
+    tokio::spawn(run_election(
+        client,
+        LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.namespace.clone(),
+            identity,
+            duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(5),
+        },
+        tx,
+    ));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // Followers serve the webhook and wait; the leader runs the controller until it shuts down
+    // or loses the lease, and a lost lease ends the process so the pod restarts as a follower.
+    tokio::select! {
+        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+        changed = leading.wait_for(|l| *l) => { changed.context("leader election stopped")?; }
+    }
+    metrics.set_leader(true);
+    tracing::info!("leading: starting the controller");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(ctx, async move {
+        let _ = stop_rx.await;
+    }));
+    let lost = tokio::select! {
+        () = &mut shutdown => false,
+        _ = leading.wait_for(|l| !*l) => true,
+    };
+    let _ = stop_tx.send(());
+    let _ = controller.await;
+    metrics.set_leader(false);
+    if lost {
+        anyhow::bail!("lost the leader lease; exiting so a new leader takes over cleanly");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,417 @@
+//! Sidecar injection as a pure, idempotent function from a Pod to a JSONPatch: the `outrigger`
+//! container (or a native sidecar: an init container with `restartPolicy: Always`, placed first so
+//! it is ready before the app starts and outlives it), the config volume, ports, probes on the admin
+//! port, a non-root read-only security context, resources and log level from annotations with
+//! operator-wide defaults, and the `outrigger.dev/injected` label. A pod left unchanged always says
+//! why, and the reasons a user should hear about come back as warnings. Not for AdmissionReview
+//! plumbing (`admission`) or manifest files (`manifests`).
+
+use std::{collections::BTreeMap, fmt};
+
+use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use crate::{
+    names::{
+        ANNOTATION_CONFIG, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
+        ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST,
+        ANNOTATION_NATIVE_SIDECAR, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
+        DEFAULT_SIDECAR_IMAGE, LABEL_INJECTED, NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN,
+        SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT,
+        SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+    },
+    quantity,
+};
+
+/// Log levels the sidecar accepts.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+
+/// Operator-wide sidecar defaults (flags), overridable per pod by annotations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SidecarSettings {
+    /// Sidecar image.
+    pub image: String,
+    /// Inject as a native sidecar (init container with `restartPolicy: Always`).
+    pub native_sidecar: bool,
+    /// Default log level.
+    pub log_level: String,
+    /// Default CPU request; `None` sets none.
+    pub cpu_request: Option<String>,
+    /// Default CPU limit; `None` sets none.
+    pub cpu_limit: Option<String>,
+    /// Default memory request; `None` sets none.
+    pub memory_request: Option<String>,
+    /// Default memory limit; `None` sets none.
+    pub memory_limit: Option<String>,
+}
+
+impl Default for SidecarSettings {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_SIDECAR_IMAGE.to_owned(),
+            native_sidecar: true,
+            log_level: "info".to_owned(),
+            cpu_request: Some("50m".to_owned()),
+            cpu_limit: None,
+            memory_request: Some("32Mi".to_owned()),
+            memory_limit: Some("128Mi".to_owned()),
+        }
+    }
+}
+
+/// Which pods are candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// The webhook: pods annotated `outrigger.dev/inject: "true"`, or every pod when the namespace
+    /// is labelled `outrigger.dev/inject=enabled`.
+    OptIn {
+        /// The pod's namespace carries the opt-in label.
+        namespace_opted_in: bool,
+    },
+    /// Offline `inject`: every pod that is not opted out.
+    AllUnlessOptedOut,
+}
+
+/// Everything about a pod's admission that is not the pod itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The pod's namespace (from the admission request; the pod may not carry it yet).
+    pub namespace: Option<&'a str>,
+    /// Which pods are candidates.
+    pub selection: Selection,
+    /// Whether the named RuntimeConfig exists, when the caller can see that.
+    pub config_exists: Option<bool>,
+}
+
+/// Why a pod was left unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Not opted in, by annotation or namespace.
+    NotSelected,
+    /// Annotated `outrigger.dev/inject: "false"`.
+    OptedOut,
+    /// Already has the sidecar (label or container named `outrigger`).
+    AlreadyInjected,
+    /// `kube-system` is never injected.
+    SystemNamespace,
+    /// The annotation value is neither `"true"` nor `"false"`.
+    BadInjectAnnotation(String),
+    /// The RuntimeConfig the pod names does not exist.
+    ConfigNotFound {
+        /// Namespace searched.
+        namespace: String,
+        /// RuntimeConfig name.
+        name: String,
+    },
+    /// The pod already has a volume named `outrigger-config`.
+    VolumeConflict,
+}
+
+impl Skip {
+    /// Whether the user should be told (an admission warning), rather than it being expected.
+    pub fn warns(&self) -> bool {
+        !matches!(
+            self,
+            Skip::NotSelected | Skip::OptedOut | Skip::AlreadyInjected
+        )
+    }
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skip::NotSelected => write!(
+                f,
+                "not opted in (annotation {ANNOTATION_INJECT}: \"true\" or namespace label {ANNOTATION_INJECT}=enabled)"
+            ),
+            Skip::OptedOut => write!(f, "opted out by annotation {ANNOTATION_INJECT}: \"false\""),
+            Skip::AlreadyInjected => write!(f, "already has the {SIDECAR_CONTAINER_NAME} sidecar"),
+            Skip::SystemNamespace => {
+                write!(f, "pods in {NEVER_INJECT_NAMESPACE} are never injected")
+            }
+            Skip::BadInjectAnnotation(v) => write!(
+                f,
+                "annotation {ANNOTATION_INJECT}: \"{v}\" is neither \"true\" nor \"false\"; sidecar not injected"
+            ),
+            Skip::ConfigNotFound { namespace, name } => write!(
+                f,
+                "RuntimeConfig {namespace}/{name} (annotation {ANNOTATION_CONFIG}) does not exist; sidecar not injected"
+            ),
+            Skip::VolumeConflict => write!(
+                f,
+                "the pod already has a volume named {SIDECAR_VOLUME_NAME}; sidecar not injected"
+            ),
+        }
+    }
+}
+
+/// The result of injecting into one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Injection {
+    /// The patch to apply, and warnings about annotations that were ignored.
+    Patched {
+        /// RFC 6902 operations against the pod.
+        patch: Patch,
+        /// Problems with the pod's annotations (defaults were used instead).
+        warnings: Vec<String>,
+    },
+    /// Nothing to do, and why.
+    Unchanged(Skip),
+}
+
+/// The RuntimeConfig a pod uses.
+pub fn config_name(pod: &Pod) -> &str {
+    annotation(pod, ANNOTATION_CONFIG)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_CONFIG_NAME)
+}
+
+/// Whether a pod already has the sidecar.
+pub fn is_injected(pod: &Pod) -> bool {
+    let labelled = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_INJECTED))
+        .is_some_and(|v| v == "true");
+    let has_container = pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == SIDECAR_CONTAINER_NAME)
+    });
+    labelled || has_container
+}
+
+/// Decides whether to inject and, if so, builds the patch.
+pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> Injection {
+    if let Err(skip) = select(pod, request) {
+        return Injection::Unchanged(skip);
+    }
+    let spec = pod.spec.as_ref();
+    if spec
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.name == SIDECAR_VOLUME_NAME))
+    {
+        return Injection::Unchanged(Skip::VolumeConflict);
+    }
+
+    let mut warnings = Vec::new();
+    let native = match annotation(pod, ANNOTATION_NATIVE_SIDECAR) {
+        None => settings.native_sidecar,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_NATIVE_SIDECAR}: \"{other}\" is neither \"true\" nor \"false\"; using {}",
+                settings.native_sidecar
+            ));
+            settings.native_sidecar
+        }
+    };
+    let container = sidecar_container(pod, settings, native, &mut warnings);
+    let volume = json!({
+        "name": SIDECAR_VOLUME_NAME,
+        "configMap": { "name": crate::desired::config_map_name(config_name(pod)) },
+    });
+
+    let mut ops = Vec::new();
+    let labels_exist = pod.metadata.labels.is_some();
+    ops.push(if labels_exist {
+        add(&["metadata", "labels", LABEL_INJECTED], json!("true"))
+    } else {
+        add(&["metadata", "labels"], json!({ LABEL_INJECTED: "true" }))
+    });
+    if spec.is_none() {
+        // A pod without a spec is rejected by the API server anyway; give it the minimum.
+        ops.push(add(&["spec"], json!({ "containers": [] })));
+    }
+    let has_volumes = spec.is_some_and(|s| s.volumes.is_some());
+    ops.push(if has_volumes {
+        add(&["spec", "volumes", "-"], volume)
+    } else {
+        add(&["spec", "volumes"], json!([volume]))
+    });
+    let has_init = spec.is_some_and(|s| s.init_containers.is_some());
+    ops.push(match (native, has_init) {
+        (true, true) => add(&["spec", "initContainers", "0"], container),
+        (true, false) => add(&["spec", "initContainers"], json!([container])),
+        (false, _) => add(&["spec", "containers", "0"], container),
+    });
+    Injection::Patched {
+        patch: Patch(ops),
+        warnings,
+    }
+}
+
+fn select(pod: &Pod, request: &Request<'_>) -> Result<(), Skip> {
+    if is_injected(pod) {
+        return Err(Skip::AlreadyInjected);
+    }
+    let selected = match (annotation(pod, ANNOTATION_INJECT), request.selection) {
+        (Some("false"), _) => return Err(Skip::OptedOut),
+        (Some("true"), _) => true,
+        (Some(other), Selection::OptIn { .. }) => {
+            return Err(Skip::BadInjectAnnotation(other.to_owned()));
+        }
+        (_, Selection::OptIn { namespace_opted_in }) => namespace_opted_in,
+        (_, Selection::AllUnlessOptedOut) => true,
+    };
+    if !selected {
+        return Err(Skip::NotSelected);
+    }
+    let namespace = request
+        .namespace
+        .or(pod.metadata.namespace.as_deref())
+        .unwrap_or("default");
+    if namespace == NEVER_INJECT_NAMESPACE {
+        return Err(Skip::SystemNamespace);
+    }
+    if request.config_exists == Some(false) {
+        return Err(Skip::ConfigNotFound {
+            namespace: namespace.to_owned(),
+            name: config_name(pod).to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn sidecar_container(
+    pod: &Pod,
+    settings: &SidecarSettings,
+    native: bool,
+    warnings: &mut Vec<String>,
+) -> Value {
+    let log_level = match annotation(pod, ANNOTATION_LOG_LEVEL) {
+        None => settings.log_level.clone(),
+        Some(l) if LOG_LEVELS.contains(&l) => l.to_owned(),
+        Some(other) => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_LOG_LEVEL}: \"{other}\" is not one of {}; using {}",
+                LOG_LEVELS.join(", "),
+                settings.log_level
+            ));
+            settings.log_level.clone()
+        }
+    };
+    let probe = |path: &str, period: i32, failures: i32| {
+        json!({
+            "httpGet": { "path": path, "port": SIDECAR_ADMIN_PORT_NAME },
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        })
+    };
+    let mut container = json!({
+        "name": SIDECAR_CONTAINER_NAME,
+        "image": settings.image,
+        "args": [
+            "--config", CONFIG_FILE_PATH,
+            "--admin-address", SIDECAR_ADMIN_LISTEN,
+            "--log-level", log_level,
+        ],
+        "ports": [
+            { "name": SIDECAR_GRPC_PORT_NAME, "containerPort": SIDECAR_GRPC_PORT, "protocol": "TCP" },
+            { "name": SIDECAR_ADMIN_PORT_NAME, "containerPort": SIDECAR_ADMIN_PORT, "protocol": "TCP" },
+        ],
+        "env": [
+            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+            { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+        ],
+        "volumeMounts": [
+            { "name": SIDECAR_VOLUME_NAME, "mountPath": CONFIG_MOUNT_PATH, "readOnly": true },
+        ],
+        "readinessProbe": probe("/readyz", 5, 3),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "resources": resources(pod, settings, warnings),
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": SIDECAR_RUN_AS_USER,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+    });
+    if let (true, Some(obj)) = (native, container.as_object_mut()) {
+        obj.insert("restartPolicy".into(), json!("Always"));
+        // The kubelet starts the next container only after this passes: the app never
+        // starts before its sidecar is ready.
+        obj.insert("startupProbe".into(), probe("/readyz", 1, 120));
+    }
+    container
+}
+
+/// Requests and limits: annotations over defaults; a bad annotation warns and the default is used;
+/// a request above its limit is lowered to the limit (the API server would reject the pod).
+fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) -> Value {
+    let mut pick = |key: &str, default: &Option<String>| -> Option<quantity::Quantity> {
+        let from_default = || default.as_deref().and_then(|d| quantity::parse(d).ok());
+        match annotation(pod, key) {
+            None => from_default(),
+            Some(text) => match quantity::parse(text) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    let used = default.as_deref().unwrap_or("none");
+                    warnings.push(format!("annotation {key}: {e}; using {used}"));
+                    from_default()
+                }
+            },
+        }
+    };
+    let cpu_request = pick(ANNOTATION_CPU_REQUEST, &settings.cpu_request);
+    let cpu_limit = pick(ANNOTATION_CPU_LIMIT, &settings.cpu_limit);
+    let memory_request = pick(ANNOTATION_MEMORY_REQUEST, &settings.memory_request);
+    let memory_limit = pick(ANNOTATION_MEMORY_LIMIT, &settings.memory_limit);
+
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    for (resource, request, limit) in [
+        ("cpu", cpu_request, cpu_limit),
+        ("memory", memory_request, memory_limit),
+    ] {
+        let request = match (request, &limit) {
+            (Some(r), Some(l)) if r.value > l.value => {
+                warnings.push(format!(
+                    "sidecar {resource} request {} is above its limit {}; using {} for both",
+                    r.text, l.text, l.text
+                ));
+                Some(l.clone())
+            }
+            (r, _) => r,
+        };
+        if let Some(r) = request {
+            requests.insert(resource, r.text);
+        }
+        if let Some(l) = limit {
+            limits.insert(resource, l.text);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    if !requests.is_empty() {
+        out.insert("requests".into(), json!(requests));
+    }
+    if !limits.is_empty() {
+        out.insert("limits".into(), json!(limits));
+    }
+    Value::Object(out)
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// An `add` operation; each token is escaped (`/` → `~1`, `~` → `~0`) into the JSON pointer.
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,536 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn pod(v: Value) -> Pod {
+    serde_json::from_value(v).unwrap()
+}
+
+fn plain_pod(annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "app", "namespace": "apps", "labels": { "app": "web" }, "annotations": annotations },
+        "spec": { "containers": [{ "name": "app", "image": "nginx:1.27" }] },
+    })
+}
+
+fn webhook(namespace_opted_in: bool) -> Request<'static> {
+    Request {
+        namespace: Some("apps"),
+        selection: Selection::OptIn { namespace_opted_in },
+        config_exists: None,
+    }
+}
+
+/// Applies the injection to the pod JSON, as the API server would.
+fn injected(v: &Value, request: &Request<'_>, settings: &SidecarSettings) -> (Value, Vec<String>) {
+    match inject(&pod(v.clone()), request, settings) {
+        Injection::Patched { patch, warnings } => {
+            let mut doc = v.clone();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            (doc, warnings)
+        }
+        Injection::Unchanged(skip) => panic!("expected a patch, got skip: {skip}"),
+    }
+}
+
+fn sidecar(doc: &Value, native: bool) -> Container {
+    let list = if native {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    serde_json::from_value(doc["spec"][list][0].clone()).unwrap()
+}
+
+#[test]
+fn skipped_pods_say_why() {
+    let already_labelled = json!({
+        "metadata": { "name": "a", "labels": { "outrigger.dev/injected": "true" }, "annotations": { "outrigger.dev/inject": "true" } },
+        "spec": { "containers": [{ "name": "app" }] },
+    });
+    let already_native = json!({
+        "metadata": { "name": "a", "annotations": { "outrigger.dev/inject": "true" } },
+        "spec": { "initContainers": [{ "name": "outrigger", "restartPolicy": "Always" }], "containers": [{ "name": "app" }] },
+    });
+    let volume_clash = json!({
+        "metadata": { "name": "a", "annotations": { "outrigger.dev/inject": "true" } },
+        "spec": { "containers": [{ "name": "app" }], "volumes": [{ "name": "outrigger-config", "emptyDir": {} }] },
+    });
+    let opted_in = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let named_config =
+        plain_pod(json!({ "outrigger.dev/inject": "true", "outrigger.dev/config": "edge" }));
+    let kube_system = Request {
+        namespace: Some("kube-system"),
+        ..webhook(true)
+    };
+    let missing_config = Request {
+        config_exists: Some(false),
+        ..webhook(false)
+    };
+    let offline = Request {
+        namespace: None,
+        selection: Selection::AllUnlessOptedOut,
+        config_exists: None,
+    };
+
+    let cases = [
+        (
+            "no annotation, namespace not opted in",
+            plain_pod(json!({})),
+            webhook(false),
+            Skip::NotSelected,
+            false,
+        ),
+        (
+            "opted out beats namespace label",
+            plain_pod(json!({ "outrigger.dev/inject": "false" })),
+            webhook(true),
+            Skip::OptedOut,
+            false,
+        ),
+        (
+            "opted out offline",
+            plain_pod(json!({ "outrigger.dev/inject": "false" })),
+            offline,
+            Skip::OptedOut,
+            false,
+        ),
+        (
+            "already labelled",
+            already_labelled,
+            webhook(true),
+            Skip::AlreadyInjected,
+            false,
+        ),
+        (
+            "already has a native sidecar",
+            already_native,
+            webhook(true),
+            Skip::AlreadyInjected,
+            false,
+        ),
+        (
+            "kube-system never",
+            opted_in.clone(),
+            kube_system,
+            Skip::SystemNamespace,
+            true,
+        ),
+        (
+            "unknown annotation value",
+            plain_pod(json!({ "outrigger.dev/inject": "yes" })),
+            webhook(false),
+            Skip::BadInjectAnnotation("yes".into()),
+            true,
+        ),
+        (
+            "RuntimeConfig missing",
+            named_config,
+            missing_config,
+            Skip::ConfigNotFound {
+                namespace: "apps".into(),
+                name: "edge".into(),
+            },
+            true,
+        ),
+        (
+            "volume name taken",
+            volume_clash,
+            webhook(false),
+            Skip::VolumeConflict,
+            true,
+        ),
+    ];
+    for (case, v, request, expected, warns) in cases {
+        let got = inject(&pod(v), &request, &SidecarSettings::default());
+        assert_eq!(got, Injection::Unchanged(expected.clone()), "{case}");
+        assert_eq!(expected.warns(), warns, "{case}");
+        assert!(!expected.to_string().is_empty(), "{case}");
+    }
+    assert_eq!(
+        Skip::ConfigNotFound {
+            namespace: "apps".into(),
+            name: "edge".into()
+        }
+        .to_string(),
+        "RuntimeConfig apps/edge (annotation outrigger.dev/config) does not exist; sidecar not injected"
+    );
+}
+
+#[test]
+fn injected_pods_field_by_field() {
+    let defaults = SidecarSettings::default();
+    let regular = SidecarSettings {
+        native_sidecar: false,
+        ..SidecarSettings::default()
+    };
+    let with_init = json!({
+        "metadata": { "name": "a", "annotations": { "outrigger.dev/inject": "true" } },
+        "spec": {
+            "initContainers": [{ "name": "migrate", "image": "busybox" }],
+            "containers": [{ "name": "app", "image": "app" }],
+            "volumes": [{ "name": "data", "emptyDir": {} }],
+        },
+    });
+    let no_labels =
+        json!({ "metadata": { "name": "bare" }, "spec": { "containers": [{ "name": "app" }] } });
+    let ns_opt_in = plain_pod(json!({}));
+    let opt_in = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let annotated_native_off = plain_pod(
+        json!({ "outrigger.dev/inject": "true", "outrigger.dev/native-sidecar": "false" }),
+    );
+    let annotated_native_on = plain_pod(
+        json!({ "outrigger.dev/inject": "true", "outrigger.dev/native-sidecar": "true" }),
+    );
+    let offline = Request {
+        namespace: None,
+        selection: Selection::AllUnlessOptedOut,
+        config_exists: None,
+    };
+    let config_known = Request {
+        config_exists: Some(true),
+        ..webhook(false)
+    };
+
+    // (case, pod, request, settings, native, index of the app container afterwards, init containers after)
+    let cases = [
+        (
+            "annotation opt-in, native default",
+            opt_in.clone(),
+            webhook(false),
+            &defaults,
+            true,
+            0,
+            1,
+        ),
+        (
+            "namespace opt-in",
+            ns_opt_in,
+            webhook(true),
+            &defaults,
+            true,
+            0,
+            1,
+        ),
+        (
+            "regular container by flag",
+            opt_in.clone(),
+            webhook(false),
+            &regular,
+            false,
+            1,
+            0,
+        ),
+        (
+            "regular container by annotation",
+            annotated_native_off,
+            webhook(false),
+            &defaults,
+            false,
+            1,
+            0,
+        ),
+        (
+            "native by annotation over flag",
+            annotated_native_on,
+            webhook(false),
+            &regular,
+            true,
+            0,
+            1,
+        ),
+        (
+            "native goes first among init containers",
+            with_init,
+            webhook(false),
+            &defaults,
+            true,
+            0,
+            2,
+        ),
+        (
+            "pod without labels or volumes (offline)",
+            no_labels,
+            offline,
+            &defaults,
+            true,
+            0,
+            1,
+        ),
+        (
+            "RuntimeConfig known to exist",
+            opt_in,
+            config_known,
+            &defaults,
+            true,
+            0,
+            1,
+        ),
+    ];
+    for (case, v, request, settings, native, app_index, inits) in cases {
+        let (doc, warnings) = injected(&v, &request, settings);
+        assert!(warnings.is_empty(), "{case}: {warnings:?}");
+        let after = pod(doc.clone());
+        assert!(is_injected(&after), "{case}");
+        assert_eq!(
+            after.metadata.labels.as_ref().unwrap()["outrigger.dev/injected"],
+            "true",
+            "{case}"
+        );
+        let spec = after.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.init_containers.as_ref().map_or(0, Vec::len),
+            inits,
+            "{case}"
+        );
+        assert_eq!(
+            spec.containers[app_index].name,
+            v["spec"]["containers"][0]["name"].as_str().unwrap(),
+            "{case}"
+        );
+        if let Some(labels) = v["metadata"]["labels"].as_object() {
+            for (k, val) in labels {
+                assert_eq!(doc["metadata"]["labels"][k], *val, "{case}: label {k} kept");
+            }
+        }
+
+        let c = sidecar(&doc, native);
+        assert_eq!(c.name, "outrigger", "{case}");
+        assert_eq!(c.image.as_deref(), Some(settings.image.as_str()), "{case}");
+        assert_eq!(
+            c.args.as_deref().unwrap(),
+            [
+                "--config",
+                "/etc/outrigger/runtime.yaml",
+                "--admin-address",
+                "0.0.0.0:34999",
+                "--log-level",
+                "info"
+            ],
+            "{case}"
+        );
+        assert_eq!(
+            c.restart_policy.as_deref(),
+            native.then_some("Always"),
+            "{case}"
+        );
+        assert_eq!(c.startup_probe.is_some(), native, "{case}");
+        let ports: Vec<_> = c
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("grpc".to_owned(), 34904), ("admin".to_owned(), 34999)],
+            "{case}"
+        );
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ready.path.as_deref(), live.path.as_deref()),
+            (Some("/readyz"), Some("/healthz")),
+            "{case}"
+        );
+        assert_eq!(
+            serde_json::to_value(&ready.port).unwrap(),
+            json!("admin"),
+            "{case}"
+        );
+        let env: Vec<_> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.value_from
+                        .as_ref()
+                        .unwrap()
+                        .field_ref
+                        .as_ref()
+                        .unwrap()
+                        .field_path
+                        .clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("POD_NAME".into(), "metadata.name".into()),
+                ("POD_NAMESPACE".into(), "metadata.namespace".into())
+            ],
+            "{case}"
+        );
+        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                mount.name.as_str(),
+                mount.mount_path.as_str(),
+                mount.read_only
+            ),
+            ("outrigger-config", "/etc/outrigger", Some(true)),
+            "{case}"
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true), "{case}");
+        assert_eq!(sc.run_as_user, Some(65532), "{case}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{case}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{case}");
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{case}"
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault",
+            "{case}"
+        );
+        let res = serde_json::to_value(c.resources.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            res,
+            json!({ "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } }),
+            "{case}"
+        );
+
+        let volume = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "outrigger-config")
+            .unwrap();
+        assert_eq!(
+            volume.config_map.as_ref().unwrap().name,
+            "outrigger-default",
+            "{case}"
+        );
+
+        // Idempotent: the injected pod is left alone.
+        assert_eq!(
+            inject(&after, &request, settings),
+            Injection::Unchanged(Skip::AlreadyInjected),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn annotations_override_defaults_or_warn() {
+    let settings = SidecarSettings {
+        cpu_limit: None,
+        ..SidecarSettings::default()
+    };
+    // (case, extra annotations, expected resources, log level, warning fragments)
+    let cases = [
+        (
+            "custom resources",
+            json!({ "outrigger.dev/cpu-request": "100m", "outrigger.dev/cpu-limit": "1", "outrigger.dev/memory-request": "64Mi", "outrigger.dev/memory-limit": "256Mi" }),
+            json!({ "requests": { "cpu": "100m", "memory": "64Mi" }, "limits": { "cpu": "1", "memory": "256Mi" } }),
+            "info",
+            vec![],
+        ),
+        (
+            "bad quantities fall back to defaults",
+            json!({ "outrigger.dev/cpu-request": "lots", "outrigger.dev/memory-limit": "-5Mi" }),
+            json!({ "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } }),
+            "info",
+            vec![
+                "outrigger.dev/cpu-request: \"lots\" is not a Kubernetes quantity",
+                "outrigger.dev/memory-limit: \"-5Mi\" is negative; using 128Mi",
+            ],
+        ),
+        (
+            "request above limit is lowered",
+            json!({ "outrigger.dev/memory-limit": "16Mi" }),
+            json!({ "requests": { "cpu": "50m", "memory": "16Mi" }, "limits": { "memory": "16Mi" } }),
+            "info",
+            vec!["memory request 32Mi is above its limit 16Mi"],
+        ),
+        (
+            "log level and bad native flag",
+            json!({ "outrigger.dev/log-level": "debug", "outrigger.dev/native-sidecar": "maybe" }),
+            json!({ "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } }),
+            "debug",
+            vec!["outrigger.dev/native-sidecar: \"maybe\" is neither"],
+        ),
+        (
+            "bad log level",
+            json!({ "outrigger.dev/log-level": "verbose" }),
+            json!({ "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } }),
+            "info",
+            vec![
+                "outrigger.dev/log-level: \"verbose\" is not one of trace, debug, info, warn, error; using info",
+            ],
+        ),
+    ];
+    for (case, extra, resources, level, fragments) in cases {
+        let mut annotations = extra.as_object().unwrap().clone();
+        annotations.insert("outrigger.dev/inject".into(), json!("true"));
+        let v = plain_pod(Value::Object(annotations));
+        let (doc, warnings) = injected(&v, &webhook(false), &settings);
+        let c = sidecar(&doc, true);
+        assert_eq!(
+            serde_json::to_value(c.resources.unwrap()).unwrap(),
+            resources,
+            "{case}"
+        );
+        assert_eq!(c.args.unwrap()[5], level, "{case}");
+        assert_eq!(warnings.len(), fragments.len(), "{case}: {warnings:?}");
+        for f in fragments {
+            assert!(
+                warnings.iter().any(|w| w.contains(f)),
+                "{case}: no warning containing {f:?} in {warnings:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn json_pointer_paths_escape_slashes() {
+    let v = plain_pod(json!({ "outrigger.dev/inject": "true", "outrigger.dev/config": "edge" }));
+    let Injection::Patched { patch, .. } =
+        inject(&pod(v), &webhook(false), &SidecarSettings::default())
+    else {
+        panic!("not injected");
+    };
+    let ops = serde_json::to_value(&patch).unwrap();
+    let paths: Vec<_> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/metadata/labels/outrigger.dev~1injected",
+            "/spec/volumes",
+            "/spec/initContainers"
+        ]
+    );
+    assert!(ops.as_array().unwrap().iter().all(|op| op["op"] == "add"));
+    assert_eq!(ops[1]["value"][0]["configMap"]["name"], "outrigger-edge");
+}

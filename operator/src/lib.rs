@@ -1,0 +1,54 @@
+//! The Outrigger operator: the `RuntimeConfig` CRD and its controller (spec → ConfigMap), the
+//! sidecar-injecting and config-validating admission webhooks, self-managed webhook TLS, leader
+//! election, and the offline `render` / `inject` / `crdgen` tools that share the same pure
+//! functions. `main.rs` only parses the command line ([`Cli`]) and calls [`main`].
+
+mod admission;
+mod app;
+mod certs;
+mod cli;
+mod cluster;
+mod crd;
+mod desired;
+mod inject;
+mod leader;
+mod logging;
+mod manifests;
+mod metrics;
+mod names;
+mod quantity;
+mod reconcile;
+mod serve;
+mod status;
+mod tls;
+
+pub use crate::{
+    admission::{ClusterView, MutateVerdict, NoCluster, mutate_pods, validate_runtime_configs},
+    app::main,
+    certs::{
+        CertBundle, CertError, Plan, SelfManaged, ca_bundle_patch, dns_names, from_secret,
+        generate, issue_serving, plan, to_secret, write_cert_dir,
+    },
+    cli::{
+        CertMode, Cli, Command, InjectArgs, LogFormat, RenderArgs, RunArgs, SidecarArgs,
+        WebhookArgs,
+    },
+    cluster::ClusterCache,
+    crd::{CrdError, RuntimeConfig, RuntimeConfigStatus},
+    desired::{Desired, config_map_name, desired},
+    inject::{
+        Injection, LOG_LEVELS, Request, Selection, SidecarSettings, Skip, config_name, inject,
+        is_injected,
+    },
+    leader::{Decision, LeaseConfig, decide, next_spec, run_election, try_lead},
+    manifests::{InjectReport, ManifestError, inject_manifests, render},
+    metrics::Metrics,
+    names::*,
+    quantity::{Quantity, QuantityError, parse as parse_quantity},
+    reconcile::{
+        Context, RESYNC, ReconcileError, backoff, error_policy, reconcile, run_controller,
+    },
+    serve::{Readiness, WebhookState, serve_health, serve_webhooks},
+    status::{CONDITION_READY, CONDITION_VALID, Outcome, next_status},
+    tls::{CertStore, TlsError},
+};

@@ -1,0 +1,117 @@
+//! The operator's Prometheus metrics, built once in `run` and passed to the controller and the
+//! webhook: reconciles and their failures by kind, admissions by webhook and result, leadership.
+//! Not for serving them (`health`).
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    webhook: String,
+    result: String,
+}
+
+/// The operator's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_failures: Family<KindLabel, Counter>,
+    reconcile_seconds: Histogram,
+    admissions: Family<AdmissionLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `outrigger_operator` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("outrigger_operator");
+        let reconciles = Counter::default();
+        let reconcile_failures = Family::<KindLabel, Counter>::default();
+        let reconcile_seconds = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "RuntimeConfig reconciles", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed RuntimeConfig reconciles by error kind",
+            reconcile_failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by webhook and result",
+            admissions.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the controller lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_failures,
+            reconcile_seconds,
+            admissions,
+            leader,
+        }
+    }
+
+    /// Counts one reconcile and its duration.
+    pub fn reconciled(&self, seconds: f64) {
+        self.reconciles.inc();
+        self.reconcile_seconds.observe(seconds);
+    }
+
+    /// Counts one failed reconcile.
+    pub fn reconcile_failed(&self, kind: &str) {
+        self.reconcile_failures
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one admission review answered.
+    pub fn admission(&self, webhook: &str, result: &str) {
+        self.admissions
+            .get_or_create(&AdmissionLabels {
+                webhook: webhook.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,114 @@
+//! The names the operator shares with the sidecar, the Helm chart and users: API group, labels,
+//! annotations, ports, paths and defaults. Not for behaviour; every other module reads these
+//! instead of spelling the strings itself.
+
+/// API group of the `RuntimeConfig` custom resource.
+pub const GROUP: &str = "outrigger.dev";
+/// API version of the `RuntimeConfig` custom resource.
+pub const VERSION: &str = "v1alpha1";
+/// Kind of the custom resource.
+pub const KIND: &str = "RuntimeConfig";
+/// Plural resource name.
+pub const PLURAL: &str = "runtimeconfigs";
+/// Short name (`kubectl get rtc`).
+pub const SHORT_NAME: &str = "rtc";
+
+/// Field manager used for every server-side apply and patch the operator makes.
+pub const FIELD_MANAGER: &str = "outrigger-operator";
+/// The controller's name in Events and `app.kubernetes.io/managed-by`.
+pub const CONTROLLER_NAME: &str = "outrigger-operator";
+
+/// Prefix of the ConfigMap written for a RuntimeConfig: `outrigger-<name>`.
+pub const CONFIG_MAP_PREFIX: &str = "outrigger-";
+/// The ConfigMap key holding the sidecar's config file.
+pub const CONFIG_FILE_KEY: &str = "runtime.yaml";
+/// Where the ConfigMap is mounted in the sidecar.
+pub const CONFIG_MOUNT_PATH: &str = "/etc/outrigger";
+/// The full path the sidecar reads.
+pub const CONFIG_FILE_PATH: &str = "/etc/outrigger/runtime.yaml";
+
+/// Pod annotation opting a pod in (`"true"`) or out (`"false"`).
+pub const ANNOTATION_INJECT: &str = "outrigger.dev/inject";
+/// Namespace label opting every pod of the namespace in (`enabled`).
+pub const NAMESPACE_LABEL_INJECT: &str = "outrigger.dev/inject";
+/// Value of [`NAMESPACE_LABEL_INJECT`] that opts a namespace in.
+pub const NAMESPACE_INJECT_ENABLED: &str = "enabled";
+/// Pod annotation naming the RuntimeConfig the sidecar uses.
+pub const ANNOTATION_CONFIG: &str = "outrigger.dev/config";
+/// RuntimeConfig used when a pod names none.
+pub const DEFAULT_CONFIG_NAME: &str = "default";
+/// Pod annotation choosing the sidecar's log level.
+pub const ANNOTATION_LOG_LEVEL: &str = "outrigger.dev/log-level";
+/// Pod annotation choosing a native sidecar (`"true"`) or a regular container (`"false"`).
+pub const ANNOTATION_NATIVE_SIDECAR: &str = "outrigger.dev/native-sidecar";
+/// Pod annotation overriding the sidecar's CPU request.
+pub const ANNOTATION_CPU_REQUEST: &str = "outrigger.dev/cpu-request";
+/// Pod annotation overriding the sidecar's CPU limit.
+pub const ANNOTATION_CPU_LIMIT: &str = "outrigger.dev/cpu-limit";
+/// Pod annotation overriding the sidecar's memory request.
+pub const ANNOTATION_MEMORY_REQUEST: &str = "outrigger.dev/memory-request";
+/// Pod annotation overriding the sidecar's memory limit.
+pub const ANNOTATION_MEMORY_LIMIT: &str = "outrigger.dev/memory-limit";
+/// Label set on every injected pod.
+pub const LABEL_INJECTED: &str = "outrigger.dev/injected";
+/// Label on the ConfigMap naming the RuntimeConfig it was rendered from.
+pub const LABEL_RUNTIME_CONFIG: &str = "outrigger.dev/runtime-config";
+/// Annotation on the ConfigMap with the rendered config's hash.
+pub const ANNOTATION_CONFIG_HASH: &str = "outrigger.dev/config-hash";
+/// Namespace whose pods are never injected.
+pub const NEVER_INJECT_NAMESPACE: &str = "kube-system";
+
+/// Name of the injected container.
+pub const SIDECAR_CONTAINER_NAME: &str = "outrigger";
+/// Name of the injected config volume.
+pub const SIDECAR_VOLUME_NAME: &str = "outrigger-config";
+/// The sidecar's gRPC API port (Layotto's).
+pub const SIDECAR_GRPC_PORT: i32 = 34904;
+/// The sidecar's admin HTTP port.
+pub const SIDECAR_ADMIN_PORT: i32 = 34999;
+/// Name of the gRPC container port.
+pub const SIDECAR_GRPC_PORT_NAME: &str = "grpc";
+/// Name of the admin container port.
+pub const SIDECAR_ADMIN_PORT_NAME: &str = "admin";
+/// Admin address the injected sidecar listens on (probes reach it from the kubelet).
+pub const SIDECAR_ADMIN_LISTEN: &str = "0.0.0.0:34999";
+/// UID the sidecar runs as.
+pub const SIDECAR_RUN_AS_USER: i64 = 65532;
+/// Default sidecar image: the release matching this operator.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
+    "ghcr.io/outrigger-dev/outrigger:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// Mutating webhook path.
+pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
+/// Validating webhook path.
+pub const VALIDATE_RUNTIMECONFIGS_PATH: &str = "/validate-runtimeconfigs";
+/// Query parameter a webhook registration can add to `/mutate-pods` to say that its
+/// `namespaceSelector` already matched `outrigger.dev/inject=enabled`.
+pub const NAMESPACE_INJECT_QUERY: &str = "namespace-inject";
+
+/// Default webhook listen address.
+pub const DEFAULT_WEBHOOK_ADDRESS: &str = "0.0.0.0:9443";
+/// Default metrics and health listen address.
+pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:8080";
+/// Default directory holding `tls.crt` and `tls.key`.
+pub const DEFAULT_CERT_DIR: &str = "/tmp/outrigger-webhook-certs";
+/// Serving certificate file name in the cert directory.
+pub const TLS_CERT_FILE: &str = "tls.crt";
+/// Serving key file name in the cert directory.
+pub const TLS_KEY_FILE: &str = "tls.key";
+/// CA certificate key in the webhook Secret.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// CA key key in the webhook Secret.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// Default webhook Service name.
+pub const DEFAULT_SERVICE_NAME: &str = "outrigger-webhook";
+/// Default webhook TLS Secret name.
+pub const DEFAULT_SECRET_NAME: &str = "outrigger-webhook-tls";
+/// Default MutatingWebhookConfiguration name.
+pub const DEFAULT_MUTATING_WEBHOOK_NAME: &str = "outrigger-sidecar-injector";
+/// Default ValidatingWebhookConfiguration name.
+pub const DEFAULT_VALIDATING_WEBHOOK_NAME: &str = "outrigger-runtimeconfig-validator";
+/// Default leader-election Lease name.
+pub const DEFAULT_LEASE_NAME: &str = "outrigger-operator";

@@ -1,0 +1,240 @@
+//! The operator's two HTTP servers: the admission webhooks over HTTPS (`/mutate-pods`,
+//! `/validate-runtimeconfigs`) and the plain metrics/health endpoint (`/metrics`, `/healthz`,
+//! `/readyz`). Thin: routing, body limits and TLS; every decision is in `admission`. Not for
+//! certificates (`tls`, `certs`).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
+use tracing::Instrument;
+
+use crate::{
+    admission::{ClusterView, MutateVerdict, mutate_pods, validate_runtime_configs},
+    inject::SidecarSettings,
+    metrics::Metrics,
+    names::{
+        MUTATE_PODS_PATH, NAMESPACE_INJECT_ENABLED, NAMESPACE_INJECT_QUERY,
+        VALIDATE_RUNTIMECONFIGS_PATH,
+    },
+};
+
+/// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What the webhook handlers need.
+pub struct WebhookState {
+    /// Operator-wide sidecar defaults.
+    pub settings: SidecarSettings,
+    /// What the webhook can see of the cluster.
+    pub cluster: Arc<dyn ClusterView>,
+    /// Where admissions are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves both webhooks over TLS on `listener` until `shutdown` resolves.
+pub async fn serve_webhooks(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: Arc<WebhookState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let span = tracing::debug_span!("webhook connection", %peer);
+        tokio::spawn(
+            async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(webhook_route(req, &state).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn webhook_route(req: Request<Incoming>, state: &WebhookState) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let namespace_opted_in = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == format!("{NAMESPACE_INJECT_QUERY}={NAMESPACE_INJECT_ENABLED}"));
+    match (req.method(), path.as_str()) {
+        (&Method::POST, MUTATE_PODS_PATH) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let (review, verdict) = mutate_pods(
+                &body,
+                &state.settings,
+                state.cluster.as_ref(),
+                namespace_opted_in,
+            );
+            let result = match &verdict {
+                MutateVerdict::Injected => {
+                    tracing::info!("sidecar injected");
+                    "injected"
+                }
+                MutateVerdict::Skipped(why) => {
+                    tracing::info!(reason = %why, "pod not injected");
+                    "skipped"
+                }
+                MutateVerdict::Invalid(why) => {
+                    tracing::warn!(reason = %why, "invalid admission request");
+                    "invalid"
+                }
+            };
+            state.metrics.admission("mutate-pods", result);
+            json(StatusCode::OK, &review)
+        }
+        (&Method::POST, VALIDATE_RUNTIMECONFIGS_PATH) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let (review, problems) = validate_runtime_configs(&body);
+            let result = if problems.is_empty() {
+                "allowed"
+            } else {
+                "denied"
+            };
+            if !problems.is_empty() {
+                tracing::info!(problems = ?problems, "RuntimeConfig rejected");
+            }
+            state.metrics.admission("validate-runtimeconfigs", result);
+            json(StatusCode::OK, &review)
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("cannot read the body: {e}"),
+        )),
+    }
+}
+
+/// Readiness of the replica, set by `run` once the webhook certificate is loaded.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    /// Marks the replica ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+    /// Whether the replica is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` over plain HTTP until `shutdown` resolves.
+pub async fn serve_health(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let (metrics, ready) = (metrics.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = match (req.method(), req.uri().path()) {
+                    (&Method::GET, "/metrics") => Response::builder()
+                        .header(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(Bytes::from(metrics.encode())))
+                        .unwrap_or_default(),
+                    (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+                    (&Method::GET, "/readyz") if ready.get() => text(StatusCode::OK, "ok"),
+                    (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+                    _ => text(StatusCode::NOT_FOUND, "not found"),
+                };
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                tracing::debug!(error = %e, "health connection ended with an error");
+            }
+        });
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap_or_default()
+}
