@@ -54,4 +54,36 @@ PY
   echo "$kubectl_layer" > "$tools/bin/.layer"
 fi
 
+# --- protocol peers (issue 5) ---
+# The real Bolt and Dubbo peers that tests/peers/ runs (see tests/peers/README.md):
+#   .tools/node   npm: sofa-rpc-node (SOFA Bolt client and server) with its codec sofa-bolt-node,
+#                 and hessian.js, the third-party Hessian2 codec behind tests/peers/dubbo_server.js
+#   .tools/venv   PyPI: dubbo-ssl-python, a Dubbo 2 consumer speaking Hessian2 over plain TCP
+#                 (dubbo-python3 is JSON-RPC over HTTP, apache-dubbo 3.x speaks Triple: neither is Dubbo 2)
+node_pkgs=(
+  "sofa-rpc-node@2.10.0"
+  "sofa-bolt-node@2.0.1"
+  "hessian.js@2.11.0"
+)
+node_stamp="$tools/node/.pkgs"
+if [ ! -f "$node_stamp" ] || [ "$(cat "$node_stamp")" != "${node_pkgs[*]}" ]; then
+  echo "install-tools: protocol peers for node (${node_pkgs[*]})" >&2
+  rm -rf "$tools/node"
+  mkdir -p "$tools/node"
+  echo '{"name":"outrigger-peers","private":true}' > "$tools/node/package.json"
+  npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error --save-exact "${node_pkgs[@]}" >&2
+  echo "${node_pkgs[*]}" > "$node_stamp"
+fi
+py_peers=(
+  "dubbo-ssl-python==0.9.6"
+  "kazoo==2.11.0"
+)
+py_peers_stamp="$tools/venv/.peers"
+if [ ! -f "$py_peers_stamp" ] || [ "$(cat "$py_peers_stamp")" != "${py_peers[*]}" ]; then
+  echo "install-tools: protocol peers for python (${py_peers[*]})" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "${py_peers[@]}" >&2
+  echo "${py_peers[*]}" > "$py_peers_stamp"
+fi
+# --- end protocol peers (issue 5) ---
+
 echo "export PATH=\"$tools/bin:\$PATH\" OUTRIGGER_TOOLS=\"$tools\""
