@@ -4,10 +4,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use outrigger_proto::spec::proto::runtime::v1::{
-    CommonInvokeRequest, HttpExtension, InvokeServiceRequest, runtime_client::RuntimeClient,
-};
-use outrigger_runtime::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Metrics, Options, SampleUpstream, Sidecar};
+use outrigger_proto::spec::proto::runtime::v1::runtime_client::RuntimeClient;
+use outrigger_runtime::{DEMO_ID, Metrics, Options, SampleUpstream, Sidecar, demo_request};
 
 fn runtime_config(upstream: &str, cluster_ref: &str) -> String {
     format!(
@@ -37,7 +35,9 @@ spec:
 
 #[tokio::test]
 async fn rendered_runtime_config_drives_the_sidecar_to_a_real_upstream() {
-    let upstream = SampleUpstream::start("127.0.0.1:0").await.expect("upstream");
+    let upstream = SampleUpstream::start("127.0.0.1:0")
+        .await
+        .expect("upstream");
     let rc = runtime_config(&upstream.address().to_string(), "user-provider");
 
     let file = outrigger_operator::render(&rc, true).expect("renders");
@@ -45,7 +45,11 @@ async fn rendered_runtime_config_drives_the_sidecar_to_a_real_upstream() {
     let cm: serde_json::Value = serde_saphyr::from_str(&config_map).expect("yaml");
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "outrigger-demo");
-    assert_eq!(cm["data"]["runtime.yaml"], file.as_str(), "the ConfigMap carries the file verbatim");
+    assert_eq!(
+        cm["data"]["runtime.yaml"],
+        file.as_str(),
+        "the ConfigMap carries the file verbatim"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("runtime.yaml");
@@ -56,26 +60,14 @@ async fn rendered_runtime_config_drives_the_sidecar_to_a_real_upstream() {
         config_path: Some(path),
         ..Options::default()
     };
-    let sidecar = Sidecar::start(spec, options, Metrics::new()).await.expect("sidecar");
+    let sidecar = Sidecar::start(spec, options, Metrics::new())
+        .await
+        .expect("sidecar");
     let mut client = RuntimeClient::connect(format!("http://{}", sidecar.grpc_address()))
         .await
         .expect("connect");
     let answer = client
-        .invoke_service(InvokeServiceRequest {
-            id: DEMO_ID.to_owned(),
-            message: Some(CommonInvokeRequest {
-                method: DEMO_METHOD.to_owned(),
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: DEMO_REQUEST.as_bytes().to_vec(),
-                }),
-                content_type: String::new(),
-                http_extension: Some(HttpExtension {
-                    verb: 3,
-                    querystring: String::new(),
-                }),
-            }),
-        })
+        .invoke_service(demo_request())
         .await
         .expect("InvokeService reaches the upstream")
         .into_inner();
@@ -101,7 +93,10 @@ fn operator_and_sidecar_reject_an_invalid_spec_with_the_same_problems() {
         Err(outrigger_config::LoadError::Invalid(e)) => e.lines(),
         other => panic!("the sidecar must reject it too: {other:?}"),
     };
-    assert_eq!(sidecar_errors, ["routeTables[0].routes[0].cluster: unknown cluster \"users\""]);
+    assert_eq!(
+        sidecar_errors,
+        ["routeTables[0].routes[0].cluster: unknown cluster \"users\""]
+    );
     for line in &sidecar_errors {
         assert!(
             rendered.iter().any(|r| r.contains(line.as_str())),

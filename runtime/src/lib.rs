@@ -18,7 +18,7 @@ mod sidecar;
 pub use crate::{
     api::{ApiListener, RuntimeApi, TIMEOUT_METADATA},
     config::{DEFAULT_WATCH_INTERVAL, Live, Overrides, Rejection, Reloader, Snapshot},
-    demo::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Demo, SampleUpstream},
+    demo::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Demo, SampleUpstream, demo_request},
     invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
     metrics::Metrics,
     proxy::{ERROR_HEADER, InProcess, ProxyCore, TIMEOUT_HEADER},

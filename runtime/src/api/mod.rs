@@ -88,35 +88,27 @@ struct Call {
     query: String,
 }
 
-impl From<layotto::InvokeServiceRequest> for Call {
-    fn from(r: layotto::InvokeServiceRequest) -> Self {
-        let m = r.message.unwrap_or_default();
-        let ext = m.http_extension.unwrap_or_default();
-        Self {
-            id: r.id,
-            method: m.method,
-            data: m.data,
-            content_type: m.content_type,
-            verb: ext.verb,
-            query: ext.querystring,
+/// Both APIs' `InvokeServiceRequest`s have the same fields under different types.
+macro_rules! call_from {
+    ($request:ty) => {
+        impl From<$request> for Call {
+            fn from(r: $request) -> Self {
+                let m = r.message.unwrap_or_default();
+                let ext = m.http_extension.unwrap_or_default();
+                Self {
+                    id: r.id,
+                    method: m.method,
+                    data: m.data,
+                    content_type: m.content_type,
+                    verb: ext.verb,
+                    query: ext.querystring,
+                }
+            }
         }
-    }
+    };
 }
-
-impl From<dapr::InvokeServiceRequest> for Call {
-    fn from(r: dapr::InvokeServiceRequest) -> Self {
-        let m = r.message.unwrap_or_default();
-        let ext = m.http_extension.unwrap_or_default();
-        Self {
-            id: r.id,
-            method: m.method,
-            data: m.data,
-            content_type: m.content_type,
-            verb: ext.verb,
-            query: ext.querystring,
-        }
-    }
-}
+call_from!(layotto::InvokeServiceRequest);
+call_from!(dapr::InvokeServiceRequest);
 
 /// A successful call's answer, before it is wrapped in either API's response type.
 struct Answer {

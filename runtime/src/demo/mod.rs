@@ -76,21 +76,7 @@ impl Demo {
         writeln!(out, "         {DEMO_REQUEST}")?;
 
         let mut client = RuntimeClient::connect(format!("http://{grpc}")).await?;
-        let request = || InvokeServiceRequest {
-            id: DEMO_ID.to_owned(),
-            message: Some(CommonInvokeRequest {
-                method: DEMO_METHOD.to_owned(),
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: DEMO_REQUEST.as_bytes().to_vec(),
-                }),
-                content_type: String::new(),
-                http_extension: Some(HttpExtension {
-                    verb: Verb::Post as i32,
-                    querystring: String::new(),
-                }),
-            }),
-        };
+        let request = demo_request;
         let start = Instant::now();
         let first = client.invoke_service(request()).await?;
         let first_rtt = start.elapsed();
@@ -122,6 +108,25 @@ impl Demo {
             sidecar,
             answer,
         })
+    }
+}
+
+/// The seed's call: `GetUser("A003")` on `UserProvider`, JSON-RPC over HTTP POST.
+pub fn demo_request() -> InvokeServiceRequest {
+    InvokeServiceRequest {
+        id: DEMO_ID.to_owned(),
+        message: Some(CommonInvokeRequest {
+            method: DEMO_METHOD.to_owned(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: DEMO_REQUEST.as_bytes().to_vec(),
+            }),
+            content_type: String::new(),
+            http_extension: Some(HttpExtension {
+                verb: Verb::Post as i32,
+                querystring: String::new(),
+            }),
+        }),
     }
 }
 
