@@ -25,13 +25,19 @@ fn grpcurl(bin: &std::path::Path, addr: &str, args: &[&str]) -> (bool, String, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_and_invokes_both_apis() {
-    let Some(bin) = require_tool("grpcurl") else { return };
-    let upstream = SampleUpstream::start("127.0.0.1:0").await.expect("upstream");
+    let Some(bin) = require_tool("grpcurl") else {
+        return;
+    };
+    let upstream = SampleUpstream::start("127.0.0.1:0")
+        .await
+        .expect("upstream");
     let yaml = Demo::config(upstream.address())
         .replace("127.0.0.1:34904", "127.0.0.1:0")
         .replace("127.0.0.1:34999", "127.0.0.1:0");
     let spec = outrigger_config::load_yaml(&yaml).expect("valid");
-    let sidecar = Sidecar::start(spec, Options::default(), Metrics::new()).await.expect("starts");
+    let sidecar = Sidecar::start(spec, Options::default(), Metrics::new())
+        .await
+        .expect("starts");
     let addr = sidecar.grpc_address().to_owned();
 
     let (ok, services, err) = tokio::task::spawn_blocking({
@@ -41,7 +47,10 @@ async fn grpcurl_lists_and_invokes_both_apis() {
     .await
     .expect("join");
     assert!(ok, "{err}");
-    for s in ["spec.proto.runtime.v1.Runtime", "dapr.proto.runtime.v1.Dapr"] {
+    for s in [
+        "spec.proto.runtime.v1.Runtime",
+        "dapr.proto.runtime.v1.Dapr",
+    ] {
         assert!(services.contains(s), "{services}");
     }
 
@@ -55,7 +64,11 @@ async fn grpcurl_lists_and_invokes_both_apis() {
             grpcurl(
                 &bin,
                 &addr,
-                &["-d", &layotto, "spec.proto.runtime.v1.Runtime/InvokeService"],
+                &[
+                    "-d",
+                    &layotto,
+                    "spec.proto.runtime.v1.Runtime/InvokeService",
+                ],
             )
         }
     })
@@ -64,7 +77,8 @@ async fn grpcurl_lists_and_invokes_both_apis() {
     assert!(ok, "{err}");
     let resp: serde_json::Value = serde_json::from_str(&out).expect("grpcurl prints JSON");
     let answer: serde_json::Value =
-        serde_json::from_str(resp["data"]["value"].as_str().expect("string payload")).expect("json-rpc");
+        serde_json::from_str(resp["data"]["value"].as_str().expect("string payload"))
+            .expect("json-rpc");
     assert_eq!(answer["result"]["name"], "Bo Lindqvist");
     assert_eq!(answer["id"], 7);
 
@@ -72,7 +86,13 @@ async fn grpcurl_lists_and_invokes_both_apis() {
     let dapr = r#"{"id":"nobody","message":{"method":"GetUser"}}"#;
     let (ok, _, err) = tokio::task::spawn_blocking({
         let (bin, addr) = (bin.clone(), addr.clone());
-        move || grpcurl(&bin, &addr, &["-d", dapr, "dapr.proto.runtime.v1.Dapr/InvokeService"])
+        move || {
+            grpcurl(
+                &bin,
+                &addr,
+                &["-d", dapr, "dapr.proto.runtime.v1.Dapr/InvokeService"],
+            )
+        }
     })
     .await
     .expect("join");

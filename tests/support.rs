@@ -33,5 +33,7 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         eprintln!("skipping: {name} is not installed and OUTRIGGER_SKIP_EXTERNAL=1");
         return None;
     }
-    panic!("{name} is not installed: run scripts/test.sh (it installs the test tools into .tools/)");
+    panic!(
+        "{name} is not installed: run scripts/test.sh (it installs the test tools into .tools/)"
+    );
 }

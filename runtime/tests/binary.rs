@@ -23,7 +23,11 @@ fn invalid_config_is_refused_with_every_problem_and_exit_code_64() {
         "rpc:\n  timeoutMs: 0\n  channels: [{listener: nowhere}]\nclusters: [{name: c, hosts: []}]\n",
     )
     .expect("write");
-    let out = Command::new(BIN).arg("--config").arg(&path).output().expect("runs");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in [
@@ -53,8 +57,14 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
     let grpc = dead_address().await;
     let admin = dead_address().await;
     let yaml = config(&[up.addr], "", "")
-        .replace("grpc: {address: \"127.0.0.1:0\"}", &format!("grpc: {{address: \"{grpc}\"}}"))
-        .replace("admin: {address: \"127.0.0.1:0\"}", &format!("admin: {{address: \"{admin}\"}}"));
+        .replace(
+            "grpc: {address: \"127.0.0.1:0\"}",
+            &format!("grpc: {{address: \"{grpc}\"}}"),
+        )
+        .replace(
+            "admin: {address: \"127.0.0.1:0\"}",
+            &format!("admin: {{address: \"{admin}\"}}"),
+        );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("runtime.yaml");
     std::fs::write(&path, yaml).expect("write");
@@ -75,11 +85,12 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(ready, "the sidecar listens");
-    let mut client = outrigger_proto::spec::proto::runtime::v1::runtime_client::RuntimeClient::connect(
-        format!("http://{grpc}"),
-    )
-    .await
-    .expect("connect");
+    let mut client =
+        outrigger_proto::spec::proto::runtime::v1::runtime_client::RuntimeClient::connect(format!(
+            "http://{grpc}"
+        ))
+        .await
+        .expect("connect");
     let call = tokio::spawn(async move {
         client
             .invoke_service(layotto_req("svc", "slow", "", 0, ""))
@@ -92,7 +103,10 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let answer = call.await.expect("join").expect("the in-flight call is answered");
+    let answer = call
+        .await
+        .expect("join")
+        .expect("the in-flight call is answered");
     assert_eq!(answer, "slow");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
