@@ -39,6 +39,9 @@ use crate::{
 /// gRPC metadata key that overrides the default request timeout, in milliseconds.
 pub const TIMEOUT_METADATA: &str = "rpc_request_timeout";
 
+/// How much earlier than the caller's own gRPC deadline the sidecar gives up (at most 5%).
+const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
 /// Where the API accepts connections.
 pub enum ApiListener {
     /// A TCP socket.
@@ -268,7 +271,11 @@ impl RuntimeApi {
             .and_then(|v| v.to_str().ok())
             .and_then(grpc_timeout)
         {
-            deadline = deadline.min(now + t);
+            // tonic's server enforces grpc-timeout too, answering CANCELLED. Ending our side a
+            // moment earlier makes the caller get DEADLINE_EXCEEDED with a message naming the
+            // target; the caller gives up at its deadline anyway.
+            let margin = (t / 20).min(CALLER_DEADLINE_MARGIN);
+            deadline = deadline.min(now + t.saturating_sub(margin));
         }
         let mut headers: HeaderMap = metadata.into_headers();
         strip_hop_by_hop(&mut headers);
