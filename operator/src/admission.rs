@@ -52,7 +52,8 @@ pub enum MutateVerdict {
 }
 
 /// Handles a `/mutate-pods` review body. `namespace_opted_in` is true when the webhook
-/// registration already selected the namespace by label (the `namespace-inject=enabled` query).
+/// registration already selected the namespace by label (it called
+/// [`crate::MUTATE_PODS_NAMESPACE_OPTED_IN_PATH`]).
 pub fn mutate_pods(
     body: &[u8],
     settings: &SidecarSettings,

@@ -308,7 +308,8 @@ impl SelfManaged {
     /// Makes sure the Secret holds a valid bundle, writes the cert directory and patches the
     /// `caBundle`s. Safe to run from every replica at once: Secret writes are optimistic, and a
     /// replica that loses the race uses the winner's bundle.
-    pub async fn ensure(&self, now: i64) -> Result<CertBundle, CertError> {
+    /// Returns the bundle and whether every webhook configuration now carries its CA.
+    pub async fn ensure(&self, now: i64) -> Result<(CertBundle, bool), CertError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let api_err = |action: &str| {
             let action = action.to_owned();
@@ -364,13 +365,15 @@ impl SelfManaged {
             }
         };
         write_cert_dir(&self.cert_dir, &bundle)?;
-        self.patch_ca_bundles(&bundle.ca_cert_pem).await;
-        Ok(bundle)
+        let in_sync = self.patch_ca_bundles(&bundle.ca_cert_pem).await;
+        Ok((bundle, in_sync))
     }
 
     /// Patches `caBundle` into every webhook of both configurations that does not have it yet.
     /// A missing configuration is logged (the chart may not have created it yet) and retried later.
-    async fn patch_ca_bundles(&self, ca_pem: &str) {
+    /// Returns whether both configurations carry the CA now.
+    async fn patch_ca_bundles(&self, ca_pem: &str) -> bool {
+        let mut in_sync = true;
         let ca = ByteString(ca_pem.as_bytes().to_vec());
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
@@ -414,10 +417,12 @@ impl SelfManaged {
                 Ok(Some(b)) => b,
                 Ok(None) => {
                     tracing::warn!(kind, name = %name, "webhook configuration not found; caBundle not patched yet");
+                    in_sync = false;
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(kind, name = %name, error = %e, "cannot read webhook configuration");
+                    in_sync = false;
                     continue;
                 }
             };
@@ -441,19 +446,29 @@ impl SelfManaged {
             };
             match result {
                 Ok(()) => tracing::info!(kind, name = %name, "caBundle patched"),
-                Err(e) => tracing::warn!(kind, name = %name, error = %e, "cannot patch caBundle"),
+                Err(e) => {
+                    tracing::warn!(kind, name = %name, error = %e, "cannot patch caBundle");
+                    in_sync = false;
+                }
             }
         }
+        in_sync
     }
 
-    /// Runs [`Self::ensure`] now and then every `period`; failures are logged and retried sooner.
+    /// Runs [`Self::ensure`] now and then every `period`; failures — including a webhook
+    /// configuration still without the CA — are logged and retried after 10 s.
     pub async fn run(self, period: Duration, on_ready: impl Fn()) {
         loop {
             let now = OffsetDateTime::now_utc().unix_timestamp();
             let wait = match self.ensure(now).await {
-                Ok(_) => {
+                Ok((_, in_sync)) => {
+                    // The certificate is on disk: this replica can serve the webhook.
                     on_ready();
-                    period
+                    if in_sync {
+                        period
+                    } else {
+                        Duration::from_secs(10)
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "webhook certificate not ready");

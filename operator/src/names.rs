@@ -84,9 +84,10 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
 pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
 /// Validating webhook path.
 pub const VALIDATE_RUNTIMECONFIGS_PATH: &str = "/validate-runtimeconfigs";
-/// Query parameter a webhook registration can add to `/mutate-pods` to say that its
-/// `namespaceSelector` already matched `outrigger.dev/inject=enabled`.
-pub const NAMESPACE_INJECT_QUERY: &str = "namespace-inject";
+/// Mutating webhook path for a registration whose `namespaceSelector` already matched
+/// `outrigger.dev/inject=enabled`: every pod it sends is opted in by its namespace. (A path, not
+/// a query: the API server accepts only DNS-1123 path segments in a webhook's service path.)
+pub const MUTATE_PODS_NAMESPACE_OPTED_IN_PATH: &str = "/mutate-pods/namespace-opted-in";
 
 /// Default webhook listen address.
 pub const DEFAULT_WEBHOOK_ADDRESS: &str = "0.0.0.0:9443";

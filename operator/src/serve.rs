@@ -25,10 +25,7 @@ use crate::{
     admission::{ClusterView, MutateVerdict, mutate_pods, validate_runtime_configs},
     inject::SidecarSettings,
     metrics::Metrics,
-    names::{
-        MUTATE_PODS_PATH, NAMESPACE_INJECT_ENABLED, NAMESPACE_INJECT_QUERY,
-        VALIDATE_RUNTIMECONFIGS_PATH,
-    },
+    names::{MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, VALIDATE_RUNTIMECONFIGS_PATH},
 };
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
@@ -94,14 +91,9 @@ pub async fn serve_webhooks(
 
 async fn webhook_route(req: Request<Incoming>, state: &WebhookState) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let namespace_opted_in = req
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .any(|kv| kv == format!("{NAMESPACE_INJECT_QUERY}={NAMESPACE_INJECT_ENABLED}"));
+    let namespace_opted_in = path == MUTATE_PODS_NAMESPACE_OPTED_IN_PATH;
     match (req.method(), path.as_str()) {
-        (&Method::POST, MUTATE_PODS_PATH) => {
+        (&Method::POST, MUTATE_PODS_PATH | MUTATE_PODS_NAMESPACE_OPTED_IN_PATH) => {
             let body = match read_body(req).await {
                 Ok(b) => b,
                 Err(r) => return r,
@@ -118,7 +110,9 @@ async fn webhook_route(req: Request<Incoming>, state: &WebhookState) -> Response
                     "injected"
                 }
                 MutateVerdict::Skipped(why) => {
-                    tracing::info!(reason = %why, "pod not injected");
+                    // Most pods are simply not opted in: that is not news. Skips a user should
+                    // hear about also reach them as admission warnings.
+                    tracing::debug!(reason = %why, "pod not injected");
                     "skipped"
                 }
                 MutateVerdict::Invalid(why) => {

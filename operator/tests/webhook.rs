@@ -339,10 +339,10 @@ async fn mutate_pods_over_https_produces_valid_pods() {
     assert!(plain["response"].get("patch").is_none());
     assert!(plain["response"].get("warnings").is_none());
 
-    // The namespace label reaches the webhook through the registration's query parameter.
+    // The namespace label reaches the webhook through the registration's path.
     let by_ns = review(
         &hook,
-        "/mutate-pods?namespace-inject=enabled",
+        "/mutate-pods/namespace-opted-in",
         &admission_review("u-ns", POD, "shop", app_pod(json!({}))),
     )
     .await;
