@@ -148,6 +148,9 @@ pub struct SidecarArgs {
     /// Sidecar image.
     #[arg(long, default_value = DEFAULT_SIDECAR_IMAGE)]
     pub sidecar_image: String,
+    /// Sidecar imagePullPolicy (empty: Kubernetes' default for the tag).
+    #[arg(long, default_value = "", value_parser = ["", "Always", "IfNotPresent", "Never"])]
+    pub sidecar_image_pull_policy: String,
     /// Inject as a native sidecar (init container with restartPolicy Always).
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub native_sidecar: bool,
@@ -174,6 +177,7 @@ impl SidecarArgs {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         SidecarSettings {
             image: self.sidecar_image.clone(),
+            image_pull_policy: opt(&self.sidecar_image_pull_policy),
             native_sidecar: self.native_sidecar,
             log_level: self.sidecar_log_level.clone(),
             cpu_request: opt(&self.sidecar_cpu_request),

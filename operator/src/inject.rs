@@ -32,6 +32,8 @@ pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
 pub struct SidecarSettings {
     /// Sidecar image.
     pub image: String,
+    /// `imagePullPolicy` of the sidecar container; `None` leaves Kubernetes' default.
+    pub image_pull_policy: Option<String>,
     /// Inject as a native sidecar (init container with `restartPolicy: Always`).
     pub native_sidecar: bool,
     /// Default log level.
@@ -50,6 +52,7 @@ impl Default for SidecarSettings {
     fn default() -> Self {
         Self {
             image: DEFAULT_SIDECAR_IMAGE.to_owned(),
+            image_pull_policy: None,
             native_sidecar: true,
             log_level: "info".to_owned(),
             cpu_request: Some("50m".to_owned()),
@@ -333,6 +336,9 @@ fn sidecar_container(
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
+    if let Some(policy) = &settings.image_pull_policy {
+        container["imagePullPolicy"] = json!(policy);
+    }
     if let (true, Some(obj)) = (native, container.as_object_mut()) {
         obj.insert("restartPolicy".into(), json!("Always"));
         // The kubelet starts the next container only after this passes: the app never

@@ -534,3 +534,23 @@ fn json_pointer_paths_escape_slashes() {
     assert!(ops.as_array().unwrap().iter().all(|op| op["op"] == "add"));
     assert_eq!(ops[1]["value"][0]["configMap"]["name"], "outrigger-edge");
 }
+
+#[test]
+fn image_pull_policy_is_set_only_when_configured() {
+    let p = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let (doc, _) = injected(&p, &webhook(false), &SidecarSettings::default());
+    assert_eq!(
+        sidecar(&doc, true).image_pull_policy,
+        None,
+        "Kubernetes' default"
+    );
+    let always = SidecarSettings {
+        image_pull_policy: Some("Always".to_owned()),
+        ..SidecarSettings::default()
+    };
+    let (doc, _) = injected(&p, &webhook(false), &always);
+    assert_eq!(
+        sidecar(&doc, true).image_pull_policy.as_deref(),
+        Some("Always")
+    );
+}
