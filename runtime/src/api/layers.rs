@@ -30,6 +30,11 @@ const KNOWN_SERVICES: [&str; 4] = [
 /// Layotto rpcs this sidecar serves; the others answer UNIMPLEMENTED naming the API.
 const SERVED: [&str; 2] = ["SayHello", "InvokeService"];
 
+/// When the call arrived, stamped by the outermost layer: deadlines are measured from here, as
+/// tonic measures the caller's `grpc-timeout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival(pub(crate) Instant);
+
 /// Records every gRPC call by path and status code, and its latency.
 #[derive(Clone)]
 pub(crate) struct GrpcMetricsLayer {
@@ -76,9 +81,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let path = path_label(req.uri().path());
         let start = Instant::now();
+        req.extensions_mut().insert(Arrival(start));
         let fut = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {

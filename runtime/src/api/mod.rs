@@ -21,7 +21,7 @@ use tokio::{
     sync::watch,
     time::Instant,
 };
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tower::ServiceBuilder;
 use tower_http::{
@@ -222,9 +222,15 @@ impl RuntimeApi {
         Self { live, metrics }
     }
 
-    async fn invoke(&self, call: Call, metadata: MetadataMap) -> Result<Answer, Status> {
+    async fn invoke(
+        &self,
+        call: Call,
+        metadata: MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Answer, Status> {
         let (id, method) = (call.id.clone(), call.method.clone());
-        let result = self.invoke_inner(call, metadata).await;
+        let received = extensions.get::<layers::Arrival>().map(|a| a.0);
+        let result = self.invoke_inner(call, metadata, received).await;
         result.map_err(|e| {
             self.metrics
                 .invoke_errors
@@ -237,7 +243,12 @@ impl RuntimeApi {
         })
     }
 
-    async fn invoke_inner(&self, call: Call, metadata: MetadataMap) -> Result<Answer, InvokeError> {
+    async fn invoke_inner(
+        &self,
+        call: Call,
+        metadata: MetadataMap,
+        received: Option<Instant>,
+    ) -> Result<Answer, InvokeError> {
         let invalid = |m: &str| InvokeError::new(ErrorKind::InvalidArgument, m.to_owned());
         if call.id.is_empty() {
             return Err(invalid("id is required"));
@@ -253,7 +264,7 @@ impl RuntimeApi {
         })?;
         let (data, packing) = unpack(call.data)?;
         let snapshot = self.live.current();
-        let now = Instant::now();
+        let now = received.unwrap_or_else(Instant::now);
         let timeout = match metadata.get(TIMEOUT_METADATA) {
             None => snapshot.spec.rpc.timeout(),
             Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
@@ -366,8 +377,8 @@ impl layotto::runtime_server::Runtime for RuntimeApi {
         &self,
         request: Request<layotto::InvokeServiceRequest>,
     ) -> Result<Response<layotto::InvokeResponse>, Status> {
-        let (metadata, _, msg) = request.into_parts();
-        let a = self.invoke(msg.into(), metadata).await?;
+        let (metadata, extensions, msg) = request.into_parts();
+        let a = self.invoke(msg.into(), metadata, &extensions).await?;
         Ok(respond(
             layotto::InvokeResponse {
                 data: a.data,
@@ -384,8 +395,8 @@ impl dapr::dapr_server::Dapr for RuntimeApi {
         &self,
         request: Request<dapr::InvokeServiceRequest>,
     ) -> Result<Response<dapr_common::InvokeResponse>, Status> {
-        let (metadata, _, msg) = request.into_parts();
-        let a = self.invoke(msg.into(), metadata).await?;
+        let (metadata, extensions, msg) = request.into_parts();
+        let a = self.invoke(msg.into(), metadata, &extensions).await?;
         Ok(respond(
             dapr_common::InvokeResponse {
                 data: a.data,
@@ -453,9 +464,9 @@ pub(crate) async fn serve(
     let signal = async move { crate::sidecar::until_shutdown(&mut shutdown).await };
     match listener {
         ApiListener::Tcp(l) => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
-                .await
+            // Small unary answers must not wait for the peer's delayed ACK (Nagle).
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, signal).await
         }
         ApiListener::Unix(l, path) => {
             let r = router
