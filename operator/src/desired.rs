@@ -190,6 +190,8 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             protocol: Protocol::Http,
             size: 0,
             listener: "nowhere".into(),
+            ext: Default::default(),
+            heartbeat: Default::default(),
         });
         bad.listeners.push(ListenerConfig {
             name: "egress".into(),

@@ -52,6 +52,52 @@ pub struct ProxyLabels {
     pub status: u16,
 }
 
+/// Labels of one Bolt or Dubbo thing: a multiplexed pool or a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `bolt` or `dubbo`.
+    pub protocol: String,
+    /// A pool (`channel/bolt`, `upstream/<cluster>/<addr>`) or `listener/<name>`.
+    pub name: String,
+}
+
+/// Labels of a call on a multiplexed (Bolt, Dubbo) pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MuxCallLabels {
+    /// `bolt` or `dubbo`.
+    pub protocol: String,
+    /// The pool, e.g. `channel/bolt` or `upstream/<cluster>/<addr>`.
+    pub name: String,
+    /// The response's protocol status code (`0` Bolt success, `20` Dubbo OK, …), or why there
+    /// was none: `oneway`, `timeout`, `closed`, `overflow`, `connect_failure`.
+    pub status: String,
+}
+
+/// Labels of a heartbeat event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatLabels {
+    /// `bolt` or `dubbo`.
+    pub protocol: String,
+    /// A pool or `listener/<name>`.
+    pub name: String,
+    /// `sent`, `acked`, `missed` (one interval without an answer) or `answered` (a peer's
+    /// heartbeat acknowledged locally).
+    pub event: String,
+}
+
+/// Labels of a Bolt or Dubbo request through the proxy core.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XprotocolLabels {
+    /// `bolt` or `dubbo`.
+    pub protocol: String,
+    /// The listener that received it.
+    pub listener: String,
+    /// The cluster it went to (empty when none was chosen).
+    pub cluster: String,
+    /// The protocol status code returned downstream (`oneway` when none is).
+    pub status: String,
+}
+
 /// Labels of a config reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -92,6 +138,18 @@ pub struct Metrics {
     pub config_info: Family<ConfigLabels, Gauge<i64, AtomicI64>>,
     /// Reload attempts by result.
     pub config_reloads: Family<ReloadLabels, Counter<u64, AtomicU64>>,
+    /// Calls on multiplexed (Bolt, Dubbo) pools by protocol, pool and outcome.
+    pub mux_calls: Family<MuxCallLabels, Counter>,
+    /// Calls waiting for their answer, by protocol and pool.
+    pub mux_pending: Family<ProtocolLabels, Gauge>,
+    /// Answers whose request id matched no pending call, by protocol and pool.
+    pub mux_unknown_responses: Family<ProtocolLabels, Counter>,
+    /// Heartbeats by protocol, pool or listener, and event.
+    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    /// Bolt and Dubbo requests through the proxy core, by returned status.
+    pub xprotocol_requests: Family<XprotocolLabels, Counter>,
+    /// Connections closed because they sent bytes that are not the protocol, by listener.
+    pub xprotocol_decode_errors: Family<ProtocolLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -116,6 +174,12 @@ impl Metrics {
             config_version: Gauge::default(),
             config_info: Family::default(),
             config_reloads: Family::default(),
+            mux_calls: Family::default(),
+            mux_pending: Family::default(),
+            mux_unknown_responses: Family::default(),
+            heartbeats: Family::default(),
+            xprotocol_requests: Family::default(),
+            xprotocol_decode_errors: Family::default(),
         };
         registry.register(
             "grpc_requests",
@@ -171,6 +235,36 @@ impl Metrics {
             "config_reloads",
             "config reload attempts by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "mux_calls",
+            "calls on bolt and dubbo pools by outcome (protocol status or failure)",
+            m.mux_calls.clone(),
+        );
+        registry.register(
+            "mux_pending",
+            "bolt and dubbo calls waiting for their answer",
+            m.mux_pending.clone(),
+        );
+        registry.register(
+            "mux_unknown_responses",
+            "bolt and dubbo answers whose request id matched no pending call",
+            m.mux_unknown_responses.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "bolt and dubbo heartbeats sent, acked, missed and answered",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "xprotocol_requests",
+            "bolt and dubbo requests through the proxy core by returned status",
+            m.xprotocol_requests.clone(),
+        );
+        registry.register(
+            "xprotocol_decode_errors",
+            "connections closed for sending bytes that are not the listener's protocol",
+            m.xprotocol_decode_errors.clone(),
         );
         *m.registry.lock() = registry;
         m

@@ -8,10 +8,11 @@ mod validate;
 
 pub use crate::{
     spec::{
-        AdminConfig, ChannelConfig, ClusterConfig, DEFAULT_ADMIN_ADDRESS, DEFAULT_GRPC_ADDRESS,
-        DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig, HeaderEdits, HeaderMatch,
-        HeadersFilterConfig, HostConfig, LbPolicy, ListenerConfig, Protocol, RetryOn, RetryPolicy,
-        RouteConfig, RouteMatch, RouteTableConfig, RpcConfig, RuntimeConfigSpec,
+        AdminConfig, ChannelConfig, ChannelExt, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
+        DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
+        HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, LbPolicy,
+        ListenerConfig, Protocol, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
+        RpcConfig, RuntimeConfigSpec,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

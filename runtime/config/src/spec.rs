@@ -75,7 +75,8 @@ pub struct RpcConfig {
     /// Filters run on the response after it leaves the channel, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after_invoke: Vec<FilterConfig>,
-    /// Channels to the proxy core; the first is the default.
+    /// Channels to the proxy core, at most one per protocol; the first is the default and a
+    /// call picks another with gRPC metadata `rpc_protocol` (e.g. `bolt`).
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
 }
@@ -84,7 +85,7 @@ pub struct RpcConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterConfig {
-    /// A built-in filter: `dubbo_json_rpc` or `headers`.
+    /// A built-in filter: `dubbo_generic`, `dubbo_json_rpc` or `headers`.
     pub name: String,
     /// The filter's settings; their shape depends on `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,13 +122,16 @@ pub struct HeaderEdits {
 pub enum FilterKind {
     /// Rewrites the request into dubbo-go's JSON-RPC-over-HTTP form.
     DubboJsonRpc,
+    /// Turns a JSON call into a Dubbo generic invocation (`$invoke`, Hessian2) on the `dubbo`
+    /// channel, and the Dubbo result back into JSON.
+    DubboGeneric,
     /// Sets and removes headers.
     Headers(HeadersFilterConfig),
 }
 
 impl FilterKind {
     /// The names `FilterConfig::name` accepts.
-    pub const NAMES: &'static [&'static str] = &["dubbo_json_rpc", "headers"];
+    pub const NAMES: &'static [&'static str] = &["dubbo_generic", "dubbo_json_rpc", "headers"];
 }
 
 impl FilterConfig {
@@ -140,6 +144,13 @@ impl FilterConfig {
                     Ok(FilterKind::DubboJsonRpc)
                 }
                 Some(_) => Err("filter \"dubbo_json_rpc\" takes no config".to_owned()),
+            },
+            "dubbo_generic" => match &self.config {
+                None => Ok(FilterKind::DubboGeneric),
+                Some(v) if v.as_object().is_some_and(|m| m.is_empty()) => {
+                    Ok(FilterKind::DubboGeneric)
+                }
+                Some(_) => Err("filter \"dubbo_generic\" takes no config".to_owned()),
             },
             "headers" => {
                 let value = self.config.clone().unwrap_or(serde_json::Value::Null);
@@ -167,13 +178,87 @@ pub enum Protocol {
     /// HTTP/1.1.
     #[default]
     Http,
+    /// SOFA Bolt (v1 and v2), as SOFARPC speaks it.
+    Bolt,
+    /// Dubbo 2 with Hessian2 bodies.
+    Dubbo,
+    /// Listeners only: each connection's protocol is told from its first bytes (`0x01`/`0x02`
+    /// Bolt, `0xdabb` Dubbo, anything else HTTP/1.1).
+    Auto,
+}
+
+impl Protocol {
+    /// The protocol's name as the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Bolt => "bolt",
+            Protocol::Dubbo => "dubbo",
+            Protocol::Auto => "auto",
+        }
+    }
+
+    /// Whether requests are multiplexed on shared connections and correlated by request id
+    /// (Bolt and Dubbo).
+    pub fn is_multiplexed(self) -> bool {
+        matches!(self, Protocol::Bolt | Protocol::Dubbo)
+    }
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Http => "http",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+/// Keep-alive probing of idle multiplexed (Bolt, Dubbo) connections: a heartbeat is sent when
+/// nothing was received for `intervalMs`, and the connection is closed — failing its pending
+/// calls — after `misses` heartbeats in a row went unanswered. Ignored for HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Silence, in milliseconds, after which a heartbeat is sent; 0 turns heartbeats off.
+    /// Default 15000 (SOFABolt's idle time).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub interval_ms: u64,
+    /// Unanswered heartbeats in a row after which the connection is closed. Default 3.
+    #[serde(default = "default_heartbeat_misses")]
+    pub misses: u32,
+}
+
+impl HeartbeatConfig {
+    /// The interval, or `None` when heartbeats are off.
+    pub fn interval(&self) -> Option<Duration> {
+        (self.interval_ms > 0).then(|| Duration::from_millis(self.interval_ms))
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_heartbeat_interval_ms(),
+            misses: default_heartbeat_misses(),
+        }
+    }
+}
+
+/// Protocol-specific settings of a channel (Layotto's `ext`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelExt {
+    /// Bolt only: the request class written into every frame. Default
+    /// `com.alipay.sofa.rpc.core.request.SofaRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+impl ChannelExt {
+    fn is_empty(&self) -> bool {
+        self.class.is_none()
     }
 }
 
@@ -181,14 +266,21 @@ impl fmt::Display for Protocol {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// The protocol spoken to the listener.
+    /// The protocol spoken to the listener: `http`, `bolt` or `dubbo`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Connections in the pool: at most this many requests are in the channel at once.
+    /// Connections in the pool: at most this many requests are in the channel at once (for
+    /// Bolt and Dubbo, at most this many callers write at once; calls share connections).
     #[serde(default = "default_channel_size")]
     pub size: u32,
     /// A listener name (in-process, no socket), a `host:port`, or a unix socket path.
     pub listener: String,
+    /// Protocol-specific settings (`class` for Bolt).
+    #[serde(default, skip_serializing_if = "ChannelExt::is_empty")]
+    pub ext: ChannelExt,
+    /// Heartbeats on idle connections (Bolt and Dubbo channels).
+    #[serde(default, skip_serializing_if = "HeartbeatConfig::is_default")]
+    pub heartbeat: HeartbeatConfig,
 }
 
 /// A proxy-core listener.
@@ -197,7 +289,8 @@ pub struct ChannelConfig {
 pub struct ListenerConfig {
     /// Unique name; channels reach the listener in-process by this name.
     pub name: String,
-    /// The protocol the listener decodes.
+    /// The protocol the listener decodes: `http`, `bolt`, `dubbo`, or `auto` to tell each
+    /// connection's protocol from its first bytes.
     #[serde(default)]
     pub protocol: Protocol,
     /// Also accept connections on this `host:port` when set.
@@ -235,23 +328,28 @@ pub struct RouteConfig {
     pub retry: Option<RetryPolicy>,
 }
 
-/// Conditions on a request; all given conditions must hold.
+/// Conditions on a request; all given conditions must hold. A route only takes requests of
+/// the protocol its cluster speaks, so one table can serve an `auto` listener.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatch {
-    /// Header conditions, all of which must hold.
+    /// Header conditions, all of which must hold. For Bolt and Dubbo requests these match the
+    /// Bolt header map or the Dubbo attachments, plus the names `service` (Bolt `service` /
+    /// `sofa_head_target_service`, Dubbo service path), `method` (the RPC method), `id` (the
+    /// service again) and, for Dubbo, `version`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
-    /// The path equals this.
+    /// The path equals this. Bolt and Dubbo requests have no path and never match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The path starts with this.
+    /// The path starts with this (never matches Bolt or Dubbo requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    /// The whole path matches this regular expression.
+    /// The whole path matches this regular expression (never matches Bolt or Dubbo requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_regex: Option<String>,
-    /// The HTTP method equals this (e.g. `POST`).
+    /// The HTTP method equals this (e.g. `POST`); for Bolt and Dubbo requests, the RPC method
+    /// name (e.g. `sayHello`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }
@@ -335,7 +433,7 @@ pub enum LbPolicy {
 pub struct ClusterConfig {
     /// Unique name, referenced by routes.
     pub name: String,
-    /// The protocol spoken to the hosts.
+    /// The protocol spoken to the hosts: `http`, `bolt` or `dubbo`.
     #[serde(default)]
     pub protocol: Protocol,
     /// How a host is chosen for each request.
@@ -355,6 +453,9 @@ pub struct ClusterConfig {
     /// How often DNS names are re-resolved, in milliseconds. Default 5000.
     #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+    /// Heartbeats on idle upstream connections (Bolt and Dubbo clusters).
+    #[serde(default, skip_serializing_if = "HeartbeatConfig::is_default")]
+    pub heartbeat: HeartbeatConfig,
 }
 
 /// One upstream host.
@@ -453,6 +554,12 @@ fn default_dns_refresh_ms() -> u64 {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    15_000
+}
+fn default_heartbeat_misses() -> u32 {
+    3
 }
 
 /// A free-form object: Kubernetes keeps its unknown fields instead of pruning them.

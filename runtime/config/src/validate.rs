@@ -6,8 +6,8 @@
 use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
-    ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, ListenerConfig, RetryOn,
-    RouteConfig, RuntimeConfigSpec,
+    ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, HeartbeatConfig,
+    ListenerConfig, Protocol, RetryOn, RouteConfig, RuntimeConfigSpec,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -125,8 +125,8 @@ impl Validator {
         if spec.rpc.timeout_ms == 0 {
             self.err("rpc.timeoutMs", "must be greater than 0");
         }
-        self.filters("rpc.beforeInvoke", &spec.rpc.before_invoke, true);
-        self.filters("rpc.afterInvoke", &spec.rpc.after_invoke, false);
+        self.filters("rpc.beforeInvoke", &spec.rpc.before_invoke, true, spec);
+        self.filters("rpc.afterInvoke", &spec.rpc.after_invoke, false, spec);
         if spec.rpc.channels.is_empty() {
             self.err("rpc.channels", "at least one channel is required");
         }
@@ -148,7 +148,9 @@ impl Validator {
         let mut addresses = HashSet::new();
         for (i, l) in spec.listeners.iter().enumerate() {
             self.listener(&format!("listeners[{i}]"), l, &tables);
+            // Port 0 asks for an ephemeral port: any number of listeners may ask.
             if let Some(a) = &l.address
+                && !a.ends_with(":0")
                 && !addresses.insert(a.as_str())
             {
                 self.err(
@@ -190,7 +192,13 @@ impl Validator {
         }
     }
 
-    fn filters(&mut self, path: &str, filters: &[FilterConfig], before: bool) {
+    fn filters(
+        &mut self,
+        path: &str,
+        filters: &[FilterConfig],
+        before: bool,
+        spec: &RuntimeConfigSpec,
+    ) {
         for (i, f) in filters.iter().enumerate() {
             match f.kind() {
                 Err(e) => self.err(format!("{path}[{i}]"), e),
@@ -198,6 +206,22 @@ impl Validator {
                     format!("{path}[{i}]"),
                     "filter \"dubbo_json_rpc\" rewrites requests: list it in rpc.beforeInvoke",
                 ),
+                Ok(FilterKind::DubboGeneric) if !before => self.err(
+                    format!("{path}[{i}]"),
+                    "filter \"dubbo_generic\" rewrites requests: list it in rpc.beforeInvoke",
+                ),
+                Ok(FilterKind::DubboGeneric)
+                    if !spec
+                        .rpc
+                        .channels
+                        .iter()
+                        .any(|c| c.protocol == Protocol::Dubbo) =>
+                {
+                    self.err(
+                        format!("{path}[{i}]"),
+                        "filter \"dubbo_generic\" sends calls on the dubbo channel: add a channel with protocol dubbo",
+                    );
+                }
                 Ok(FilterKind::Headers(h)) => {
                     for (side, edits) in [("request", &h.request), ("response", &h.response)] {
                         for (name, value) in &edits.set {
@@ -233,14 +257,35 @@ impl Validator {
     }
 
     fn channel(&mut self, path: &str, c: &ChannelConfig, spec: &RuntimeConfigSpec) {
+        if c.protocol == Protocol::Auto {
+            self.err(
+                format!("{path}.protocol"),
+                "\"auto\" is only for listeners: a channel speaks http, bolt or dubbo",
+            );
+        }
         if c.size == 0 {
             self.err(format!("{path}.size"), "must be at least 1");
         }
+        if let Some(class) = &c.ext.class {
+            if c.protocol != Protocol::Bolt {
+                self.err(
+                    format!("{path}.ext.class"),
+                    format!("only bolt channels take a class, not {}", c.protocol),
+                );
+            } else if class.is_empty() || class.len() > 4096 {
+                self.err(
+                    format!("{path}.ext.class"),
+                    "must be a class name of 1 to 4096 bytes",
+                );
+            }
+        }
+        self.heartbeat(&format!("{path}.heartbeat"), &c.heartbeat);
         match c.target(spec) {
             Err(e) => self.err(format!("{path}.listener"), e),
             Ok(ChannelTarget::Named(name)) => {
                 if let Some(l) = spec.listeners.iter().find(|l| l.name == name)
                     && l.protocol != c.protocol
+                    && l.protocol != Protocol::Auto
                 {
                     self.err(
                         format!("{path}.listener"),
@@ -311,13 +356,20 @@ impl Validator {
                 format!("invalid regex: {e}"),
             );
         }
-        if let Some(method) = &m.method
-            && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
-        {
-            self.err(
-                format!("{path}.match.method"),
-                format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
-            );
+        if let Some(method) = &m.method {
+            if is_lowercase_http_method(method) {
+                self.err(
+                    format!("{path}.match.method"),
+                    format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
+                );
+            } else if http_header_name(method).is_err() {
+                self.err(
+                    format!("{path}.match.method"),
+                    format!(
+                        "\"{method}\" is neither an HTTP method (e.g. POST) nor an RPC method name (e.g. sayHello)"
+                    ),
+                );
+            }
         }
         for (i, h) in m.headers.iter().enumerate() {
             self.header_match(&format!("{path}.match.headers[{i}]"), h);
@@ -346,6 +398,18 @@ impl Validator {
         }
     }
 
+    fn heartbeat(&mut self, path: &str, h: &HeartbeatConfig) {
+        if h.interval_ms > 0 && h.interval_ms < 100 {
+            self.err(
+                format!("{path}.intervalMs"),
+                "must be 0 (no heartbeats) or at least 100",
+            );
+        }
+        if h.misses == 0 {
+            self.err(format!("{path}.misses"), "must be at least 1");
+        }
+    }
+
     fn header_match(&mut self, path: &str, h: &HeaderMatch) {
         if http_header_name(&h.name).is_err() {
             self.err(
@@ -371,6 +435,13 @@ impl Validator {
         if c.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");
         }
+        if c.protocol == Protocol::Auto {
+            self.err(
+                format!("{path}.protocol"),
+                "\"auto\" is only for listeners: a cluster speaks http, bolt or dubbo",
+            );
+        }
+        self.heartbeat(&format!("{path}.heartbeat"), &c.heartbeat);
         if c.hosts.is_empty() {
             self.err(format!("{path}.hosts"), "at least one host is required");
         }
@@ -428,6 +499,15 @@ pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
     if valid_host { Ok(()) } else { Err(bad()) }
 }
 
+/// A well-known HTTP method written in lower case (`post`): a typo, not an RPC method.
+fn is_lowercase_http_method(s: &str) -> bool {
+    const METHODS: [&str; 9] = [
+        "get", "head", "post", "put", "delete", "connect", "options", "trace", "patch",
+    ];
+    METHODS.contains(&s)
+}
+
+/// An HTTP token (RFC 9110), which is what header names and methods are made of.
 fn http_header_name(s: &str) -> Result<(), ()> {
     const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
     if !s.is_empty()

@@ -2,7 +2,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use outrigger_config::{LoadError, config_hash, load_yaml, parse_yaml, to_yaml};
+use std::time::Duration;
+
+use outrigger_config::{
+    HeartbeatConfig, LoadError, Protocol, config_hash, load_yaml, parse_yaml, to_yaml,
+};
 
 const GOOD: &str = r#"
 grpc: {address: "127.0.0.1:34904"}
@@ -102,7 +106,7 @@ rpc:
   channels: [{listener: "127.0.0.1:1"}]
 "#,
             &[
-                "rpc.beforeInvoke[1]: unknown filter \"nosuch\" (known: dubbo_json_rpc, headers)",
+                "rpc.beforeInvoke[1]: unknown filter \"nosuch\" (known: dubbo_generic, dubbo_json_rpc, headers)",
                 "rpc.afterInvoke[0]: invalid config for filter \"headers\": unknown field `sett`, expected `set` or `remove`",
             ],
         ),
@@ -145,6 +149,8 @@ rpc: {channels: [{listener: a}]}
 listeners:
   - {name: a, routeTable: t, address: "127.0.0.1:9000"}
   - {name: a, routeTable: t, address: "127.0.0.1:9000"}
+  - {name: e1, routeTable: t, address: "127.0.0.1:0"}
+  - {name: e2, routeTable: t, address: "127.0.0.1:0"}
 routeTables: [{name: t}, {name: t}]
 clusters:
   - {name: c, hosts: [{address: "127.0.0.1:1"}]}
@@ -209,11 +215,133 @@ clusters:
                 "clusters[1].hosts: at least one host is required",
             ],
         ),
+        (
+            "auto outside listeners, bolt settings on the wrong channel, bad heartbeats",
+            r#"
+rpc:
+  channels:
+    - {protocol: auto, listener: "127.0.0.1:1"}
+    - {protocol: dubbo, listener: "127.0.0.1:2", ext: {class: x}, heartbeat: {intervalMs: 10, misses: 0}}
+    - {protocol: bolt, listener: "127.0.0.1:3", ext: {class: ""}}
+clusters:
+  - {name: c, protocol: auto, hosts: [{address: "127.0.0.1:1"}], heartbeat: {intervalMs: 99}}
+"#,
+            &[
+                "rpc.channels[0].protocol: \"auto\" is only for listeners: a channel speaks http, bolt or dubbo",
+                "rpc.channels[1].ext.class: only bolt channels take a class, not dubbo",
+                "rpc.channels[1].heartbeat.intervalMs: must be 0 (no heartbeats) or at least 100",
+                "rpc.channels[1].heartbeat.misses: must be at least 1",
+                "rpc.channels[2].ext.class: must be a class name of 1 to 4096 bytes",
+                "clusters[0].protocol: \"auto\" is only for listeners: a cluster speaks http, bolt or dubbo",
+                "clusters[0].heartbeat.intervalMs: must be 0 (no heartbeats) or at least 100",
+            ],
+        ),
+        (
+            "channel protocol against the listener's",
+            r#"
+rpc:
+  channels:
+    - {protocol: bolt, listener: b}
+    - {protocol: dubbo, listener: a}
+    - {protocol: http, listener: h}
+listeners:
+  - {name: a, protocol: auto, routeTable: t}
+  - {name: b, protocol: dubbo, routeTable: t}
+  - {name: h, protocol: bolt, routeTable: t}
+routeTables: [{name: t}]
+"#,
+            &[
+                "rpc.channels[0].listener: channel speaks \"bolt\" but listener \"b\" decodes \"dubbo\"",
+                "rpc.channels[2].listener: channel speaks \"http\" but listener \"h\" decodes \"bolt\"",
+            ],
+        ),
+        (
+            "dubbo_generic needs a dubbo channel and the before list",
+            r#"
+rpc:
+  beforeInvoke: [{name: dubbo_generic}, {name: dubbo_generic, config: {x: 1}}]
+  afterInvoke: [{name: dubbo_generic}]
+  channels: [{protocol: http, listener: "127.0.0.1:1"}]
+"#,
+            &[
+                "rpc.beforeInvoke[0]: filter \"dubbo_generic\" sends calls on the dubbo channel: add a channel with protocol dubbo",
+                "rpc.beforeInvoke[1]: filter \"dubbo_generic\" takes no config",
+                "rpc.afterInvoke[0]: filter \"dubbo_generic\" rewrites requests: list it in rpc.beforeInvoke",
+            ],
+        ),
+        (
+            "rpc method names are tokens",
+            r#"
+rpc: {channels: [{listener: l}]}
+listeners: [{name: l, routeTable: t}]
+routeTables:
+  - name: t
+    routes:
+      - {match: {method: sayHello}, cluster: c}
+      - {match: {method: $invoke}, cluster: c}
+      - {match: {method: "say hello"}, cluster: c}
+      - {match: {method: ""}, cluster: c}
+clusters: [{name: c, hosts: [{address: "127.0.0.1:1"}]}]
+"#,
+            &[
+                "routeTables[0].routes[2].match.method: \"say hello\" is neither an HTTP method (e.g. POST) nor an RPC method name (e.g. sayHello)",
+                "routeTables[0].routes[3].match.method: \"\" is neither an HTTP method (e.g. POST) nor an RPC method name (e.g. sayHello)",
+            ],
+        ),
     ];
     for (name, yaml, want) in cases {
         let got = errors(yaml);
         assert_eq!(got, *want, "case {name:?}");
     }
+}
+
+const BOLT_AND_DUBBO: &str = r#"
+rpc:
+  beforeInvoke: [{name: dubbo_generic}]
+  channels:
+    - {protocol: bolt, size: 4, listener: egress, ext: {class: com.alipay.sofa.rpc.core.request.SofaRequest}}
+    - {protocol: dubbo, listener: egress, heartbeat: {intervalMs: 0}}
+listeners:
+  - {name: egress, protocol: auto, address: "127.0.0.1:12220", routeTable: rpc}
+routeTables:
+  - name: rpc
+    routes:
+      - match: {headers: [{name: service, prefix: "com.outrigger."}], method: hello}
+        cluster: sofa
+      - match: {headers: [{name: service, exact: org.apache.dubbo.samples.api.GreetingsService}]}
+        cluster: dubbo
+clusters:
+  - {name: sofa, protocol: bolt, hosts: [{address: "127.0.0.1:12200"}], heartbeat: {intervalMs: 5000, misses: 2}}
+  - {name: dubbo, protocol: dubbo, hosts: [{address: "127.0.0.1:20880"}]}
+"#;
+
+#[test]
+fn bolt_and_dubbo_document_loads_with_heartbeat_defaults() {
+    let spec = load_yaml(BOLT_AND_DUBBO).expect("valid");
+    let bolt = &spec.rpc.channels[0];
+    assert_eq!(bolt.protocol, Protocol::Bolt);
+    assert_eq!(
+        bolt.ext.class.as_deref(),
+        Some("com.alipay.sofa.rpc.core.request.SofaRequest")
+    );
+    assert_eq!(bolt.heartbeat, HeartbeatConfig::default());
+    assert_eq!(bolt.heartbeat.interval(), Some(Duration::from_secs(15)));
+    assert_eq!(bolt.heartbeat.misses, 3);
+    assert_eq!(spec.rpc.channels[1].heartbeat.interval(), None, "0 is off");
+    assert_eq!(spec.listeners[0].protocol, Protocol::Auto);
+    assert_eq!(spec.clusters[0].heartbeat.misses, 2);
+    assert_eq!(spec.clusters[1].heartbeat, HeartbeatConfig::default());
+    let again = load_yaml(&to_yaml(&spec)).expect("round trip");
+    assert_eq!(spec, again);
+}
+
+#[test]
+fn default_new_settings_do_not_change_existing_documents() {
+    // Documents written before Bolt and Dubbo render (and hash) exactly as before.
+    let spec = load_yaml(GOOD).expect("valid");
+    let yaml = to_yaml(&spec);
+    assert!(!yaml.contains("heartbeat"), "{yaml}");
+    assert!(!yaml.contains("ext"), "{yaml}");
 }
 
 #[test]

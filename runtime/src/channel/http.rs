@@ -147,16 +147,10 @@ fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
         .and_then(|v| v.to_str().ok())
         .and_then(ProxyError::parse)
     {
-        let kind = match cause {
-            ProxyError::NoRoute => ErrorKind::NotFound,
-            ProxyError::Timeout => ErrorKind::DeadlineExceeded,
-            ProxyError::Overflow => ErrorKind::ResourceExhausted,
-            ProxyError::BadRequest => ErrorKind::InvalidArgument,
-            ProxyError::NoHealthyHost | ProxyError::ConnectFailure | ProxyError::Reset => {
-                ErrorKind::Unavailable
-            }
-        };
-        return Err(InvokeError::new(kind, quote(&body)));
+        return Err(InvokeError::new(
+            super::proxy_error_kind(cause),
+            quote(&body),
+        ));
     }
     if !parts.status.is_success() {
         return Err(InvokeError::new(

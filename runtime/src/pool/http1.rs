@@ -14,7 +14,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Connector, Pool, PoolError};
+use super::{Connector, Pool, PoolError, dial::Open};
 use crate::proxy::InProcess;
 
 /// Largest body read from an HTTP peer.
@@ -80,50 +80,12 @@ impl Connector for Http1Connector {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<Self::Conn, ConnectError> {
-        let target = || self.dial.to_string();
-        let io: Box<dyn Io> = match &self.dial {
-            Dial::InProcess { listeners, name } => {
-                Box::new(listeners.connect(name).map_err(|source| ConnectError::Io {
-                    target: target(),
-                    source,
-                })?)
-            }
-            Dial::Tcp {
-                addr,
-                connect_timeout,
-            } => {
-                let stream = match tokio::time::timeout(
-                    *connect_timeout,
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                {
-                    Err(_) => {
-                        return Err(ConnectError::Timeout {
-                            target: target(),
-                            ms: connect_timeout.as_millis(),
-                        });
-                    }
-                    Ok(r) => r.map_err(|source| ConnectError::Io {
-                        target: target(),
-                        source,
-                    })?,
-                };
-                let _ = stream.set_nodelay(true);
-                Box::new(stream)
-            }
-            Dial::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(
-                |source| ConnectError::Io {
-                    target: target(),
-                    source,
-                },
-            )?),
-        };
+        let io = self.dial.open().await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| ConnectError::Handshake {
-                target: target(),
+                target: self.dial.to_string(),
                 source,
             })?;
         tokio::spawn(async move {

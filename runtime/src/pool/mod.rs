@@ -2,9 +2,11 @@
 //! waits for a turn no longer than its deadline, idle connections are reused (most recent
 //! first) and dead or expired ones are evicted instead of handed out. Used for the invoker's
 //! channels and for each upstream host of the proxy core. Not for multiplexed protocols, where
-//! many callers share one connection.
+//! many callers share one connection: those (Bolt, Dubbo) use the `mux` pool.
 
+pub(crate) mod dial;
 pub(crate) mod http1;
+pub(crate) mod mux;
 
 use std::{
     future::Future,

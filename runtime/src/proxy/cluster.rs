@@ -1,7 +1,8 @@
-//! Clusters: a named group of upstream hosts, each with its own bounded connection pool, a
-//! load balancer over them, and DNS names resolved at build and re-resolved periodically (a host
-//! that survives a refresh keeps its pool). Not for routing (see `route`) or for the exchange
-//! itself (see `forward`).
+//! Clusters: a named group of upstream hosts, each with its own bounded connection pool (an
+//! HTTP/1.1 pool, or a multiplexed one for Bolt and Dubbo clusters), a load balancer over
+//! them, and DNS names resolved at build and re-resolved periodically (a host that survives a
+//! refresh keeps its pool). Not for routing (see `route`) or for the exchange itself (see
+//! `forward` and `xproto`).
 
 use std::{
     net::SocketAddr,
@@ -13,7 +14,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use outrigger_config::ClusterConfig;
+use outrigger_codec::Limits;
+use outrigger_config::{ClusterConfig, Protocol};
 
 use super::lb::{Balancer, weighted_schedule};
 use crate::{
@@ -21,6 +23,7 @@ use crate::{
     pool::{
         PoolSettings,
         http1::{Dial, Http1Connector, Http1Pool},
+        mux::{self, Heartbeat, MuxPool, MuxSettings},
     },
 };
 
@@ -29,8 +32,18 @@ pub(crate) struct Host {
     pub(crate) addr: SocketAddr,
     pub(crate) weight: u32,
     pub(crate) dial: Dial,
-    pub(crate) pool: Http1Pool,
+    pub(crate) pool: UpstreamPool,
     in_flight: AtomicUsize,
+}
+
+/// A host's connection pool, in the cluster's protocol.
+pub(crate) enum UpstreamPool {
+    /// HTTP/1.1: one request per connection at a time.
+    Http(Http1Pool),
+    /// Bolt: multiplexed.
+    Bolt(MuxPool<mux::Bolt>),
+    /// Dubbo: multiplexed.
+    Dubbo(MuxPool<mux::Dubbo>),
 }
 
 impl std::fmt::Debug for Host {
@@ -156,21 +169,50 @@ impl Cluster {
             addr,
             connect_timeout: self.cfg.connect_timeout(),
         };
-        let pool = Http1Pool::new(
-            PoolSettings {
-                name: format!("upstream/{}/{addr}", self.name),
-                size: usize::try_from(self.cfg.max_connections).unwrap_or(usize::MAX),
-                idle_timeout: self.cfg.idle_timeout(),
-            },
-            Http1Connector { dial: dial.clone() },
-            &self.metrics,
-        );
+        let name = format!("upstream/{}/{addr}", self.name);
+        let size = usize::try_from(self.cfg.max_connections).unwrap_or(usize::MAX);
+        let mux_settings = |name| MuxSettings {
+            name,
+            size,
+            idle_timeout: self.cfg.idle_timeout(),
+            heartbeat: Heartbeat::from_config(&self.cfg.heartbeat),
+            limits: Limits::default(),
+        };
+        let pool = match self.protocol() {
+            Protocol::Bolt => UpstreamPool::Bolt(MuxPool::new(
+                mux_settings(name),
+                dial.clone(),
+                &self.metrics,
+            )),
+            Protocol::Dubbo => UpstreamPool::Dubbo(MuxPool::new(
+                mux_settings(name),
+                dial.clone(),
+                &self.metrics,
+            )),
+            Protocol::Http | Protocol::Auto => UpstreamPool::Http(Http1Pool::new(
+                PoolSettings {
+                    name,
+                    size,
+                    idle_timeout: self.cfg.idle_timeout(),
+                },
+                Http1Connector { dial: dial.clone() },
+                &self.metrics,
+            )),
+        };
         Host {
             addr,
             weight,
             dial,
             pool,
             in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// The protocol the cluster's hosts speak.
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self.cfg.protocol {
+            Protocol::Auto => Protocol::Http,
+            p => p,
         }
     }
 

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use outrigger_config::RetryOn;
 use tokio::time::Instant;
 
-use super::{Shared, route::Route};
+use super::{Shared, cluster::UpstreamPool, route::Route};
 use crate::{
     metrics::{NameLabels, ProxyLabels},
     pool::{
@@ -207,7 +207,14 @@ async fn forward(
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = parts.uri.clone();
         *req.headers_mut() = parts.headers.clone();
-        let outcome = exchange(&host.pool, &host.dial, req, try_deadline).await;
+        let UpstreamPool::Http(pool) = &host.pool else {
+            // Routes only take requests of their cluster's protocol; this is a bug guard.
+            return error_response(
+                ProxyError::NoRoute,
+                format!("cluster {} does not speak http", cluster.name),
+            );
+        };
+        let outcome = exchange(pool, &host.dial, req, try_deadline).await;
         let addr = host.addr;
         drop(host);
 

@@ -1,19 +1,23 @@
 //! The MOSN-style proxy core: listeners (named in-process ones reached without a socket, and
-//! optional real sockets), HTTP/1.1 decoding, route tables, clusters with load balancing and
-//! per-host pools, timeouts and retries. The routing state is one immutable snapshot swapped
+//! optional real sockets) decoding HTTP/1.1, Bolt or Dubbo (or telling them apart by the first
+//! bytes), route tables, clusters with load balancing and per-host pools (multiplexed for
+//! Bolt and Dubbo), timeouts and retries. The routing state is one immutable snapshot swapped
 //! atomically on reload; a request keeps the snapshot it started with. Not for the gRPC API or
 //! the invoke filters, which sit in front of it.
 
+mod bolt;
 mod cluster;
+mod dubbo;
 mod forward;
 mod lb;
 mod listener;
 mod route;
+mod xproto;
 
 use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
+use outrigger_config::{ListenerConfig, Protocol, RuntimeConfigSpec};
 use parking_lot::Mutex;
 use tokio::{io::DuplexStream, sync::watch};
 
@@ -25,7 +29,13 @@ use self::{
 use crate::metrics::Metrics;
 
 pub use self::forward::{ERROR_HEADER, TIMEOUT_HEADER};
-pub(crate) use self::forward::{ProxyError, strip_hop_by_hop};
+pub(crate) use self::{
+    dubbo::error_cause as dubbo_error_cause,
+    forward::{ProxyError, strip_hop_by_hop},
+};
+
+/// On the proxy's own Bolt answers (beside [`ERROR_HEADER`]): what went wrong, in words.
+pub(crate) const ERROR_MESSAGE_HEADER: &str = "x-outrigger-message";
 
 /// Buffer of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 64 * 1024;
@@ -34,6 +44,7 @@ const IN_PROCESS_BUFFER: usize = 64 * 1024;
 #[derive(Default)]
 pub(crate) struct ProxySnapshot {
     listeners: HashMap<String, Arc<RouteTable>>,
+    protocols: HashMap<String, Protocol>,
     clusters: HashMap<String, Arc<Cluster>>,
 }
 
@@ -75,7 +86,9 @@ impl ProxySnapshot {
             );
         }
         let mut listeners = HashMap::new();
+        let mut protocols = HashMap::new();
         for l in &spec.listeners {
+            protocols.insert(l.name.clone(), l.protocol);
             match tables.get(&l.route_table) {
                 Some(t) => {
                     listeners.insert(l.name.clone(), t.clone());
@@ -89,11 +102,17 @@ impl ProxySnapshot {
         if errors.is_empty() {
             Ok(Self {
                 listeners,
+                protocols,
                 clusters,
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// The protocol a listener decodes (HTTP for one not in this snapshot).
+    pub(crate) fn listener_protocol(&self, name: &str) -> Protocol {
+        self.protocols.get(name).copied().unwrap_or_default()
     }
 
     /// Resolved addresses of a cluster (for the config dump and tests).

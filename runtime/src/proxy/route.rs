@@ -1,14 +1,57 @@
 //! Route tables compiled once per config load: ordered routes whose matchers (exact, prefix,
 //! regex on headers and path; method) are built up front, so matching a request allocates
-//! nothing and compiles nothing. Not for choosing a host (see `cluster`).
+//! nothing and compiles nothing. One matcher serves every protocol through a [`RequestView`]:
+//! an HTTP request's method, path and headers, or a Bolt/Dubbo request's RPC method and its
+//! header map or attachments. A route only takes requests of its cluster's protocol. Not for
+//! choosing a host (see `cluster`).
 
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, Method};
-use outrigger_config::{HeaderMatch, RetryOn, RouteConfig, RouteMatch};
+use outrigger_config::{HeaderMatch, Protocol, RetryOn, RouteConfig, RouteMatch};
 use regex::Regex;
 
 use super::cluster::Cluster;
+
+/// What a matcher sees of a request, whatever its protocol.
+pub(crate) trait RequestView {
+    /// The request's protocol (`http`, `bolt` or `dubbo`).
+    fn protocol(&self) -> Protocol;
+    /// The HTTP method, or the RPC method name.
+    fn method(&self) -> Option<&str>;
+    /// The HTTP path; Bolt and Dubbo requests have none.
+    fn path(&self) -> Option<&str>;
+    /// Whether any value of the header `name` (lower case) satisfies `pred`.
+    fn any_header(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool;
+}
+
+/// An HTTP request as a [`RequestView`].
+pub(crate) struct HttpView<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl RequestView for HttpView<'_> {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
+    }
+
+    fn method(&self) -> Option<&str> {
+        Some(self.method.as_str())
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(self.path)
+    }
+
+    fn any_header(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(&mut *pred))
+    }
+}
 
 /// An ordered list of routes; the first whose matcher holds wins.
 #[derive(Debug)]
@@ -111,24 +154,31 @@ impl Matcher {
         })
     }
 
-    /// Whether a request with this method, path and headers matches.
+    /// Whether an HTTP request with this method, path and headers matches.
+    #[cfg(test)]
     pub(crate) fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        self.matches_view(&HttpView {
+            method,
+            path,
+            headers,
+        })
+    }
+
+    /// Whether a request of any protocol matches.
+    pub(crate) fn matches_view(&self, view: &dyn RequestView) -> bool {
         if let Some(m) = &self.method
-            && m != method
+            && view.method() != Some(m.as_str())
         {
             return false;
         }
         if let Some(p) = &self.path
-            && !p.matches(path)
+            && !view.path().is_some_and(|path| p.matches(path))
         {
             return false;
         }
-        self.headers.iter().all(|(name, vm)| {
-            headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|s| vm.matches(s)))
-        })
+        self.headers
+            .iter()
+            .all(|(name, vm)| view.any_header(name.as_str(), &mut |s| vm.matches(s)))
     }
 }
 
@@ -164,11 +214,21 @@ impl Route {
 }
 
 impl RouteTable {
-    /// The first route matching the request.
+    /// The first route matching the HTTP request.
     pub(crate) fn find(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.find_view(&HttpView {
+            method,
+            path,
+            headers,
+        })
+    }
+
+    /// The first route to a cluster of the request's protocol whose matcher holds.
+    pub(crate) fn find_view(&self, view: &dyn RequestView) -> Option<&Route> {
+        let protocol = view.protocol();
         self.routes
             .iter()
-            .find(|r| r.matcher.matches(method, path, headers))
+            .find(|r| r.cluster.protocol() == protocol && r.matcher.matches_view(view))
     }
 }
 

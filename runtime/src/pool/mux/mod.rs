@@ -1,0 +1,843 @@
+//! A multiplexed connection pool for Bolt and Dubbo: many callers share each connection, and
+//! answers find their caller by a request id the pool assigns per connection. As in Layotto's
+//! `xchannel`, `size` caps the callers writing at once (a writer holds a connection only while
+//! its frame is queued, then returns it for the next one), so at most `size` connections are
+//! open; the calls waiting for answers are bounded too. A call whose connection dies fails at
+//! once, one past its deadline is dropped from the pending map, and idle connections are
+//! probed with heartbeats and closed after too many go unanswered. Used by the `bolt` and
+//! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
+//! `pool::http1`) or for what a frame means (see `channel` and `proxy`).
+
+pub(crate) mod wire;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use outrigger_codec::{EncodeError, Limits};
+use parking_lot::Mutex;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub(crate) use self::wire::{Bolt, Dubbo, FrameKind, Wire};
+use super::{
+    PoolError,
+    dial::Open,
+    http1::{ConnectError, Dial, Io},
+};
+use crate::metrics::{HeartbeatLabels, Metrics, MuxCallLabels, NameLabels, ProtocolLabels};
+
+/// Calls one connection may have waiting for answers; a pool allows `size` times this.
+pub(crate) const MAX_PENDING_PER_CONNECTION: usize = 1024;
+/// Frames queued for a connection's writer before callers wait.
+const WRITE_QUEUE: usize = 256;
+/// Initial read buffer of a connection; it grows up to the frame limit.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Heartbeat settings of a pool's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    /// Silence after which a heartbeat is sent.
+    pub(crate) interval: Duration,
+    /// Unanswered heartbeats in a row after which the connection is closed.
+    pub(crate) misses: u32,
+}
+
+impl Heartbeat {
+    /// From the config; `None` when heartbeats are off.
+    pub(crate) fn from_config(cfg: &outrigger_config::HeartbeatConfig) -> Option<Self> {
+        cfg.interval().map(|interval| Self {
+            interval,
+            misses: cfg.misses.max(1),
+        })
+    }
+}
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub(crate) struct MuxSettings {
+    /// Shown in errors and metric labels, e.g. `channel/bolt`.
+    pub(crate) name: String,
+    /// Callers writing at once, and so connections open at most.
+    pub(crate) size: usize,
+    /// A connection without calls for this long is closed.
+    pub(crate) idle_timeout: Duration,
+    /// Heartbeats on idle connections, or none.
+    pub(crate) heartbeat: Option<Heartbeat>,
+    /// Caps on what a peer may make a connection buffer.
+    pub(crate) limits: Limits,
+}
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MuxError {
+    /// No connection: the writers stayed busy, or connecting failed.
+    #[error(transparent)]
+    Pool(#[from] PoolError<ConnectError>),
+    /// Too many calls were already waiting for answers until the deadline.
+    #[error(
+        "{pending} calls on pool {pool} already wait for answers; none finished within {waited_ms} ms"
+    )]
+    Overflow {
+        /// The pool's name.
+        pool: String,
+        /// The bound on waiting calls.
+        pending: usize,
+        /// How long the caller waited.
+        waited_ms: u128,
+    },
+    /// The connection closed while the call was on it.
+    #[error("connection to {target} closed before the answer: {reason}")]
+    Closed {
+        /// Where the connection went.
+        target: String,
+        /// Why it closed.
+        reason: String,
+    },
+    /// The deadline passed.
+    #[error("no answer from {target} before the deadline")]
+    Timeout {
+        /// Where the call went.
+        target: String,
+    },
+    /// The frame does not fit the protocol's length fields.
+    #[error("cannot encode the {protocol} frame: {source}")]
+    Encode {
+        /// `bolt` or `dubbo`.
+        protocol: &'static str,
+        /// The codec's error.
+        #[source]
+        source: EncodeError,
+    },
+}
+
+impl MuxError {
+    /// The outcome label of the `mux_calls` metric.
+    fn label(&self) -> &'static str {
+        match self {
+            MuxError::Pool(PoolError::Exhausted { .. }) | MuxError::Overflow { .. } => "overflow",
+            MuxError::Pool(_) => "connect_failure",
+            MuxError::Closed { .. } => "closed",
+            MuxError::Timeout { .. } => "timeout",
+            MuxError::Encode { .. } => "encode",
+        }
+    }
+}
+
+/// The pool's metric handles, shared by its connections.
+#[derive(Clone)]
+struct MuxMetrics {
+    connections: Gauge,
+    pending: Gauge,
+    unknown: Counter,
+    hb_sent: Counter,
+    hb_acked: Counter,
+    hb_missed: Counter,
+    hb_answered: Counter,
+    waits: Counter,
+    wait_seconds: Histogram,
+    calls: prometheus_client::metrics::family::Family<MuxCallLabels, Counter>,
+    name: String,
+    protocol: &'static str,
+}
+
+impl MuxMetrics {
+    fn new(metrics: &Metrics, protocol: &'static str, name: &str) -> Self {
+        let proto = ProtocolLabels {
+            protocol: protocol.to_owned(),
+            name: name.to_owned(),
+        };
+        let hb = |event: &str| {
+            metrics
+                .heartbeats
+                .get_or_create(&HeartbeatLabels {
+                    protocol: protocol.to_owned(),
+                    name: name.to_owned(),
+                    event: event.to_owned(),
+                })
+                .clone()
+        };
+        let named = NameLabels {
+            name: name.to_owned(),
+        };
+        Self {
+            connections: metrics.pool_connections.get_or_create(&named).clone(),
+            pending: metrics.mux_pending.get_or_create(&proto).clone(),
+            unknown: metrics.mux_unknown_responses.get_or_create(&proto).clone(),
+            hb_sent: hb("sent"),
+            hb_acked: hb("acked"),
+            hb_missed: hb("missed"),
+            hb_answered: hb("answered"),
+            waits: metrics.pool_waits.get_or_create(&named).clone(),
+            wait_seconds: metrics.pool_wait_seconds.get_or_create(&named).clone(),
+            calls: metrics.mux_calls.clone(),
+            name: name.to_owned(),
+            protocol,
+        }
+    }
+
+    fn call(&self, status: &str) {
+        self.calls
+            .get_or_create(&MuxCallLabels {
+                protocol: self.protocol.to_owned(),
+                name: self.name.clone(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// A multiplexed pool of connections made by `O`, speaking `W`.
+pub(crate) struct MuxPool<W: Wire, O: Open = Dial> {
+    inner: Arc<PoolInner<W, O>>,
+}
+
+impl<W: Wire, O: Open> Clone for MuxPool<W, O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct PoolInner<W: Wire, O> {
+    opener: O,
+    settings: MuxSettings,
+    writers: Arc<Semaphore>,
+    pending_slots: Arc<Semaphore>,
+    max_pending: usize,
+    free: Mutex<Vec<Arc<Conn<W>>>>,
+    metrics: MuxMetrics,
+    conn_seq: AtomicU64,
+}
+
+impl<W: Wire, O: Open> MuxPool<W, O> {
+    /// An empty pool; connections are opened on demand. Inside a tokio runtime, a task closes
+    /// idle connections and ends with the pool.
+    pub(crate) fn new(settings: MuxSettings, opener: O, metrics: &Metrics) -> Self {
+        let size = settings.size.max(1);
+        let max_pending = size.saturating_mul(MAX_PENDING_PER_CONNECTION);
+        let inner = Arc::new(PoolInner {
+            metrics: MuxMetrics::new(metrics, W::NAME, &settings.name),
+            writers: Arc::new(Semaphore::new(size)),
+            pending_slots: Arc::new(Semaphore::new(max_pending)),
+            max_pending,
+            free: Mutex::new(Vec::with_capacity(size)),
+            conn_seq: AtomicU64::new(0),
+            opener,
+            settings,
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(reap(Arc::downgrade(&inner)));
+        }
+        Self { inner }
+    }
+
+    /// Connections open and not handed out.
+    #[cfg(test)]
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.inner
+            .free
+            .lock()
+            .iter()
+            .filter(|c| c.is_open())
+            .count()
+    }
+
+    /// Calls waiting for answers on the connections not handed out.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        let free = self.inner.free.lock();
+        free.iter()
+            .map(|c| {
+                let map = c.shared.pending.lock();
+                map.calls
+                    .values()
+                    .filter(|w| matches!(w, Waiter::Call(_)))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Sends `frame` (a request) on a pooled connection under a fresh request id and waits
+    /// for the answer until `deadline`. One-way requests return `None` once queued for
+    /// writing. A reused connection found dead before the frame was queued is replaced.
+    pub(crate) async fn call(
+        &self,
+        frame: W::Frame,
+        deadline: Instant,
+    ) -> Result<Option<W::Frame>, MuxError> {
+        let result = self.call_inner(frame, deadline).await;
+        let metrics = &self.inner.metrics;
+        match &result {
+            Ok(Some(answer)) => metrics.call(&W::status(answer).to_string()),
+            Ok(None) => metrics.call("oneway"),
+            Err(e) => metrics.call(e.label()),
+        }
+        result
+    }
+
+    async fn call_inner(
+        &self,
+        mut frame: W::Frame,
+        deadline: Instant,
+    ) -> Result<Option<W::Frame>, MuxError> {
+        let inner = &self.inner;
+        let one_way = W::kind(&frame) == FrameKind::Request { one_way: true };
+        let _slot = if one_way {
+            None
+        } else {
+            Some(
+                self.acquire(&inner.pending_slots, deadline)
+                    .await
+                    .map_err(|waited| MuxError::Overflow {
+                        pool: inner.settings.name.clone(),
+                        pending: inner.max_pending,
+                        waited_ms: waited.as_millis(),
+                    })?,
+            )
+        };
+        let writer = self
+            .acquire(&inner.writers, deadline)
+            .await
+            .map_err(|waited| {
+                MuxError::Pool(PoolError::Exhausted {
+                    pool: inner.settings.name.clone(),
+                    size: inner.settings.size,
+                    waited_ms: waited.as_millis(),
+                })
+            })?;
+        let (conn, waiting) = loop {
+            let (conn, reused) = self.checkout(deadline).await?;
+            let (id, waiting) = if one_way {
+                match conn.shared.fresh_id() {
+                    Some(id) => (id, None),
+                    None if reused => continue,
+                    None => return Err(conn.closed_error()),
+                }
+            } else {
+                match conn.shared.register() {
+                    Some((id, rx)) => (id, Some((rx, PendingGuard::new(conn.clone(), id)))),
+                    None if reused => continue,
+                    None => return Err(conn.closed_error()),
+                }
+            };
+            W::set_id(&mut frame, id);
+            let bytes = match W::encode(&frame) {
+                Ok(b) => b,
+                Err(source) => {
+                    // The frame, not the connection, is at fault: keep the connection.
+                    self.checkin(conn);
+                    return Err(MuxError::Encode {
+                        protocol: W::NAME,
+                        source,
+                    });
+                }
+            };
+            match tokio::time::timeout_at(deadline, conn.tx.send(bytes)).await {
+                Err(_) => {
+                    let target = conn.shared.target.clone();
+                    // Backed up, not broken: other callers may still use it.
+                    self.checkin(conn);
+                    return Err(MuxError::Timeout { target });
+                }
+                Ok(Err(_)) if reused => continue,
+                Ok(Err(_)) => return Err(conn.closed_error()),
+                Ok(Ok(())) => break (conn, waiting),
+            }
+        };
+        self.checkin(conn.clone());
+        drop(writer);
+        let Some((rx, _guard)) = waiting else {
+            return Ok(None);
+        };
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(MuxError::Timeout {
+                target: conn.shared.target.clone(),
+            }),
+            Ok(Err(_)) => Err(conn.closed_error()),
+            Ok(Ok(answer)) => Ok(Some(answer)),
+        }
+    }
+
+    /// A permit of `sem` by `deadline`, or how long the caller waited in vain.
+    async fn acquire(
+        &self,
+        sem: &Arc<Semaphore>,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, Duration> {
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let metrics = &self.inner.metrics;
+        metrics.waits.inc();
+        let start = Instant::now();
+        let acquired = tokio::time::timeout_at(deadline, sem.clone().acquire_owned()).await;
+        let waited = start.elapsed();
+        metrics.wait_seconds.observe(waited.as_secs_f64());
+        match acquired {
+            Ok(Ok(p)) => Ok(p),
+            // The semaphores are never closed; treat that like a timeout all the same.
+            Ok(Err(_)) | Err(_) => Err(waited),
+        }
+    }
+
+    /// A live connection not held by another writer, or a new one.
+    async fn checkout(&self, deadline: Instant) -> Result<(Arc<Conn<W>>, bool), MuxError> {
+        let inner = &self.inner;
+        loop {
+            let Some(conn) = inner.free.lock().pop() else {
+                break;
+            };
+            if conn.is_open() {
+                return Ok((conn, true));
+            }
+        }
+        let pool = || inner.settings.name.clone();
+        match tokio::time::timeout_at(deadline, self.connect()).await {
+            Err(_) => Err(PoolError::ConnectTimeout { pool: pool() }.into()),
+            Ok(Err(source)) => Err(PoolError::Connect {
+                pool: pool(),
+                source,
+            }
+            .into()),
+            Ok(Ok(conn)) => Ok((conn, false)),
+        }
+    }
+
+    fn checkin(&self, conn: Arc<Conn<W>>) {
+        if conn.is_open() {
+            *conn.shared.last_used.lock() = Instant::now();
+            self.inner.free.lock().push(conn);
+        }
+    }
+
+    /// Opens a connection and starts its reader and writer.
+    async fn connect(&self) -> Result<Arc<Conn<W>>, ConnectError> {
+        let inner = &self.inner;
+        let io = inner.opener.open().await?;
+        let (rd, wr) = tokio::io::split(io);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let seq = inner.conn_seq.fetch_add(1, Ordering::Relaxed);
+        let target = inner.opener.target();
+        let shared = Arc::new(ConnShared::<W> {
+            target: target.clone(),
+            pending: Mutex::new(PendingMap {
+                calls: HashMap::new(),
+                closed: false,
+                reason: None,
+            }),
+            next_id: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            last_used: Mutex::new(Instant::now()),
+            metrics: inner.metrics.clone(),
+        });
+        inner.metrics.connections.inc();
+        let span = tracing::debug_span!(
+            "mux_conn",
+            protocol = W::NAME,
+            pool = %inner.settings.name,
+            target = %target,
+            conn = seq
+        );
+        tracing::debug!(parent: &span, "connected");
+        tokio::spawn(
+            drive(
+                shared.clone(),
+                rd,
+                tx.clone(),
+                inner.settings.heartbeat,
+                inner.settings.limits.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        tokio::spawn(write_loop(shared.clone(), wr, rx).instrument(span));
+        Ok(Arc::new(Conn { shared, tx }))
+    }
+}
+
+/// Closes connections idle past the idle timeout (and drops dead ones), until the pool is gone.
+async fn reap<W: Wire, O: Open>(pool: Weak<PoolInner<W, O>>) {
+    let period = match pool.upgrade() {
+        Some(p) => (p.settings.idle_timeout / 2).max(Duration::from_millis(50)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = pool.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<Arc<Conn<W>>> = {
+            let mut free = inner.free.lock();
+            let (keep, expired): (Vec<_>, Vec<_>) = free.drain(..).partition(|c| {
+                c.is_open()
+                    && (c.shared.has_calls()
+                        || now.duration_since(*c.shared.last_used.lock())
+                            < inner.settings.idle_timeout)
+            });
+            *free = keep;
+            expired
+        };
+        drop(expired);
+    }
+}
+
+/// A caller's handle on a connection. When the last one goes, the connection closes.
+struct Conn<W: Wire> {
+    shared: Arc<ConnShared<W>>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl<W: Wire> Conn<W> {
+    fn is_open(&self) -> bool {
+        !self.shared.cancel.is_cancelled() && !self.tx.is_closed()
+    }
+
+    fn closed_error(&self) -> MuxError {
+        MuxError::Closed {
+            target: self.shared.target.clone(),
+            reason: self.shared.reason(),
+        }
+    }
+}
+
+impl<W: Wire> Drop for Conn<W> {
+    fn drop(&mut self) {
+        self.shared.close("released by the pool".to_owned());
+    }
+}
+
+/// State shared by a connection's handles, reader and writer.
+struct ConnShared<W: Wire> {
+    target: String,
+    pending: Mutex<PendingMap<W>>,
+    next_id: AtomicU64,
+    cancel: CancellationToken,
+    last_used: Mutex<Instant>,
+    metrics: MuxMetrics,
+}
+
+struct PendingMap<W: Wire> {
+    calls: HashMap<u64, Waiter<W>>,
+    closed: bool,
+    reason: Option<String>,
+}
+
+enum Waiter<W: Wire> {
+    Call(oneshot::Sender<W::Frame>),
+    Heartbeat,
+}
+
+impl<W: Wire> ConnShared<W> {
+    /// The next id not in use, counting 1..=MAX_ID and wrapping.
+    fn next_id(&self, map: &PendingMap<W>) -> u64 {
+        loop {
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = n % W::MAX_ID + 1;
+            if !map.calls.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// An id for a one-way request, or `None` when the connection is closed.
+    fn fresh_id(&self) -> Option<u64> {
+        let map = self.pending.lock();
+        (!map.closed).then(|| self.next_id(&map))
+    }
+
+    /// Registers a call waiting for its answer; `None` when the connection is closed.
+    fn register(&self) -> Option<(u64, oneshot::Receiver<W::Frame>)> {
+        let mut map = self.pending.lock();
+        if map.closed {
+            return None;
+        }
+        let id = self.next_id(&map);
+        let (tx, rx) = oneshot::channel();
+        map.calls.insert(id, Waiter::Call(tx));
+        self.metrics.pending.inc();
+        Some((id, rx))
+    }
+
+    fn register_heartbeat(&self) -> Option<u64> {
+        let mut map = self.pending.lock();
+        if map.closed {
+            return None;
+        }
+        let id = self.next_id(&map);
+        map.calls.insert(id, Waiter::Heartbeat);
+        Some(id)
+    }
+
+    /// Forgets a waiter (an abandoned or timed-out call, an unanswered heartbeat); returns
+    /// whether it was still waiting.
+    fn forget(&self, id: u64) -> bool {
+        let removed = self.pending.lock().calls.remove(&id);
+        if let Some(Waiter::Call(_)) = removed {
+            self.metrics.pending.dec();
+        }
+        removed.is_some()
+    }
+
+    fn has_calls(&self) -> bool {
+        self.pending
+            .lock()
+            .calls
+            .values()
+            .any(|w| matches!(w, Waiter::Call(_)))
+    }
+
+    /// Hands an answer to its caller.
+    fn complete(&self, frame: W::Frame) {
+        let id = W::id(&frame);
+        let removed = self.pending.lock().calls.remove(&id);
+        match removed {
+            Some(Waiter::Call(tx)) => {
+                self.metrics.pending.dec();
+                // The caller may have given up just now; then the answer is dropped.
+                let _ = tx.send(frame);
+            }
+            Some(Waiter::Heartbeat) => {
+                self.metrics.hb_acked.inc();
+            }
+            None => {
+                self.metrics.unknown.inc();
+                tracing::debug!(
+                    id,
+                    "dropping an answer whose request id matches no pending call"
+                );
+            }
+        }
+    }
+
+    /// Closes the connection once: pending calls fail with `reason`, reader and writer stop.
+    fn close(&self, reason: String) {
+        let drained = {
+            let mut map = self.pending.lock();
+            if map.closed {
+                return;
+            }
+            map.closed = true;
+            tracing::debug!(%reason, "connection closing");
+            map.reason = Some(reason);
+            std::mem::take(&mut map.calls)
+        };
+        let calls = drained
+            .values()
+            .filter(|w| matches!(w, Waiter::Call(_)))
+            .count();
+        if calls > 0 {
+            self.metrics
+                .pending
+                .dec_by(i64::try_from(calls).unwrap_or(i64::MAX));
+            tracing::debug!(
+                failed_calls = calls,
+                "pending calls failed with the connection"
+            );
+        }
+        // Dropping the senders fails the waiting calls.
+        drop(drained);
+        self.cancel.cancel();
+    }
+
+    fn reason(&self) -> String {
+        self.pending
+            .lock()
+            .reason
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned())
+    }
+}
+
+/// Removes a call from the pending map when the caller stops waiting, however it stops.
+struct PendingGuard<W: Wire> {
+    conn: Arc<Conn<W>>,
+    id: u64,
+}
+
+impl<W: Wire> PendingGuard<W> {
+    fn new(conn: Arc<Conn<W>>, id: u64) -> Self {
+        Self { conn, id }
+    }
+}
+
+impl<W: Wire> Drop for PendingGuard<W> {
+    fn drop(&mut self) {
+        let _ = self.conn.shared.forget(self.id);
+    }
+}
+
+/// Reads frames and hands answers to their callers; answers heartbeats; sends heartbeats when
+/// the connection is silent and closes it after too many go unanswered.
+async fn drive<W: Wire>(
+    shared: Arc<ConnShared<W>>,
+    mut rd: ReadHalf<Box<dyn Io>>,
+    tx: mpsc::Sender<Bytes>,
+    heartbeat: Option<Heartbeat>,
+    limits: Limits,
+) {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut ticker = heartbeat.map(|h| {
+        let mut t = tokio::time::interval_at(Instant::now() + h.interval, h.interval);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut last_read = Instant::now();
+    let mut missed = 0u32;
+    let mut outstanding: Option<u64> = None;
+    let reason = loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break None,
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) if buf.is_empty() => break Some("the peer closed the connection".to_owned()),
+                Ok(0) => break Some(format!(
+                    "the peer closed the connection mid-frame ({} bytes of a frame received)",
+                    buf.len()
+                )),
+                Err(e) => break Some(format!("read failed: {e}")),
+                Ok(_) => {
+                    last_read = Instant::now();
+                    missed = 0;
+                    if let Err(e) = on_read(&shared, &mut buf, &tx, &limits) {
+                        break Some(e);
+                    }
+                    if buf.capacity() - buf.len() < 1024 {
+                        buf.reserve(READ_BUFFER);
+                    }
+                }
+            },
+            _ = tick(&mut ticker) => {
+                let Some(h) = heartbeat else { continue };
+                if last_read.elapsed() < h.interval {
+                    continue;
+                }
+                // Still waiting for the last heartbeat's ack after a silent interval: a miss.
+                if let Some(id) = outstanding.take()
+                    && shared.forget(id)
+                {
+                    missed += 1;
+                    shared.metrics.hb_missed.inc();
+                    if missed >= h.misses {
+                        break Some(format!(
+                            "{missed} heartbeats in a row went unanswered ({} ms apart)",
+                            h.interval.as_millis()
+                        ));
+                    }
+                }
+                let Some(id) = shared.register_heartbeat() else { break None };
+                let sent = W::encode(&W::heartbeat(id)).is_ok_and(|b| tx.try_send(b).is_ok());
+                if sent {
+                    shared.metrics.hb_sent.inc();
+                    outstanding = Some(id);
+                } else {
+                    // The writer is backed up (so the connection is not idle) or gone.
+                    let _ = shared.forget(id);
+                }
+            }
+        }
+    };
+    if let Some(reason) = reason {
+        shared.close(reason);
+    }
+    shared.metrics.connections.dec();
+}
+
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles every whole frame in `buf`; an error closes the connection.
+fn on_read<W: Wire>(
+    shared: &ConnShared<W>,
+    buf: &mut BytesMut,
+    tx: &mpsc::Sender<Bytes>,
+    limits: &Limits,
+) -> Result<(), String> {
+    loop {
+        let frame = match W::decode(buf, limits) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(format!(
+                    "the peer sent bytes that are not a {} frame: {e}",
+                    W::NAME
+                ));
+            }
+        };
+        match W::kind(&frame) {
+            FrameKind::Response | FrameKind::HeartbeatAck => shared.complete(frame),
+            FrameKind::Heartbeat => {
+                if let Ok(bytes) = W::encode(&W::heartbeat_ack(&frame))
+                    && tx.try_send(bytes).is_ok()
+                {
+                    shared.metrics.hb_answered.inc();
+                }
+            }
+            FrameKind::Request { .. } | FrameKind::Other => {
+                tracing::debug!(
+                    kind = ?W::kind(&frame),
+                    "ignoring a frame the peer sent unasked"
+                );
+            }
+        }
+    }
+}
+
+/// Writes queued frames, several per flush, until the connection closes.
+async fn write_loop<W: Wire>(
+    shared: Arc<ConnShared<W>>,
+    mut wr: WriteHalf<Box<dyn Io>>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let reason = loop {
+        let first = tokio::select! {
+            _ = shared.cancel.cancelled() => break None,
+            next = rx.recv() => match next {
+                Some(b) => b,
+                None => break None,
+            },
+        };
+        let written = tokio::select! {
+            _ = shared.cancel.cancelled() => break None,
+            r = write_batch(&mut wr, first, &mut rx) => r,
+        };
+        if let Err(e) = written {
+            break Some(format!("write failed: {e}"));
+        }
+    };
+    if let Some(reason) = reason {
+        shared.close(reason);
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_batch(
+    wr: &mut WriteHalf<Box<dyn Io>>,
+    first: Bytes,
+    rx: &mut mpsc::Receiver<Bytes>,
+) -> std::io::Result<()> {
+    wr.write_all(&first).await?;
+    while let Ok(next) = rx.try_recv() {
+        wr.write_all(&next).await?;
+    }
+    wr.flush().await
+}
+
+#[cfg(test)]
+mod tests;

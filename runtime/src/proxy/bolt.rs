@@ -1,0 +1,224 @@
+//! Bolt in the proxy core: what routes see of a Bolt request (its header map, plus `service`
+//! from `service` or `sofa_head_target_service`, `method` from `sofa_head_method_name` and
+//! `id` = the service), the caller's timeout from the frame, and the proxy's own answers in
+//! SOFABolt's status codes (no route or no healthy host → 6 NO_PROCESSOR, overflow → 4
+//! SERVER_THREADPOOL_BUSY, timeout → 7 TIMEOUT, connect failure or reset → 5 ERROR_COMM, a
+//! malformed request → 9 CODEC_EXCEPTION), marked with `x-outrigger-error` and
+//! `x-outrigger-message` headers and an empty content. Not for serving connections (see
+//! `xproto`).
+
+use std::time::Duration;
+
+use outrigger_codec::{Limits, bolt};
+use outrigger_config::Protocol;
+
+use super::{
+    ERROR_HEADER, ERROR_MESSAGE_HEADER, ProxyError,
+    cluster::{Host, UpstreamPool},
+    route::RequestView,
+    xproto::ServerProtocol,
+};
+use crate::pool::mux::{Bolt, MuxPool};
+
+const SERVICE: &str = "service";
+const TARGET_SERVICE: &str = "sofa_head_target_service";
+const METHOD_NAME: &str = "sofa_head_method_name";
+
+/// A Bolt request as routes see it.
+pub(crate) struct BoltView<'a> {
+    frame: &'a bolt::Frame,
+}
+
+impl BoltView<'_> {
+    fn service(&self) -> Option<&str> {
+        self.frame
+            .headers
+            .get_str(SERVICE)
+            .or_else(|| self.frame.headers.get_str(TARGET_SERVICE))
+    }
+}
+
+impl RequestView for BoltView<'_> {
+    fn protocol(&self) -> Protocol {
+        Protocol::Bolt
+    }
+
+    fn method(&self) -> Option<&str> {
+        self.frame.headers.get_str(METHOD_NAME)
+    }
+
+    fn path(&self) -> Option<&str> {
+        None
+    }
+
+    fn any_header(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        match name {
+            "service" | "id" => self.service().is_some_and(pred),
+            "method" => self.method().is_some_and(pred),
+            _ => self.frame.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case(name.as_bytes())
+                    && v.and_then(|v| std::str::from_utf8(v).ok())
+                        .is_some_and(&mut *pred)
+            }),
+        }
+    }
+}
+
+impl ServerProtocol for Bolt {
+    type View<'a> = BoltView<'a>;
+
+    fn view<'a>(request: &'a bolt::Frame, _: &'a Limits) -> Result<BoltView<'a>, String> {
+        Ok(BoltView { frame: request })
+    }
+
+    fn describe(view: &BoltView<'_>) -> String {
+        format!(
+            "bolt service={} method={}",
+            view.service().unwrap_or("-"),
+            view.method().unwrap_or("-")
+        )
+    }
+
+    fn caller_timeout(request: &bolt::Frame) -> Option<Duration> {
+        match request.kind {
+            bolt::Kind::Request { timeout_ms } | bolt::Kind::OneWay { timeout_ms } => {
+                u64::try_from(timeout_ms)
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis)
+            }
+            _ => None,
+        }
+    }
+
+    fn error_answer(request: &bolt::Frame, cause: ProxyError, message: &str) -> bolt::Frame {
+        let mut answer = request.response(status(cause));
+        answer.headers.insert(ERROR_HEADER, cause.as_str());
+        answer
+            .headers
+            .insert(ERROR_MESSAGE_HEADER, message.as_bytes().to_vec());
+        answer
+    }
+
+    fn pool(host: &Host) -> Option<&MuxPool<Bolt>> {
+        match &host.pool {
+            UpstreamPool::Bolt(pool) => Some(pool),
+            _ => None,
+        }
+    }
+}
+
+/// The Bolt status of the proxy's own answer.
+pub(crate) fn status(cause: ProxyError) -> u16 {
+    match cause {
+        ProxyError::NoRoute | ProxyError::NoHealthyHost => bolt::status::NO_PROCESSOR,
+        ProxyError::Overflow => bolt::status::SERVER_THREADPOOL_BUSY,
+        ProxyError::Timeout => bolt::status::TIMEOUT,
+        ProxyError::ConnectFailure | ProxyError::Reset => bolt::status::ERROR_COMM,
+        ProxyError::BadRequest => bolt::status::CODEC_EXCEPTION,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::route::Matcher;
+
+    fn request(headers: &[(&'static str, &'static str)]) -> bolt::Frame {
+        let mut h = bolt::HeaderMap::new();
+        for (k, v) in headers {
+            h.push(*k, Some(bytes::Bytes::from_static(v.as_bytes())));
+        }
+        bolt::Frame::request(3, 700, "C", h, "x")
+    }
+
+    fn matcher(json: &str) -> Matcher {
+        Matcher::compile(&serde_json::from_str(json).expect("json")).expect("compiles")
+    }
+
+    #[test]
+    fn routes_see_service_method_and_headers() {
+        let from_channel = request(&[
+            ("service", "com.outrigger.test.EchoService:1.0"),
+            (
+                "sofa_head_target_service",
+                "com.outrigger.test.EchoService:1.0",
+            ),
+            ("sofa_head_method_name", "hello"),
+            ("x-tenant", "blue"),
+        ]);
+        let from_sofa_node = request(&[("service", "com.outrigger.test.EchoService:1.0")]);
+        let protobuf_style = request(&[
+            ("sofa_head_target_service", "com.other.Svc:1.0"),
+            ("sofa_head_method_name", "get"),
+        ]);
+        let cases: &[(&str, &bolt::Frame, bool)] = &[
+            ("{}", &from_sofa_node, true),
+            (
+                r#"{"headers":[{"name":"service","prefix":"com.outrigger."}]}"#,
+                &from_sofa_node,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"id","exact":"com.outrigger.test.EchoService:1.0"}]}"#,
+                &from_channel,
+                true,
+            ),
+            (r#"{"method":"hello"}"#, &from_channel, true),
+            (r#"{"method":"hello"}"#, &from_sofa_node, false),
+            (
+                r#"{"headers":[{"name":"method","regex":"h.*"}]}"#,
+                &from_channel,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"X-Tenant","exact":"blue"}]}"#,
+                &from_channel,
+                true,
+            ),
+            (
+                r#"{"headers":[{"name":"x-tenant","exact":"blue"}]}"#,
+                &from_sofa_node,
+                false,
+            ),
+            (
+                r#"{"headers":[{"name":"service","exact":"com.other.Svc:1.0"}],"method":"get"}"#,
+                &protobuf_style,
+                true,
+            ),
+            (r#"{"pathPrefix":"/"}"#, &from_channel, false),
+            (r#"{"method":"GET"}"#, &from_channel, false),
+        ];
+        for (json, frame, want) in cases {
+            let view = BoltView { frame };
+            assert_eq!(
+                matcher(json).matches_view(&view),
+                *want,
+                "{json} vs {}",
+                Bolt::describe(&view)
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_errors_use_bolt_statuses_and_markers() {
+        let req = request(&[]);
+        for (cause, want) in [
+            (ProxyError::NoRoute, 6),
+            (ProxyError::NoHealthyHost, 6),
+            (ProxyError::Overflow, 4),
+            (ProxyError::Timeout, 7),
+            (ProxyError::ConnectFailure, 5),
+            (ProxyError::BadRequest, 9),
+        ] {
+            let answer = Bolt::error_answer(&req, cause, "why");
+            assert_eq!(answer.kind, bolt::Kind::Response { status: want });
+            assert_eq!(answer.request_id, 3);
+            assert_eq!(answer.headers.get_str(ERROR_HEADER), Some(cause.as_str()));
+            assert_eq!(answer.headers.get_str(ERROR_MESSAGE_HEADER), Some("why"));
+            assert!(answer.content.is_empty());
+        }
+        assert_eq!(Bolt::caller_timeout(&req), Some(Duration::from_millis(700)));
+        assert_eq!(Bolt::caller_timeout(&bolt::Frame::heartbeat(1)), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! The proxy core for multiplexed protocols (Bolt, Dubbo): serving one downstream connection —
+//! frames decoded as they arrive, heartbeats answered locally and never forwarded, each request
+//! routed and forwarded concurrently on its own task, answers written back in any order under
+//! the downstream's request id — and the exchange of one request with the route's cluster:
+//! host choice, the upstream pool (which gives the request its own id on the upstream
+//! connection), retries, and errors answered in the protocol's own status codes. Bytes that are
+//! not the protocol close that connection only. Not for the protocols' details (see `bolt` and
+//! `dubbo`) or HTTP (see `forward`).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use outrigger_codec::Limits;
+use outrigger_config::RetryOn;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+    time::Instant,
+};
+use tracing::Instrument;
+
+use super::{
+    ProxyError, Shared,
+    cluster::Host,
+    route::{RequestView, Route},
+};
+use crate::{
+    metrics::{HeartbeatLabels, NameLabels, ProtocolLabels, XprotocolLabels},
+    pool::{
+        PoolError,
+        http1::Io,
+        mux::{FrameKind, MuxError, MuxPool, Wire},
+    },
+};
+
+/// Requests of one downstream connection in the proxy at once; reading pauses beyond that.
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// Answers queued for a downstream connection's writer.
+const WRITE_QUEUE: usize = 256;
+/// Initial read buffer of a connection; it grows up to the frame limit.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// What the proxy core needs of a multiplexed protocol beyond its framing.
+pub(crate) trait ServerProtocol: Wire + Sized {
+    /// What routes see of a request.
+    type View<'a>: RequestView;
+
+    /// The routing view of a request; an error means the request is malformed.
+    fn view<'a>(request: &'a Self::Frame, limits: &'a Limits) -> Result<Self::View<'a>, String>;
+    /// The request's fields that routes match, for messages.
+    fn describe(view: &Self::View<'_>) -> String;
+    /// How long the caller said it will wait, if the request says.
+    fn caller_timeout(request: &Self::Frame) -> Option<Duration>;
+    /// The proxy's own answer to `request`, in the protocol's status codes.
+    fn error_answer(request: &Self::Frame, cause: ProxyError, message: &str) -> Self::Frame;
+    /// The host's pool, when the host speaks this protocol.
+    fn pool(host: &Host) -> Option<&MuxPool<Self>>;
+}
+
+/// Serves one downstream connection whose first bytes (maybe none yet) are in `buf`, until
+/// the peer closes, it sends bytes that are not `P`, or the sidecar shuts down (then requests
+/// in flight are answered first).
+pub(crate) async fn serve<P: ServerProtocol, I: Io>(
+    io: I,
+    buf: BytesMut,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+) {
+    let span = tracing::debug_span!("proxy_conn", listener = %listener, protocol = P::NAME);
+    serve_inner::<P, I>(io, buf, listener, shared)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_inner<P: ServerProtocol, I: Io>(
+    io: I,
+    mut buf: BytesMut,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+) {
+    let limits = Limits::default();
+    let (mut rd, wr) = tokio::io::split(io);
+    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
+    let mut tasks = JoinSet::new();
+    let mut shutdown = shared.shutdown.clone();
+    buf.reserve(READ_BUFFER);
+    let garbage = 'conn: loop {
+        loop {
+            let frame = match P::decode(&mut buf, &limits) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => break 'conn Some(e.to_string()),
+            };
+            match P::kind(&frame) {
+                FrameKind::Heartbeat => {
+                    if let Ok(ack) = P::encode(&P::heartbeat_ack(&frame))
+                        && tx.send(ack).await.is_ok()
+                    {
+                        shared
+                            .metrics
+                            .heartbeats
+                            .get_or_create(&HeartbeatLabels {
+                                protocol: P::NAME.to_owned(),
+                                name: format!("listener/{listener}"),
+                                event: "answered".to_owned(),
+                            })
+                            .inc();
+                    }
+                }
+                FrameKind::Request { .. } => {
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break 'conn None;
+                    };
+                    let (shared, listener, tx, limits) =
+                        (shared.clone(), listener.clone(), tx.clone(), limits.clone());
+                    tasks.spawn(
+                        async move {
+                            if let Some(answer) =
+                                handle::<P>(&shared, &listener, frame, &limits).await
+                            {
+                                match P::encode(&answer) {
+                                    Ok(bytes) => {
+                                        let _ = tx.send(bytes).await;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "cannot encode an answer");
+                                    }
+                                }
+                            }
+                            drop(permit);
+                        }
+                        .in_current_span(),
+                    );
+                }
+                FrameKind::Response | FrameKind::HeartbeatAck | FrameKind::Other => {
+                    tracing::debug!(kind = ?P::kind(&frame), "ignoring a frame the client sent unasked");
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(buffered = buf.len(), "client closed the connection mid-frame");
+                    }
+                    break None;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    break None;
+                }
+                Ok(_) => {}
+            },
+            _ = crate::sidecar::until_shutdown(&mut shutdown) => break None,
+            Some(_) = tasks.join_next() => {}
+        }
+    };
+    match garbage {
+        Some(e) => {
+            // The stream is out of sync: nothing more on it can be trusted or answered.
+            shared
+                .metrics
+                .xprotocol_decode_errors
+                .get_or_create(&ProtocolLabels {
+                    protocol: P::NAME.to_owned(),
+                    name: format!("listener/{listener}"),
+                })
+                .inc();
+            tracing::debug!(error = %e, "closing a connection that sent bytes that are not {}", P::NAME);
+            tasks.abort_all();
+            writer.abort();
+        }
+        None => {
+            while tasks.join_next().await.is_some() {}
+            drop(tx);
+            let _ = writer.await;
+        }
+    }
+}
+
+async fn write_loop<W: tokio::io::AsyncWrite>(
+    mut wr: tokio::io::WriteHalf<W>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut res = wr.write_all(&first).await;
+        while res.is_ok() {
+            match rx.try_recv() {
+                Ok(next) => res = wr.write_all(&next).await,
+                Err(_) => break,
+            }
+        }
+        if res.is_ok() {
+            res = wr.flush().await;
+        }
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "write failed");
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Routes and forwards one request; returns the answer to write back (none for one-way
+/// requests), under the downstream's request id.
+async fn handle<P: ServerProtocol>(
+    shared: &Shared,
+    listener: &str,
+    request: P::Frame,
+    limits: &Limits,
+) -> Option<P::Frame> {
+    let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
+    let (outcome, cluster) = forward::<P>(shared, listener, &request, limits).await;
+    let answer = match outcome {
+        Ok(Some(mut answer)) => {
+            P::set_id(&mut answer, P::id(&request));
+            Some(answer)
+        }
+        Ok(None) => None,
+        Err((cause, message)) => {
+            tracing::debug!(cause = cause.as_str(), %message, "answering with the proxy's own error");
+            (!one_way).then(|| P::error_answer(&request, cause, &message))
+        }
+    };
+    let status = answer
+        .as_ref()
+        .map_or_else(|| "oneway".to_owned(), |a| P::status(a).to_string());
+    shared
+        .metrics
+        .xprotocol_requests
+        .get_or_create(&XprotocolLabels {
+            protocol: P::NAME.to_owned(),
+            listener: listener.to_owned(),
+            cluster,
+            status,
+        })
+        .inc();
+    answer
+}
+
+type Outcome<F> = Result<Option<F>, (ProxyError, String)>;
+
+/// Finds the route and exchanges the request with its cluster, retrying on the route's
+/// conditions while time remains. Returns the outcome and the cluster's name (empty when no
+/// route matched).
+async fn forward<P: ServerProtocol>(
+    shared: &Shared,
+    listener: &str,
+    request: &P::Frame,
+    limits: &Limits,
+) -> (Outcome<P::Frame>, String) {
+    let snapshot = shared.live.load_full();
+    let Some(table) = snapshot.listeners.get(listener) else {
+        let msg = format!("listener {listener} is not in the live config");
+        return (Err((ProxyError::NoRoute, msg)), String::new());
+    };
+    let route = {
+        let view = match P::view(request, limits) {
+            Ok(v) => v,
+            Err(e) => return (Err((ProxyError::BadRequest, e)), String::new()),
+        };
+        match table.find_view(&view) {
+            Some(route) => route,
+            None => {
+                let msg = format!(
+                    "no route in table {} matches {}",
+                    table.name,
+                    P::describe(&view)
+                );
+                return (Err((ProxyError::NoRoute, msg)), String::new());
+            }
+        }
+    };
+    let timeout = P::caller_timeout(request).map_or(route.timeout, |t| t.min(route.timeout));
+    let outcome = exchange::<P>(shared, route, request, Instant::now() + timeout).await;
+    (outcome, route.cluster.name.clone())
+}
+
+async fn exchange<P: ServerProtocol>(
+    shared: &Shared,
+    route: &Route,
+    request: &P::Frame,
+    deadline: Instant,
+) -> Outcome<P::Frame> {
+    let cluster = &route.cluster;
+    let tries = 1 + route.retry.as_ref().map_or(0, |r| r.attempts);
+    let mut try_no = 0;
+    loop {
+        try_no += 1;
+        let Some(host) = cluster.pick() else {
+            let msg = format!("cluster {} has no resolved hosts", cluster.name);
+            return Err((ProxyError::NoHealthyHost, msg));
+        };
+        let Some(pool) = P::pool(&host) else {
+            let msg = format!("cluster {} does not speak {}", cluster.name, P::NAME);
+            return Err((ProxyError::NoRoute, msg));
+        };
+        let try_deadline = route
+            .retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout)
+            .map_or(deadline, |t| (Instant::now() + t).min(deadline));
+        let outcome = pool.call(request.clone(), try_deadline).await;
+        let addr = host.addr;
+        drop(host);
+        let condition = match &outcome {
+            Ok(_) => None,
+            Err(MuxError::Pool(PoolError::Connect { .. } | PoolError::ConnectTimeout { .. })) => {
+                Some(RetryOn::ConnectFailure)
+            }
+            Err(MuxError::Closed { .. }) => Some(RetryOn::Reset),
+            // A per-try timeout with time left overall is retried like a reset.
+            Err(MuxError::Timeout { .. }) if try_deadline < deadline => Some(RetryOn::Reset),
+            Err(_) => None,
+        };
+        let retry = try_no < tries
+            && Instant::now() < deadline
+            && condition.is_some_and(|c| route.retry.as_ref().is_some_and(|r| r.on(c)));
+        if retry {
+            shared
+                .metrics
+                .proxy_retries
+                .get_or_create(&NameLabels {
+                    name: cluster.name.clone(),
+                })
+                .inc();
+            tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+            continue;
+        }
+        return outcome.map_err(|e| {
+            let cause = match &e {
+                MuxError::Pool(PoolError::Exhausted { .. }) | MuxError::Overflow { .. } => {
+                    ProxyError::Overflow
+                }
+                MuxError::Pool(_) => ProxyError::ConnectFailure,
+                MuxError::Closed { .. } => ProxyError::Reset,
+                MuxError::Timeout { .. } => ProxyError::Timeout,
+                MuxError::Encode { .. } => ProxyError::BadRequest,
+            };
+            let msg = if cause == ProxyError::Timeout {
+                format!(
+                    "cluster {} host {addr}: no answer within the route timeout of {} ms",
+                    cluster.name,
+                    route.timeout.as_millis()
+                )
+            } else {
+                format!("cluster {} host {addr}: {e}", cluster.name)
+            };
+            (cause, msg)
+        });
+    }
+}
