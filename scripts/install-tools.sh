@@ -86,4 +86,16 @@ if [ ! -f "$py_peers_stamp" ] || [ "$(cat "$py_peers_stamp")" != "${py_peers[*]}
 fi
 # --- end protocol peers (issue 5) ---
 
+# --- peer proxies for the benchmark harness (nginx, HAProxy), from Debian ---
+# The benchmark's smoke test runs them side by side with the sidecar when they are installed.
+if ! command -v nginx >/dev/null 2>&1 || ! command -v haproxy >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install-tools: nginx and haproxy (apt)" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx haproxy >&2
+  else
+    echo "install-tools: nginx/haproxy missing and cannot apt-get install as non-root; the benchmark skips them" >&2
+  fi
+fi
+
 echo "export PATH=\"$tools/bin:\$PATH\" OUTRIGGER_TOOLS=\"$tools\""

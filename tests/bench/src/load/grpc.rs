@@ -1,0 +1,84 @@
+//! The gRPC load client: Layotto's `InvokeService` over a few shared HTTP/2 connections (tonic
+//! channels; workers multiplex their calls as concurrent streams). Each call asks for
+//! `GET /bench` on target id `bench` and must come back `OK` with the full 1 KiB body.
+
+use std::net::SocketAddr;
+
+use outrigger_proto::spec::proto::runtime::v1::{
+    CommonInvokeRequest, HttpExtension, InvokeServiceRequest, http_extension::Verb,
+    runtime_client::RuntimeClient,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use super::CallError;
+use crate::servers::BODY_LEN;
+
+/// Concurrent streams per HTTP/2 connection before another connection is opened.
+const STREAMS_PER_CONNECTION: usize = 16;
+/// Most HTTP/2 connections one phase opens.
+const MAX_CONNECTIONS: usize = 4;
+
+/// The target id every call names (the sidecar's route matches any).
+const TARGET_ID: &str = "bench";
+/// The method every call names: the HTTP channel turns it into the path `/bench`.
+const METHOD: &str = "bench";
+
+/// One worker's handle on a shared gRPC connection.
+pub(crate) struct GrpcConn {
+    client: RuntimeClient<Channel>,
+    request: InvokeServiceRequest,
+}
+
+/// Connections for `workers` concurrent callers: one HTTP/2 connection per
+/// [`STREAMS_PER_CONNECTION`] workers, at most [`MAX_CONNECTIONS`].
+pub(crate) async fn connect(addr: SocketAddr, workers: usize) -> Result<Vec<GrpcConn>, CallError> {
+    let n = workers
+        .div_ceil(STREAMS_PER_CONNECTION)
+        .clamp(1, MAX_CONNECTIONS);
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| CallError::Other(format!("endpoint: {e}")))?
+        .tcp_nodelay(true);
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| CallError::Other(format!("grpc connect {addr}: {e}")))?,
+        );
+    }
+    let request = InvokeServiceRequest {
+        id: TARGET_ID.to_owned(),
+        message: Some(CommonInvokeRequest {
+            method: METHOD.to_owned(),
+            data: None,
+            content_type: String::new(),
+            http_extension: Some(HttpExtension {
+                verb: Verb::Get as i32,
+                querystring: String::new(),
+            }),
+        }),
+    };
+    Ok((0..workers)
+        .map(|i| GrpcConn {
+            client: RuntimeClient::new(channels[i % n].clone()),
+            request: request.clone(),
+        })
+        .collect())
+}
+
+impl GrpcConn {
+    /// One unary call.
+    pub(crate) async fn call(&mut self) -> Result<(), CallError> {
+        let resp = self
+            .client
+            .invoke_service(self.request.clone())
+            .await
+            .map_err(|s| CallError::Grpc(s.code() as i32, s.message().to_owned()))?;
+        let len = resp.into_inner().data.map_or(0, |d| d.value.len());
+        if len != BODY_LEN {
+            return Err(CallError::BodyLength(len));
+        }
+        Ok(())
+    }
+}

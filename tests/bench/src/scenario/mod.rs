@@ -1,0 +1,522 @@
+//! The scenarios and how one run goes: start the shared servers (HTTP upstream, gRPC floor),
+//! then for each scenario start a fresh system under test (the sidecar, nginx or HAProxy; none
+//! for the direct baselines), measure its idle memory, warm it up, and run every load phase
+//! (open loop at each rate, closed loop at each concurrency) while watching the proxy, the
+//! upstream and the bench itself. Not for generating load (see `load`) or rendering results
+//! (see `report`).
+
+mod monitor;
+
+use std::{
+    fmt,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use self::monitor::{Monitor, Watched};
+pub use self::monitor::{ProcCost, Role};
+use crate::{
+    BenchError,
+    load::{self, LoadResult, Target},
+    machine::Machine,
+    peers::Peer,
+    process::Proc,
+    procstat,
+    report::{self, Report},
+    sidecar,
+};
+
+/// One way of sending the same request to the same upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Baseline: HTTP client → upstream.
+    DirectHttp,
+    /// The gRPC floor: tonic client → minimal tonic server answering `InvokeService`.
+    DirectGrpc,
+    /// tonic client → sidecar `InvokeService` → HTTP channel → named in-process listener →
+    /// proxy core → upstream.
+    InvokeHttp,
+    /// HTTP client → sidecar's TCP-bound proxy listener → proxy core → upstream.
+    ProxyHttp,
+    /// HTTP client → nginx → upstream.
+    NginxHttp,
+    /// HTTP client → HAProxy → upstream.
+    HaproxyHttp,
+    /// tonic client → sidecar `InvokeService` → Bolt channel → Bolt upstream.
+    // INVOKE-BOLT: reserved. When the runtime grows a Bolt channel, give `run_scenario` a
+    // Bolt upstream (a child process like `upstream`, answering 1 KiB) and a sidecar config
+    // with a `protocol: bolt` channel, listener and cluster; the gRPC client is unchanged.
+    InvokeBolt,
+}
+
+impl Scenario {
+    /// Every scenario, in report order.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::DirectHttp,
+        Scenario::DirectGrpc,
+        Scenario::InvokeHttp,
+        Scenario::ProxyHttp,
+        Scenario::NginxHttp,
+        Scenario::HaproxyHttp,
+        Scenario::InvokeBolt,
+    ];
+
+    /// The scenario's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::DirectHttp => "direct-http",
+            Scenario::DirectGrpc => "direct-grpc",
+            Scenario::InvokeHttp => "invoke-http",
+            Scenario::ProxyHttp => "proxy-http",
+            Scenario::NginxHttp => "nginx-http",
+            Scenario::HaproxyHttp => "haproxy-http",
+            Scenario::InvokeBolt => "invoke-bolt",
+        }
+    }
+
+    /// What the scenario measures, in one line.
+    pub fn description(self) -> &'static str {
+        match self {
+            Scenario::DirectHttp => "baseline: HTTP/1.1 client → upstream",
+            Scenario::DirectGrpc => "gRPC floor: tonic client → minimal tonic InvokeService server",
+            Scenario::InvokeHttp => {
+                "tonic client → sidecar InvokeService → HTTP channel → in-process listener → proxy core → upstream"
+            }
+            Scenario::ProxyHttp => {
+                "HTTP/1.1 client → sidecar proxy listener (TCP) → proxy core → upstream"
+            }
+            Scenario::NginxHttp => "HTTP/1.1 client → nginx (1 worker, keep-alive pool) → upstream",
+            Scenario::HaproxyHttp => {
+                "HTTP/1.1 client → HAProxy (1 thread, http-reuse always) → upstream"
+            }
+            Scenario::InvokeBolt => {
+                "tonic client → sidecar InvokeService → Bolt channel → Bolt upstream"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Self, BenchError> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s.trim())
+            .ok_or_else(|| BenchError::UnknownScenario {
+                name: s.to_owned(),
+                known: Scenario::ALL.map(Scenario::name).join(", "),
+            })
+    }
+}
+
+/// How a run goes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Scenarios to run, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Open-loop rates, requests per second.
+    pub rates: Vec<u64>,
+    /// Closed-loop concurrencies.
+    pub concurrency: Vec<usize>,
+    /// Length of each phase.
+    pub phase: Duration,
+    /// Most requests one phase sends.
+    pub max_requests: u64,
+    /// Connections (HTTP) or streams in flight at most (gRPC) in the open-loop phases.
+    pub open_loop_connections: usize,
+    /// Requests each connection sends before a phase is measured.
+    pub warmup_requests: usize,
+    /// The `outrigger` binary.
+    pub sidecar_bin: PathBuf,
+    /// The sidecar's tokio worker threads (0: tokio's default, one per core).
+    pub sidecar_threads: usize,
+    /// The bench executable, re-run with a hidden subcommand to start our own servers.
+    pub self_exe: PathBuf,
+    /// Smoke mode: tiny phases, only correctness matters.
+    pub smoke: bool,
+}
+
+impl Settings {
+    /// The full run of issue 6: 1k and 10k rps open loop, concurrency 1, 16, 64 closed loop,
+    /// 5 s per phase, 64 connections in the open-loop phases.
+    pub fn full(self_exe: PathBuf, sidecar_bin: PathBuf) -> Self {
+        Self {
+            scenarios: Scenario::ALL.to_vec(),
+            rates: vec![1_000, 10_000],
+            concurrency: vec![1, 16, 64],
+            phase: Duration::from_secs(5),
+            max_requests: 5_000_000,
+            open_loop_connections: 64,
+            warmup_requests: 20,
+            sidecar_bin,
+            sidecar_threads: 1,
+            self_exe,
+            smoke: false,
+        }
+    }
+
+    /// A few seconds in all: small rates, short phases, bounded counts.
+    pub fn smoke(self_exe: PathBuf, sidecar_bin: PathBuf) -> Self {
+        Self {
+            rates: vec![200, 500],
+            concurrency: vec![1, 4, 8],
+            phase: Duration::from_millis(250),
+            max_requests: 500,
+            open_loop_connections: 8,
+            warmup_requests: 2,
+            smoke: true,
+            ..Self::full(self_exe, sidecar_bin)
+        }
+    }
+}
+
+/// The result of one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: Scenario,
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Why it did not run (a peer not installed, a scenario not implemented yet).
+    pub skipped: Option<String>,
+    /// Why it stopped early (a process that would not start or died).
+    pub failure: Option<String>,
+    /// The proxy under test and its version, if any.
+    pub proxy: Option<String>,
+    /// The proxy's memory after start, before any load.
+    pub idle_rss_kib: Option<u64>,
+    pub phases: Vec<PhaseResult>,
+}
+
+impl ScenarioResult {
+    pub(crate) fn new(scenario: Scenario) -> Self {
+        Self {
+            scenario,
+            name: scenario.name(),
+            description: scenario.description(),
+            skipped: None,
+            failure: None,
+            proxy: None,
+            idle_rss_kib: None,
+            phases: Vec::new(),
+        }
+    }
+
+    /// The phase with this key (`open-1000`, `closed-64`).
+    pub fn phase(&self, key: &str) -> Option<&PhaseResult> {
+        self.phases.iter().find(|p| p.key == key)
+    }
+
+    /// Requests that failed or were dropped, over all phases.
+    pub fn failed_requests(&self) -> u64 {
+        self.phases
+            .iter()
+            .map(|p| p.load.errors + p.load.dropped)
+            .sum()
+    }
+}
+
+/// One load phase of one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseResult {
+    /// `open-<rate>` or `closed-<concurrency>`.
+    pub key: String,
+    pub load: LoadResult,
+    pub procs: Vec<ProcCost>,
+}
+
+impl PhaseResult {
+    /// The cost of the process with this role.
+    pub fn cost(&self, role: Role) -> Option<&ProcCost> {
+        self.procs.iter().find(|p| p.role == role)
+    }
+}
+
+/// Our own server, running in a child process.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Server {
+    async fn start(kind: &str, settings: &Settings, dir: &Path) -> Result<Self, BenchError> {
+        let file = dir.join(format!("{kind}.addr"));
+        let mut cmd = Command::new(&settings.self_exe);
+        cmd.arg(kind).arg("--addr-file").arg(&file);
+        let mut proc = Proc::spawn(kind, cmd, dir)?;
+        let addr = proc.wait_address_file(&file).await?;
+        proc.wait_ready(&[addr]).await?;
+        Ok(Self { proc, addr })
+    }
+
+    fn watched(&self, name: &str) -> Watched {
+        Watched {
+            role: Role::Upstream,
+            name: name.to_owned(),
+            pids: vec![self.proc.pid()],
+        }
+    }
+}
+
+/// Runs every scenario of `settings`, printing progress to `progress`.
+pub async fn run(
+    settings: &Settings,
+    command: String,
+    progress: &mut (dyn Write + Send),
+) -> Result<Report, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("outrigger-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::io("create a temp dir".to_owned(), e))?;
+    let machine = Machine::describe();
+    let _ = writeln!(progress, "{}", machine.one_line());
+    let upstream = Server::start("upstream", settings, dir.path()).await?;
+    let echo = if settings.scenarios.contains(&Scenario::DirectGrpc) {
+        Some(Server::start("echo", settings, dir.path()).await?)
+    } else {
+        None
+    };
+    let _ = writeln!(progress, "upstream (1 KiB HTTP/1.1) on {}", upstream.addr);
+    let mut results = Vec::new();
+    for &sc in &settings.scenarios {
+        let sdir = dir.path().join(sc.name());
+        std::fs::create_dir_all(&sdir)
+            .map_err(|e| BenchError::io(format!("create {}", sdir.display()), e))?;
+        let result = run_scenario(sc, settings, &sdir, &upstream, echo.as_ref(), progress).await;
+        results.push(result);
+    }
+    if let Some(echo) = echo {
+        echo.proc.stop().await;
+    }
+    upstream.proc.stop().await;
+    Ok(report::build(machine, command, settings, results))
+}
+
+/// The system under test of one scenario.
+struct Subject {
+    proc: Option<Proc>,
+    target: Target,
+    label: Option<String>,
+}
+
+async fn start_subject(
+    sc: Scenario,
+    settings: &Settings,
+    dir: &Path,
+    upstream: &Server,
+    echo: Option<&Server>,
+) -> Result<Result<Subject, String>, BenchError> {
+    Ok(Ok(match sc {
+        Scenario::DirectHttp => Subject {
+            proc: None,
+            target: Target::Http(upstream.addr),
+            label: None,
+        },
+        Scenario::DirectGrpc => {
+            let Some(echo) = echo else {
+                return Ok(Err("the gRPC floor server is not running".to_owned()));
+            };
+            Subject {
+                proc: None,
+                target: Target::Grpc(echo.addr),
+                label: None,
+            }
+        }
+        Scenario::InvokeHttp | Scenario::ProxyHttp => {
+            if !settings.sidecar_bin.is_file() {
+                return Err(BenchError::NoSidecar(settings.sidecar_bin.clone()));
+            }
+            let (proc, addrs) = sidecar::start(
+                &settings.sidecar_bin,
+                dir,
+                upstream.addr,
+                settings.sidecar_threads,
+            )
+            .await?;
+            let threads = match settings.sidecar_threads {
+                0 => "default tokio worker threads".to_owned(),
+                n => format!("{n} tokio worker thread{}", if n == 1 { "" } else { "s" }),
+            };
+            Subject {
+                proc: Some(proc),
+                target: if sc == Scenario::InvokeHttp {
+                    Target::Grpc(addrs.grpc)
+                } else {
+                    Target::Http(addrs.proxy)
+                },
+                label: Some(format!("outrigger ({threads})")),
+            }
+        }
+        Scenario::NginxHttp | Scenario::HaproxyHttp => {
+            let peer = if sc == Scenario::NginxHttp {
+                Peer::Nginx
+            } else {
+                Peer::Haproxy
+            };
+            let Some(bin) = peer.find() else {
+                return Ok(Err(format!(
+                    "{} is not installed (apt-get install {})",
+                    peer.binary(),
+                    peer.binary()
+                )));
+            };
+            let version = peer.version(&bin);
+            let (proc, listen) = peer.start(&bin, dir, upstream.addr).await?;
+            Subject {
+                proc: Some(proc),
+                target: Target::Http(listen),
+                label: Some(version),
+            }
+        }
+        Scenario::InvokeBolt => {
+            return Ok(Err(
+                "not implemented yet: the runtime has no Bolt channel (see INVOKE-BOLT in scenario/mod.rs)"
+                    .to_owned(),
+            ));
+        }
+    }))
+}
+
+async fn run_scenario(
+    sc: Scenario,
+    settings: &Settings,
+    dir: &Path,
+    upstream: &Server,
+    echo: Option<&Server>,
+    progress: &mut (dyn Write + Send),
+) -> ScenarioResult {
+    let mut result = ScenarioResult::new(sc);
+    let subject = match start_subject(sc, settings, dir, upstream, echo).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(skip)) => {
+            let _ = writeln!(progress, "{sc}: skipped: {skip}");
+            result.skipped = Some(skip);
+            return result;
+        }
+        Err(e) => {
+            let _ = writeln!(progress, "{sc}: FAILED to start: {e}");
+            result.failure = Some(e.to_string());
+            return result;
+        }
+    };
+    result.proxy = subject.label.clone();
+    let _ = writeln!(progress, "{sc}: {}", sc.description());
+
+    let mut watched = Vec::new();
+    if let Some(proc) = &subject.proc {
+        tokio::time::sleep(Duration::from_millis(if settings.smoke { 50 } else { 500 })).await;
+        let pids = proc.pids();
+        result.idle_rss_kib = Some(procstat::sample(&pids).rss_kib);
+        watched.push(Watched {
+            role: Role::Proxy,
+            name: subject.label.clone().unwrap_or_default(),
+            pids,
+        });
+    }
+    let server = match (sc, echo) {
+        (Scenario::DirectGrpc, Some(echo)) => echo.watched("grpc floor (tonic)"),
+        _ => upstream.watched("upstream (hyper)"),
+    };
+    watched.push(server);
+    watched.push(Watched {
+        role: Role::LoadGenerator,
+        name: "outrigger-bench".to_owned(),
+        pids: vec![std::process::id()],
+    });
+
+    for &rate in &settings.rates {
+        let phase = run_phase(
+            settings,
+            subject.target,
+            &watched,
+            format!("open-{rate}"),
+            settings.open_loop_connections,
+            Some(rate),
+        )
+        .await;
+        report_phase(progress, sc, &phase);
+        result.phases.push(phase);
+    }
+    for &c in &settings.concurrency {
+        let phase = run_phase(
+            settings,
+            subject.target,
+            &watched,
+            format!("closed-{c}"),
+            c,
+            None,
+        )
+        .await;
+        report_phase(progress, sc, &phase);
+        result.phases.push(phase);
+    }
+    if let Some(mut proc) = subject.proc {
+        if let Err(e) = proc.check_running() {
+            result.failure = Some(e.to_string());
+        }
+        proc.stop().await;
+    }
+    result
+}
+
+async fn run_phase(
+    settings: &Settings,
+    target: Target,
+    watched: &[Watched],
+    key: String,
+    workers: usize,
+    rate: Option<u64>,
+) -> PhaseResult {
+    let conns = match target.connect(workers).await {
+        Ok(c) => c,
+        Err(e) => {
+            return PhaseResult {
+                key,
+                load: LoadResult::failed(rate, workers, format!("connect: {e}")),
+                procs: Vec::new(),
+            };
+        }
+    };
+    let (conns, warmup_errors) = load::warm_up(conns, settings.warmup_requests).await;
+    let monitor = Monitor::start(watched.to_vec());
+    let mut load = match rate {
+        Some(rate) => load::open_loop(conns, rate, settings.phase, settings.max_requests).await,
+        None => load::closed_loop(conns, settings.phase, settings.max_requests).await,
+    };
+    let procs = monitor.stop(load.ok + load.errors);
+    if warmup_errors > 0 {
+        load.errors += warmup_errors;
+        load.first_error
+            .get_or_insert_with(|| "a warm-up request failed".to_owned());
+    }
+    PhaseResult { key, load, procs }
+}
+
+fn report_phase(progress: &mut (dyn Write + Send), sc: Scenario, p: &PhaseResult) {
+    let l = &p.load;
+    let proxy_cpu = p
+        .cost(Role::Proxy)
+        .map(|c| format!(", proxy {:.1} µs CPU/req", c.cpu_us_per_req))
+        .unwrap_or_default();
+    let _ = writeln!(
+        progress,
+        "  {sc} {:<11} {:>9.0} rps  p50 {:>8.1} µs  p99 {:>8.1} µs  ok {} errors {} dropped {}{proxy_cpu}",
+        p.key, l.throughput_rps, l.latency.p50_us, l.latency.p99_us, l.ok, l.errors, l.dropped
+    );
+    if let Some(e) = &l.first_error {
+        let _ = writeln!(progress, "    first error: {e}");
+    }
+}
