@@ -21,10 +21,17 @@ use prometheus_client::{
 /// Labels of a gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
-    /// `/package.Service/Method`.
-    pub path: String,
+    /// `/package.Service/Method` of a served rpc, or `other`.
+    pub path: &'static str,
     /// gRPC status code name, e.g. `ok`, `unavailable`.
-    pub code: String,
+    pub code: &'static str,
+}
+
+/// Labels naming a gRPC path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `/package.Service/Method` of a served rpc, or `other`.
+    pub path: &'static str,
 }
 
 /// Labels naming one thing (a pool, a cluster, a listener).
@@ -119,7 +126,7 @@ pub struct Metrics {
     /// gRPC calls by path and status code.
     pub grpc_requests: Family<GrpcLabels, Counter>,
     /// gRPC call latency by path.
-    pub grpc_duration: Family<NameLabels, Histogram>,
+    pub grpc_duration: Family<PathLabels, Histogram>,
     /// Invoke errors by kind.
     pub invoke_errors: Family<KindLabels, Counter>,
     /// Callers that had to wait for a pooled connection, by pool.

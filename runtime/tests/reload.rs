@@ -160,7 +160,7 @@ async fn admin_endpoint_reports_health_readiness_metrics_and_config() {
     assert_eq!(status, 200);
     for needle in [
         "outrigger_grpc_requests_total{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\",code=\"ok\"} 1",
-        "outrigger_grpc_request_duration_seconds_count{name=\"/spec.proto.runtime.v1.Runtime/InvokeService\"} 1",
+        "outrigger_grpc_request_duration_seconds_count{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\"} 1",
         "outrigger_proxy_requests_total{listener=\"egress\",cluster=\"backend\",status=\"200\"} 1",
         "outrigger_pool_connections{name=\"channel/http\"} 1",
         "outrigger_config_version 1",

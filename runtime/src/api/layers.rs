@@ -17,14 +17,16 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::status::code_label;
-use crate::metrics::{GrpcLabels, Metrics, NameLabels};
+use crate::metrics::{GrpcLabels, Metrics, PathLabels};
 
-/// gRPC services whose paths are kept as metric labels; anything else is `other`.
-const KNOWN_SERVICES: [&str; 4] = [
-    "/spec.proto.runtime.v1.Runtime/",
-    "/dapr.proto.runtime.v1.Dapr/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
+/// gRPC paths kept as metric labels (static, so recording allocates nothing); anything else,
+/// including rpcs answered UNIMPLEMENTED, is `other`.
+const LABELLED_PATHS: [&str; 5] = [
+    "/spec.proto.runtime.v1.Runtime/InvokeService",
+    "/spec.proto.runtime.v1.Runtime/SayHello",
+    "/dapr.proto.runtime.v1.Dapr/InvokeService",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
 /// Layotto rpcs this sidecar serves; the others answer UNIMPLEMENTED naming the API.
@@ -58,12 +60,12 @@ pub(crate) struct GrpcMetrics<S> {
     metrics: Metrics,
 }
 
-fn path_label(path: &str) -> String {
-    if path.len() <= 128 && KNOWN_SERVICES.iter().any(|s| path.starts_with(s)) {
-        path.to_owned()
-    } else {
-        "other".to_owned()
-    }
+fn path_label(path: &str) -> &'static str {
+    LABELLED_PATHS
+        .iter()
+        .find(|p| **p == path)
+        .copied()
+        .unwrap_or("other")
 }
 
 impl<S, B, RB> Service<Request<B>> for GrpcMetrics<S>
@@ -101,13 +103,13 @@ where
             };
             metrics
                 .grpc_duration
-                .get_or_create(&NameLabels { name: path.clone() })
+                .get_or_create(&PathLabels { path })
                 .observe(start.elapsed().as_secs_f64());
             metrics
                 .grpc_requests
                 .get_or_create(&GrpcLabels {
                     path,
-                    code: code_label(code).to_owned(),
+                    code: code_label(code),
                 })
                 .inc();
             result

@@ -290,13 +290,15 @@ impl RuntimeApi {
         }
         let mut headers: HeaderMap = metadata.into_headers();
         strip_hop_by_hop(&mut headers);
-        let drop: Vec<_> = headers
-            .keys()
-            .filter(|k| !forwardable(k.as_str()))
-            .cloned()
-            .collect();
-        for k in drop {
-            headers.remove(k);
+        if headers.keys().any(|k| !forwardable(k.as_str())) {
+            let drop: Vec<_> = headers
+                .keys()
+                .filter(|k| !forwardable(k.as_str()))
+                .cloned()
+                .collect();
+            for k in drop {
+                headers.remove(k);
+            }
         }
         let req = RpcRequest {
             id: call.id,

@@ -11,7 +11,6 @@ use std::{
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Uri, header};
-use http_body_util::Full;
 
 use super::{CHANNEL_IDLE_TIMEOUT, Dial};
 use crate::{
@@ -96,7 +95,7 @@ fn invalid(msg: String) -> InvokeError {
 }
 
 /// Builds the HTTP request for a call.
-fn to_http(req: RpcRequest) -> Result<Request<Full<Bytes>>, InvokeError> {
+fn to_http(req: RpcRequest) -> Result<Request<Bytes>, InvokeError> {
     let mut target = String::with_capacity(req.method.len() + req.query.len() + 2);
     if !req.method.starts_with('/') {
         target.push('/');
@@ -115,7 +114,7 @@ fn to_http(req: RpcRequest) -> Result<Request<Full<Bytes>>, InvokeError> {
     let id = HeaderValue::from_str(&req.id)
         .map_err(|_| invalid(format!("id {:?} is not a valid header value", req.id)))?;
     let remaining_ms = req.remaining().as_millis().max(1);
-    let mut http_req = Request::new(Full::new(req.data));
+    let mut http_req = Request::new(req.data);
     *http_req.method_mut() = req.verb;
     *http_req.uri_mut() = uri;
     let headers = http_req.headers_mut();

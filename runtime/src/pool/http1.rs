@@ -1,6 +1,10 @@
-//! HTTP/1.1 over a pooled connection: how a connection is dialled (in-process listener, TCP,
-//! unix socket) and one request/response exchange with a bounded, fully read body. Shared by the
-//! HTTP channel and the proxy core's upstreams, which differ only in how they classify errors.
+//! HTTP/1.1 over a pooled connection: how a connection is dialled (TCP, unix socket, or a named
+//! in-process listener) and one request/response exchange with a bounded, fully read body.
+//! Shared by the HTTP channel and the proxy core's upstreams, which differ only in how they
+//! classify errors. A connection to a named in-process listener hands the decoded request to the
+//! proxy core directly instead of writing HTTP/1.1 through an in-memory pipe: it still takes a
+//! pool slot like any connection, and the proxy core treats the request exactly as one its
+//! listener decoded.
 
 use std::{io, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -15,7 +19,7 @@ use tokio::{
 };
 
 use super::{Connector, Pool, PoolError, dial::Open};
-use crate::proxy::InProcess;
+use crate::proxy::{InProcess, InProcessHttp};
 
 /// Largest body read from an HTTP peer.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -53,6 +57,14 @@ pub(crate) struct Http1Connector {
     pub(crate) dial: Dial,
 }
 
+/// One pooled HTTP connection.
+pub(crate) enum Http1Conn {
+    /// HTTP/1.1 on a socket.
+    Wire(SendRequest<Full<Bytes>>),
+    /// A named listener of this process's proxy core.
+    InProcess(InProcessHttp),
+}
+
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
@@ -76,10 +88,19 @@ pub(crate) enum ConnectError {
 }
 
 impl Connector for Http1Connector {
-    type Conn = SendRequest<Full<Bytes>>;
+    type Conn = Http1Conn;
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<Self::Conn, ConnectError> {
+        if let Dial::InProcess { listeners, name } = &self.dial {
+            return listeners
+                .http(name)
+                .map(Http1Conn::InProcess)
+                .map_err(|source| ConnectError::Io {
+                    target: self.dial.to_string(),
+                    source,
+                });
+        }
         let io = self.dial.open().await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -93,11 +114,14 @@ impl Connector for Http1Connector {
                 tracing::debug!(error = %e, "http/1.1 client connection ended");
             }
         });
-        Ok(sender)
+        Ok(Http1Conn::Wire(sender))
     }
 
     fn is_open(conn: &Self::Conn) -> bool {
-        !conn.is_closed()
+        match conn {
+            Http1Conn::Wire(sender) => !sender.is_closed(),
+            Http1Conn::InProcess(listener) => listener.is_open(),
+        }
     }
 }
 
@@ -131,14 +155,40 @@ pub(crate) enum ExchangeError {
 pub(crate) async fn exchange(
     pool: &Http1Pool,
     target: &Dial,
-    req: Request<Full<Bytes>>,
+    req: Request<Bytes>,
     deadline: Instant,
 ) -> Result<Response<Bytes>, ExchangeError> {
-    let mut req = req;
+    let mut req = req.map(Full::new);
     loop {
         let mut conn = pool.get(deadline).await?;
         let reused = conn.reused();
-        let ready = tokio::time::timeout_at(deadline, conn.ready()).await;
+        let sender = match &mut *conn {
+            Http1Conn::Wire(sender) => sender,
+            Http1Conn::InProcess(listener) => {
+                let (parts, body) = req.into_parts();
+                // A `Full` body is one chunk, ready at once.
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let answer = tokio::time::timeout_at(
+                    deadline,
+                    listener.dispatch(Request::from_parts(parts, body)),
+                )
+                .await;
+                return match answer {
+                    Ok(resp) => {
+                        conn.reuse();
+                        Ok(resp)
+                    }
+                    Err(_) => Err(ExchangeError::Timeout {
+                        target: target.to_string(),
+                    }),
+                };
+            }
+        };
+        let ready = tokio::time::timeout_at(deadline, sender.ready()).await;
         match ready {
             Err(_) => {
                 return Err(ExchangeError::Timeout {
@@ -154,7 +204,7 @@ pub(crate) async fn exchange(
             }
             Ok(Ok(())) => {}
         }
-        let sent = tokio::time::timeout_at(deadline, conn.try_send_request(req)).await;
+        let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
         let resp = match sent {
             Err(_) => {
                 return Err(ExchangeError::Timeout {

@@ -75,8 +75,8 @@ impl ProxyError {
     }
 }
 
-fn error_response(kind: ProxyError, message: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(message)));
+fn error_response(kind: ProxyError, message: String) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(message));
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();
     h.insert(ERROR_HEADER, HeaderValue::from_static(kind.as_str()));
@@ -100,6 +100,18 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_connection_named(headers);
+    }
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Removes the headers the `Connection` header names (rare, so it may allocate).
+fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -107,66 +119,80 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+    for n in &named {
         headers.remove(n);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
-/// Handles one request on `listener`. Never fails: errors become responses.
+/// Handles one request decoded by an HTTP listener. Never fails: errors become responses.
 pub(crate) async fn handle(
     shared: &Shared,
     listener: &str,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let snapshot = shared.live.load_full();
-    let (resp, cluster) = match snapshot.listeners.get(listener) {
-        None => (
-            error_response(
-                ProxyError::NoRoute,
-                format!("listener {listener} is not in the live config"),
-            ),
-            "",
-        ),
-        Some(table) => {
-            let (mut parts, body) = req.into_parts();
-            let caller_timeout = parts
-                .headers
-                .remove(TIMEOUT_HEADER)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .map(Duration::from_millis);
-            match table.find(&parts.method, parts.uri.path(), &parts.headers) {
-                None => {
-                    let id = parts
-                        .headers
-                        .get("id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    let msg = format!(
-                        "no route in table {} matches {} {} (id {id})",
-                        table.name,
-                        parts.method,
-                        parts.uri.path()
-                    );
-                    (error_response(ProxyError::NoRoute, msg), "")
-                }
-                Some(route) => {
-                    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => {
-                            let msg = format!("cannot read the request body: {e}");
-                            return error_response(ProxyError::BadRequest, msg);
-                        }
-                    };
-                    strip_hop_by_hop(&mut parts.headers);
-                    let timeout = caller_timeout.map_or(route.timeout, |t| t.min(route.timeout));
-                    let resp = forward(shared, route, &parts, body, Instant::now() + timeout).await;
-                    (resp, route.cluster.name.as_str())
-                }
-            }
+    let (parts, body) = req.into_parts();
+    let resp = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(body) => dispatch(shared, listener, parts, body.to_bytes()).await,
+        Err(e) => {
+            let resp = error_response(
+                ProxyError::BadRequest,
+                format!("cannot read the request body: {e}"),
+            );
+            record(shared, listener, "", &resp);
+            resp
         }
     };
+    resp.map(Full::new)
+}
+
+/// Routes and forwards one whole request that arrived on `listener`: what an HTTP listener does
+/// once it decoded a request, and what the HTTP channel calls directly for a named in-process
+/// listener (the same routing, timeouts, retries, metrics and errors, without encoding the
+/// request to HTTP/1.1 and parsing it back). Never fails: errors become responses.
+pub(crate) async fn dispatch(
+    shared: &Shared,
+    listener: &str,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Response<Bytes> {
+    let snapshot = shared.live.load_full();
+    let Some(table) = snapshot.listeners.get(listener) else {
+        let resp = error_response(
+            ProxyError::NoRoute,
+            format!("listener {listener} is not in the live config"),
+        );
+        record(shared, listener, "", &resp);
+        return resp;
+    };
+    let caller_timeout = parts
+        .headers
+        .remove(TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let Some(route) = table.find(&parts.method, parts.uri.path(), &parts.headers) else {
+        let id = parts
+            .headers
+            .get("id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let msg = format!(
+            "no route in table {} matches {} {} (id {id})",
+            table.name,
+            parts.method,
+            parts.uri.path()
+        );
+        let resp = error_response(ProxyError::NoRoute, msg);
+        record(shared, listener, "", &resp);
+        return resp;
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let timeout = caller_timeout.map_or(route.timeout, |t| t.min(route.timeout));
+    let resp = forward(shared, route, parts, body, Instant::now() + timeout).await;
+    record(shared, listener, &route.cluster.name, &resp);
+    resp
+}
+
+fn record(shared: &Shared, listener: &str, cluster: &str, resp: &Response<Bytes>) {
     shared
         .metrics
         .proxy_requests
@@ -176,17 +202,18 @@ pub(crate) async fn handle(
             status: resp.status().as_u16(),
         })
         .inc();
-    resp
 }
 
 /// Sends the request to the route's cluster, with retries, by `deadline`.
 async fn forward(
     shared: &Shared,
     route: &Route,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     body: Bytes,
     deadline: Instant,
-) -> Response<Full<Bytes>> {
+) -> Response<Bytes> {
+    // The last try takes the request head instead of a copy of it.
+    let mut parts = Some(parts);
     let cluster = &route.cluster;
     let tries = 1 + route.retry.as_ref().map_or(0, |r| r.attempts);
     let mut try_no = 0;
@@ -203,10 +230,16 @@ async fn forward(
             .as_ref()
             .and_then(|r| r.per_try_timeout)
             .map_or(deadline, |t| (Instant::now() + t).min(deadline));
-        let mut req = Request::new(Full::new(body.clone()));
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = parts.uri.clone();
-        *req.headers_mut() = parts.headers.clone();
+        let head = if try_no == tries {
+            parts.take()
+        } else {
+            parts.clone()
+        };
+        let Some(head) = head else {
+            // Unreachable: the head is taken only on the last try.
+            return error_response(ProxyError::Reset, "request head lost".to_owned());
+        };
+        let req = Request::from_parts(head, body.clone());
         let UpstreamPool::Http(pool) = &host.pool else {
             // Routes only take requests of their cluster's protocol; this is a bug guard.
             return error_response(
@@ -247,7 +280,7 @@ async fn forward(
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.headers.remove(header::CONTENT_LENGTH);
-                Response::from_parts(parts, Full::new(body))
+                Response::from_parts(parts, body)
             }
             Err(e) => {
                 let kind = match &e {

@@ -136,6 +136,20 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// An HTTP connection to the named listener of the live config, without a byte stream.
+    pub(crate) fn http(&self, name: &str) -> io::Result<InProcessHttp> {
+        if !self.shared.live.load().listeners.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no listener named {name:?} in the live config"),
+            ));
+        }
+        Ok(InProcessHttp {
+            shared: self.shared.clone(),
+            listener: Arc::from(name),
+        })
+    }
+
     /// Connects to the named listener of the live config: an in-memory stream whose other end
     /// the proxy core serves like any accepted connection.
     pub fn connect(&self, name: &str) -> io::Result<DuplexStream> {
@@ -152,6 +166,34 @@ impl InProcess {
             self.shared.clone(),
         ));
         Ok(client)
+    }
+}
+
+/// The HTTP side of a named in-process listener: requests go straight to the proxy core's
+/// routing, as if the listener had decoded them. See `pool::http1`.
+pub(crate) struct InProcessHttp {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+}
+
+impl InProcessHttp {
+    /// Routes and forwards one request. (Boxed: the type system cannot see that the proxy's
+    /// upstreams never dial an in-process listener, so the future would be recursive.)
+    pub(crate) fn dispatch(
+        &self,
+        req: http::Request<bytes::Bytes>,
+    ) -> futures_util::future::BoxFuture<'_, http::Response<bytes::Bytes>> {
+        let (parts, body) = req.into_parts();
+        Box::pin(forward::dispatch(&self.shared, &self.listener, parts, body))
+    }
+
+    /// Whether the listener is still in the live config.
+    pub(crate) fn is_open(&self) -> bool {
+        self.shared
+            .live
+            .load()
+            .listeners
+            .contains_key(&*self.listener)
     }
 }
 
