@@ -6,18 +6,12 @@
 //! The answer's content is the call's answer; a non-success status is an error, classified by
 //! the proxy's own marker when the proxy generated it.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use outrigger_codec::{Limits, bolt};
 use outrigger_config::ChannelConfig;
 
-use super::{CHANNEL_IDLE_TIMEOUT, Dial, mux_error, one_way, proxy_error_kind};
+use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial, mux_error, one_way, proxy_error_kind};
 use crate::{
     invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
     metrics::Metrics,
@@ -35,12 +29,7 @@ pub(crate) const TARGET_SERVICE: &str = "sofa_head_target_service";
 pub(crate) const METHOD_NAME: &str = "sofa_head_method_name";
 
 /// The Bolt channel service.
-#[derive(Clone)]
 pub(crate) struct BoltChannel {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     pool: MuxPool<mux::Bolt>,
     class: Bytes,
 }
@@ -60,31 +49,13 @@ impl BoltChannel {
         );
         let class = cfg.ext.class.as_deref().unwrap_or(DEFAULT_CLASS);
         Self {
-            inner: Arc::new(Inner {
-                pool,
-                class: Bytes::copy_from_slice(class.as_bytes()),
-            }),
+            pool,
+            class: Bytes::copy_from_slice(class.as_bytes()),
         }
     }
 }
 
-impl tower::Service<RpcRequest> for BoltChannel {
-    type Response = RpcResponse;
-    type Error = InvokeError;
-    type Future = BoxFuture<'static, Result<RpcResponse, InvokeError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InvokeError>> {
-        // Back-pressure is the pool's: a caller waits for a writer slot until its deadline.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: RpcRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.call(req).await })
-    }
-}
-
-impl Inner {
+impl Carrier for BoltChannel {
     async fn call(&self, mut req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let one_way = one_way(&mut req)?;
         let deadline = req.deadline;

@@ -7,13 +7,7 @@
 //! is an error, classified by the proxy's own marker when the proxy generated it. The
 //! `dubbo_generic` filter builds such calls from JSON.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
-
 use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use outrigger_codec::{
     Limits, dubbo,
@@ -21,7 +15,7 @@ use outrigger_codec::{
 };
 use outrigger_config::ChannelConfig;
 
-use super::{CHANNEL_IDLE_TIMEOUT, Dial, mux_error, one_way, proxy_error_kind};
+use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial, mux_error, one_way, proxy_error_kind};
 use crate::{
     invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
     metrics::Metrics,
@@ -39,12 +33,7 @@ pub(crate) const SERVICE_VERSION_METADATA: &str = "dubbo_service_version";
 pub(crate) const GROUP_METADATA: &str = "dubbo_group";
 
 /// The Dubbo channel service.
-#[derive(Clone)]
 pub(crate) struct DubboChannel {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     pool: MuxPool<mux::Dubbo>,
     limits: Limits,
 }
@@ -63,29 +52,11 @@ impl DubboChannel {
             dial,
             metrics,
         );
-        Self {
-            inner: Arc::new(Inner { pool, limits }),
-        }
+        Self { pool, limits }
     }
 }
 
-impl tower::Service<RpcRequest> for DubboChannel {
-    type Response = RpcResponse;
-    type Error = InvokeError;
-    type Future = BoxFuture<'static, Result<RpcResponse, InvokeError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InvokeError>> {
-        // Back-pressure is the pool's: a caller waits for a writer slot until its deadline.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: RpcRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.call(req).await })
-    }
-}
-
-impl Inner {
+impl Carrier for DubboChannel {
     async fn call(&self, mut req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let one_way = one_way(&mut req)?;
         let deadline = req.deadline;

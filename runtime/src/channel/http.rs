@@ -3,16 +3,10 @@
 //! connection to the proxy core, and the response becomes the call's answer. Non-2xx answers
 //! are errors; responses the proxy core generated itself are classified by their cause.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Uri, header};
 
-use super::{CHANNEL_IDLE_TIMEOUT, Dial};
+use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial};
 use crate::{
     invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
     metrics::Metrics,
@@ -27,12 +21,7 @@ use crate::{
 const MAX_QUOTED_BODY: usize = 1024;
 
 /// The HTTP channel service.
-#[derive(Clone)]
 pub(crate) struct HttpChannel {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     pool: Http1Pool,
     dial: Dial,
 }
@@ -48,46 +37,28 @@ impl HttpChannel {
             Http1Connector { dial: dial.clone() },
             metrics,
         );
-        Self {
-            inner: Arc::new(Inner { pool, dial }),
-        }
+        Self { pool, dial }
     }
 }
 
-impl tower::Service<RpcRequest> for HttpChannel {
-    type Response = RpcResponse;
-    type Error = InvokeError;
-    type Future = BoxFuture<'static, Result<RpcResponse, InvokeError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InvokeError>> {
-        // Back-pressure is the pool's: a caller waits for a connection until its deadline.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: RpcRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.call(req).await })
-    }
-}
-
-impl Inner {
+impl Carrier for HttpChannel {
     async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
         let http_req = to_http(req)?;
         let resp = exchange(&self.pool, &self.dial, http_req, deadline)
             .await
-            .map_err(|e| self.classify(e))?;
+            .map_err(classify)?;
         from_http(resp)
     }
+}
 
-    fn classify(&self, e: ExchangeError) -> InvokeError {
-        let kind = match &e {
-            ExchangeError::Pool(PoolError::Exhausted { .. }) => ErrorKind::ResourceExhausted,
-            ExchangeError::Timeout { .. } => ErrorKind::DeadlineExceeded,
-            _ => ErrorKind::Unavailable,
-        };
-        InvokeError::new(kind, format!("http channel: {e}"))
-    }
+fn classify(e: ExchangeError) -> InvokeError {
+    let kind = match &e {
+        ExchangeError::Pool(PoolError::Exhausted { .. }) => ErrorKind::ResourceExhausted,
+        ExchangeError::Timeout { .. } => ErrorKind::DeadlineExceeded,
+        _ => ErrorKind::Unavailable,
+    };
+    InvokeError::new(kind, format!("http channel: {e}"))
 }
 
 fn invalid(msg: String) -> InvokeError {

@@ -36,6 +36,46 @@ const CHANNEL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Connect timeout for channels that dial a socket.
 const CHANNEL_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What one protocol's channel does with a call; [`Channel`] makes it a tower service.
+pub(crate) trait Carrier: Send + Sync + 'static {
+    /// Carries one call to the proxy core and back.
+    fn call(
+        &self,
+        req: RpcRequest,
+    ) -> impl std::future::Future<Output = Result<RpcResponse, InvokeError>> + Send;
+}
+
+/// A channel as a tower service. It is always ready: back-pressure is its pool's, where a
+/// caller waits for a connection or writer slot until its deadline.
+pub(crate) struct Channel<C>(Arc<C>);
+
+impl<C> Channel<C> {
+    pub(crate) fn new(carrier: C) -> Self {
+        Self(Arc::new(carrier))
+    }
+}
+
+impl<C> Clone for Channel<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<C: Carrier> tower::Service<RpcRequest> for Channel<C> {
+    type Response = RpcResponse;
+    type Error = InvokeError;
+    type Future = BoxFuture<'static, Result<RpcResponse, InvokeError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InvokeError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: RpcRequest) -> Self::Future {
+        let carrier = self.0.clone();
+        Box::pin(async move { carrier.call(req).await })
+    }
+}
+
 /// Builds the channel stage of the invoke path: `cfg` is the default channel, and every other
 /// channel of `spec` is reachable through `rpc_protocol`.
 pub(crate) async fn build(
@@ -92,9 +132,15 @@ async fn build_one(
     };
     let size = usize::try_from(cfg.size).unwrap_or(usize::MAX);
     Ok(match cfg.protocol {
-        Protocol::Http => InvokeService::new(http::HttpChannel::new(dial, size, metrics)),
-        Protocol::Bolt => InvokeService::new(bolt::BoltChannel::new(dial, cfg, metrics)),
-        Protocol::Dubbo => InvokeService::new(dubbo::DubboChannel::new(dial, cfg, metrics)),
+        Protocol::Http => {
+            InvokeService::new(Channel::new(http::HttpChannel::new(dial, size, metrics)))
+        }
+        Protocol::Bolt => {
+            InvokeService::new(Channel::new(bolt::BoltChannel::new(dial, cfg, metrics)))
+        }
+        Protocol::Dubbo => {
+            InvokeService::new(Channel::new(dubbo::DubboChannel::new(dial, cfg, metrics)))
+        }
         Protocol::Auto => {
             return Err(format!(
                 "channel {}: \"auto\" is only for listeners",

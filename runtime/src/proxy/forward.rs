@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Shared, cluster::UpstreamPool, route::Route};
 use crate::{
-    metrics::{NameLabels, ProxyLabels},
+    metrics::ProxyLabels,
     pool::{
         PoolError,
         http1::{ExchangeError, MAX_BODY_BYTES, exchange},
@@ -261,18 +261,8 @@ async fn forward(
             Err(ExchangeError::Timeout { .. }) if try_deadline < deadline => Some(RetryOn::Reset),
             Err(_) => None,
         };
-        let retry = try_no < tries
-            && Instant::now() < deadline
-            && condition.is_some_and(|c| route.retry.as_ref().is_some_and(|r| r.on(c)));
-        if retry {
-            shared
-                .metrics
-                .proxy_retries
-                .get_or_create(&NameLabels {
-                    name: cluster.name.clone(),
-                })
-                .inc();
-            tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+        if route.may_retry(try_no, deadline, condition) {
+            shared.count_retry(cluster, addr, try_no);
             continue;
         }
         return match outcome {

@@ -129,6 +129,19 @@ pub(crate) struct Shared {
     default_timeout: ArcSwap<Duration>,
 }
 
+impl Shared {
+    /// Counts and logs a retry of a request to `cluster` after try `try_no` failed on `addr`.
+    pub(crate) fn count_retry(&self, cluster: &Cluster, addr: SocketAddr, try_no: u32) {
+        self.metrics
+            .proxy_retries
+            .get_or_create(&crate::metrics::NameLabels {
+                name: cluster.name.clone(),
+            })
+            .inc();
+        tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+    }
+}
+
 /// Opens in-process connections to named listeners.
 #[derive(Clone)]
 pub struct InProcess {

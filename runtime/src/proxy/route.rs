@@ -213,6 +213,24 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Whether a failed try may be retried: the policy lists the condition, tries are left, and
+    /// so is time (a request is never retried after its deadline).
+    pub(crate) fn may_retry(
+        &self,
+        try_no: u32,
+        deadline: tokio::time::Instant,
+        condition: Option<RetryOn>,
+    ) -> bool {
+        let Some(retry) = &self.retry else {
+            return false;
+        };
+        try_no <= retry.attempts
+            && tokio::time::Instant::now() < deadline
+            && condition.is_some_and(|c| retry.on(c))
+    }
+}
+
 impl RouteTable {
     /// The first route matching the HTTP request.
     pub(crate) fn find(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<&Route> {

@@ -26,7 +26,7 @@ use super::{
     route::{RequestView, Route},
 };
 use crate::{
-    metrics::{HeartbeatLabels, NameLabels, ProtocolLabels, XprotocolLabels},
+    metrics::{HeartbeatLabels, ProtocolLabels, XprotocolLabels},
     pool::{
         PoolError,
         http1::Io,
@@ -289,7 +289,6 @@ async fn exchange<P: ServerProtocol>(
     deadline: Instant,
 ) -> Outcome<P::Frame> {
     let cluster = &route.cluster;
-    let tries = 1 + route.retry.as_ref().map_or(0, |r| r.attempts);
     let mut try_no = 0;
     loop {
         try_no += 1;
@@ -319,18 +318,8 @@ async fn exchange<P: ServerProtocol>(
             Err(MuxError::Timeout { .. }) if try_deadline < deadline => Some(RetryOn::Reset),
             Err(_) => None,
         };
-        let retry = try_no < tries
-            && Instant::now() < deadline
-            && condition.is_some_and(|c| route.retry.as_ref().is_some_and(|r| r.on(c)));
-        if retry {
-            shared
-                .metrics
-                .proxy_retries
-                .get_or_create(&NameLabels {
-                    name: cluster.name.clone(),
-                })
-                .inc();
-            tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+        if route.may_retry(try_no, deadline, condition) {
+            shared.count_retry(cluster, addr, try_no);
             continue;
         }
         return outcome.map_err(|e| {
