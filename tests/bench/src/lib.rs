@@ -1,6 +1,6 @@
-//! The benchmark harness of issue 6: it starts its own upstream (HTTP/1.1, fixed 1 KiB body)
-//! and gRPC floor in processes of their own, the real `outrigger` sidecar, and nginx and
-//! HAProxy as peer proxies when they are installed; drives each scenario open-loop at fixed
+//! The benchmark harness of issue 6: it starts its own upstreams (HTTP/1.1 and Bolt, each
+//! answering a fixed 1 KiB) and gRPC floor in processes of their own, the real `outrigger`
+//! sidecar, and nginx and HAProxy as peer proxies when they are installed; drives each scenario open-loop at fixed
 //! rates (latency from the scheduled send time, HdrHistogram) and closed-loop at fixed
 //! concurrency; measures each process's CPU per request and memory from `/proc`; and reports
 //! every scenario side by side, in Markdown and JSON, with the issue's targets checked.
@@ -23,7 +23,7 @@ pub use crate::{
     machine::Machine,
     report::{Report, TargetCheck},
     scenario::{PhaseResult, ProcCost, Role, Scenario, ScenarioResult, Settings, run},
-    servers::{BODY_LEN, run_echo, run_upstream},
+    servers::{BODY_LEN, run_bolt_upstream, run_echo, run_upstream},
     sidecar::{build as build_sidecar, sibling_binary as sidecar_next_to},
 };
 

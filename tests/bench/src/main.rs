@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         addr_file: PathBuf,
     },
+    /// The 1 KiB Bolt v1 upstream (started by the harness).
+    #[command(hide = true)]
+    BoltUpstream {
+        #[arg(long)]
+        addr_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,9 @@ fn main() -> ExitCode {
     let served = match &cli.command {
         Some(Command::Upstream { addr_file }) => Some(outrigger_bench::run_upstream(addr_file)),
         Some(Command::Echo { addr_file }) => Some(outrigger_bench::run_echo(addr_file)),
+        Some(Command::BoltUpstream { addr_file }) => {
+            Some(outrigger_bench::run_bolt_upstream(addr_file))
+        }
         None => None,
     };
     if let Some(result) = served {

@@ -270,7 +270,7 @@ impl Report {
 
     /// What makes a smoke run fail: a scenario that could not run, or any request that
     /// failed or was never sent, or a phase with no answer at all. Skipped scenarios (a peer not
-    /// installed, `invoke-bolt`) are not failures.
+    /// installed) are not failures.
     pub fn smoke_failures(&self) -> Vec<String> {
         let mut out = Vec::new();
         for r in &self.scenarios {
@@ -381,7 +381,8 @@ impl Report {
                     &cols,
                     |r| {
                         let b = direct_grpc?.phase(&key)?;
-                        (r.scenario == Scenario::InvokeHttp)
+                        r.scenario
+                            .is_invoke()
                             .then(|| r.phase(&key).map(|p| signed(q(p) - q(b))))?
                     },
                 ));
@@ -425,7 +426,7 @@ impl Report {
                     .map(|p| format!("{:.0}", p.load.throughput_rps))
             }));
             rows.push(row(format!("concurrency {c} × baseline"), &cols, |r| {
-                let base = if matches!(r.scenario, Scenario::InvokeHttp) {
+                let base = if r.scenario.is_invoke() {
                     direct_grpc
                 } else {
                     direct_http
@@ -450,7 +451,7 @@ impl Report {
         md.push_str(&table(&header, &rows));
         let _ = writeln!(
             md,
-            "\nBaseline: `direct-grpc` for the gRPC client (`invoke-http`), `direct-http` for HTTP clients."
+            "\nBaseline: `direct-grpc` for the sidecar's InvokeService (`invoke-http`, `invoke-bolt`), `direct-http` for HTTP clients."
         );
 
         let _ = writeln!(
@@ -711,8 +712,8 @@ mod tests {
         let settings = Settings::full(PathBuf::new(), PathBuf::new());
         let mut bad = scenario(Scenario::ProxyHttp, 140.0, 200.0, Some(30.0));
         bad.phases[1].load.errors = 3;
-        let mut skipped = ScenarioResult::new(Scenario::InvokeBolt);
-        skipped.skipped = Some("not yet".to_owned());
+        let mut skipped = ScenarioResult::new(Scenario::HaproxyHttp);
+        skipped.skipped = Some("not installed".to_owned());
         let scs = vec![
             scenario(Scenario::DirectHttp, 100.0, 300.0, None),
             bad,
@@ -726,8 +727,56 @@ mod tests {
             md.contains("| 1000 rps p50 added vs `direct-http` | – | +40.0 |"),
             "{md}"
         );
-        assert!(md.contains("`invoke-bolt`: skipped: not yet"), "{md}");
+        assert!(
+            md.contains("`haproxy-http`: skipped: not installed"),
+            "{md}"
+        );
         assert_eq!(report.smoke_failures().len(), 1);
         assert!(report.to_json().unwrap().contains("\"targets\""));
+    }
+
+    #[test]
+    fn both_invoke_scenarios_are_compared_with_the_grpc_floor() {
+        let settings = Settings {
+            concurrency: vec![1],
+            ..Settings::full(PathBuf::new(), PathBuf::new())
+        };
+        let with_closed = |mut r: ScenarioResult, rps: f64| {
+            let mut p = phase("closed-1", 100.0, 200.0, None);
+            p.load.throughput_rps = rps;
+            r.phases.push(p);
+            r
+        };
+        let scs = vec![
+            with_closed(scenario(Scenario::DirectHttp, 100.0, 300.0, None), 4000.0),
+            with_closed(scenario(Scenario::DirectGrpc, 200.0, 400.0, None), 2000.0),
+            with_closed(
+                scenario(Scenario::InvokeHttp, 300.0, 500.0, Some(40.0)),
+                1000.0,
+            ),
+            with_closed(
+                scenario(Scenario::InvokeBolt, 350.0, 600.0, Some(45.0)),
+                500.0,
+            ),
+        ];
+        let report = build(crate::Machine::describe(), "b".to_owned(), &settings, scs);
+        let md = report.to_markdown();
+        assert!(
+            md.contains("| 1000 rps p50 added vs `direct-grpc` | – | – | +100.0 | +150.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1000 rps p99 added vs `direct-http` | – | +100.0 | +200.0 | +300.0 |"),
+            "{md}"
+        );
+        // direct-grpc against direct-http, the invoke scenarios against direct-grpc.
+        assert!(
+            md.contains("| concurrency 1 × baseline | – | 0.50 | 0.50 | 0.25 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| proxy @ open-1000 | – | – | 40.0 | 45.0 |"),
+            "{md}"
+        );
     }
 }

@@ -53,7 +53,13 @@ fn smoke_mode_runs_every_scenario_without_errors() {
                 && s["phases"].as_array().unwrap().len() == 5
         })
     };
-    for name in ["direct-http", "direct-grpc", "invoke-http", "proxy-http"] {
+    for name in [
+        "direct-http",
+        "direct-grpc",
+        "invoke-http",
+        "proxy-http",
+        "invoke-bolt",
+    ] {
         assert!(ran(name), "{name} did not run all five phases:\n{stderr}");
     }
     for (name, tool) in [("nginx-http", "nginx"), ("haproxy-http", "haproxy")] {

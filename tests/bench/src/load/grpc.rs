@@ -1,6 +1,7 @@
 //! The gRPC load client: Layotto's `InvokeService` over a few shared HTTP/2 connections (tonic
-//! channels; workers multiplex their calls as concurrent streams). Each call asks for
-//! `GET /bench` on target id `bench` and must come back `OK` with the full 1 KiB body.
+//! channels; workers multiplex their calls as concurrent streams). Each call names target id
+//! and method `bench` and must come back `OK` with the full 1 KiB body; what else it carries
+//! depends on the channel it is meant for ([`Invoke`]).
 
 use std::net::SocketAddr;
 
@@ -20,8 +21,51 @@ const MAX_CONNECTIONS: usize = 4;
 
 /// The target id every call names (the sidecar's route matches any).
 const TARGET_ID: &str = "bench";
-/// The method every call names: the HTTP channel turns it into the path `/bench`.
+/// The method every call names: the HTTP channel turns it into the path `/bench`, the Bolt
+/// channel into the header `sofa_head_method_name`.
 const METHOD: &str = "bench";
+/// Size of the opaque content of a call meant for the Bolt channel.
+pub(crate) const BOLT_CONTENT_LEN: usize = 1024;
+
+/// Which kind of `InvokeService` call the workers send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Invoke {
+    /// For the HTTP channel (and the gRPC floor): `http_extension {verb: GET}`, no data.
+    Http,
+    /// For the Bolt channel: [`BOLT_CONTENT_LEN`] opaque bytes of data (the Bolt content; an
+    /// application would put a serialised `SofaRequest` there), no `http_extension`.
+    Bolt,
+}
+
+impl Invoke {
+    fn request(self) -> InvokeServiceRequest {
+        let (data, http_extension) = match self {
+            Invoke::Http => (
+                None,
+                Some(HttpExtension {
+                    verb: Verb::Get as i32,
+                    querystring: String::new(),
+                }),
+            ),
+            Invoke::Bolt => (
+                Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: vec![b'q'; BOLT_CONTENT_LEN],
+                }),
+                None,
+            ),
+        };
+        InvokeServiceRequest {
+            id: TARGET_ID.to_owned(),
+            message: Some(CommonInvokeRequest {
+                method: METHOD.to_owned(),
+                data,
+                content_type: String::new(),
+                http_extension,
+            }),
+        }
+    }
+}
 
 /// One worker's handle on a shared gRPC connection.
 pub(crate) struct GrpcConn {
@@ -29,9 +73,13 @@ pub(crate) struct GrpcConn {
     request: InvokeServiceRequest,
 }
 
-/// Connections for `workers` concurrent callers: one HTTP/2 connection per
-/// [`STREAMS_PER_CONNECTION`] workers, at most [`MAX_CONNECTIONS`].
-pub(crate) async fn connect(addr: SocketAddr, workers: usize) -> Result<Vec<GrpcConn>, CallError> {
+/// Connections for `workers` concurrent callers sending `invoke` calls: one HTTP/2 connection
+/// per [`STREAMS_PER_CONNECTION`] workers, at most [`MAX_CONNECTIONS`].
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    invoke: Invoke,
+    workers: usize,
+) -> Result<Vec<GrpcConn>, CallError> {
     let n = workers
         .div_ceil(STREAMS_PER_CONNECTION)
         .clamp(1, MAX_CONNECTIONS);
@@ -47,18 +95,7 @@ pub(crate) async fn connect(addr: SocketAddr, workers: usize) -> Result<Vec<Grpc
                 .map_err(|e| CallError::Other(format!("grpc connect {addr}: {e}")))?,
         );
     }
-    let request = InvokeServiceRequest {
-        id: TARGET_ID.to_owned(),
-        message: Some(CommonInvokeRequest {
-            method: METHOD.to_owned(),
-            data: None,
-            content_type: String::new(),
-            http_extension: Some(HttpExtension {
-                verb: Verb::Get as i32,
-                querystring: String::new(),
-            }),
-        }),
-    };
+    let request = invoke.request();
     Ok((0..workers)
         .map(|i| GrpcConn {
             client: RuntimeClient::new(channels[i % n].clone()),
@@ -80,5 +117,25 @@ impl GrpcConn {
             return Err(CallError::BodyLength(len));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_for_each_channel() {
+        let http = Invoke::Http.request();
+        let m = http.message.unwrap();
+        assert_eq!((http.id.as_str(), m.method.as_str()), (TARGET_ID, METHOD));
+        assert!(m.data.is_none());
+        assert_eq!(m.http_extension.unwrap().verb, Verb::Get as i32);
+
+        let bolt = Invoke::Bolt.request();
+        let m = bolt.message.unwrap();
+        assert_eq!((bolt.id.as_str(), m.method.as_str()), (TARGET_ID, METHOD));
+        assert_eq!(m.data.unwrap().value.len(), BOLT_CONTENT_LEN);
+        assert!(m.http_extension.is_none());
     }
 }

@@ -1,8 +1,9 @@
 //! Load generation, in the bench process: HTTP/1.1 keep-alive clients (hyper) and gRPC clients
-//! (tonic over a few HTTP/2 connections), driven either **open-loop** (a fixed rate, latency
-//! from each request's scheduled send time) or **closed-loop** (N workers each sending the next
-//! request as soon as the last one answers: maximum throughput at that concurrency). Every
-//! phase is bounded by time and by request count. Latencies go into an HdrHistogram (ns).
+//! (tonic over a few HTTP/2 connections; calls shaped for the sidecar's HTTP or Bolt channel),
+//! driven either **open-loop** (a fixed rate, latency from each request's scheduled send time)
+//! or **closed-loop** (N workers each sending the next request as soon as the last one
+//! answers: maximum throughput at that concurrency). Every phase is bounded by time and by
+//! request count. Latencies go into an HdrHistogram (ns).
 //! Not for starting servers or measuring processes (see `scenario`, `procstat`).
 
 mod grpc;
@@ -23,6 +24,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::{sync::Semaphore, task::JoinSet};
 
+pub(crate) use self::grpc::Invoke;
 use self::{grpc::GrpcConn, http::HttpConn, pacer::Schedule};
 
 /// Slack after a phase's duration before outstanding requests are abandoned (and counted as
@@ -53,8 +55,8 @@ pub(crate) enum CallError {
 pub(crate) enum Target {
     /// An HTTP/1.1 server or proxy.
     Http(SocketAddr),
-    /// A gRPC server answering Layotto's `InvokeService`.
-    Grpc(SocketAddr),
+    /// A gRPC server answering Layotto's `InvokeService`, sent calls of this kind.
+    Grpc(SocketAddr, Invoke),
 }
 
 /// One worker's connection.
@@ -83,7 +85,7 @@ impl Target {
                 }
                 Ok(conns)
             }
-            Target::Grpc(addr) => Ok(grpc::connect(addr, workers)
+            Target::Grpc(addr, invoke) => Ok(grpc::connect(addr, invoke, workers)
                 .await?
                 .into_iter()
                 .map(|c| Conn::Grpc(Box::new(c)))

@@ -1,9 +1,9 @@
-//! The scenarios and how one run goes: start the shared servers (HTTP upstream, gRPC floor),
-//! then for each scenario start a fresh system under test (the sidecar, nginx or HAProxy; none
-//! for the direct baselines), measure its idle memory, warm it up, and run every load phase
-//! (open loop at each rate, closed loop at each concurrency) while watching the proxy, the
-//! upstream and the bench itself. Not for generating load (see `load`) or rendering results
-//! (see `report`).
+//! The scenarios and how one run goes: start the shared servers (HTTP upstream, and the gRPC
+//! floor and the Bolt upstream when a scenario needs them), then for each scenario start a
+//! fresh system under test (the sidecar, nginx or HAProxy; none for the direct baselines),
+//! measure its idle memory, warm it up, and run every load phase (open loop at each rate,
+//! closed loop at each concurrency) while watching the proxy, the upstream and the bench
+//! itself. Not for generating load (see `load`) or rendering results (see `report`).
 
 mod monitor;
 
@@ -23,16 +23,16 @@ use self::monitor::{Monitor, Watched};
 pub use self::monitor::{ProcCost, Role};
 use crate::{
     BenchError,
-    load::{self, LoadResult, Target},
+    load::{self, Invoke, LoadResult, Target},
     machine::Machine,
     peers::Peer,
     process::Proc,
     procstat,
     report::{self, Report},
-    sidecar,
+    sidecar::{self, Setup},
 };
 
-/// One way of sending the same request to the same upstream.
+/// One way of asking for the same 1 KiB answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -49,10 +49,9 @@ pub enum Scenario {
     NginxHttp,
     /// HTTP client → HAProxy → upstream.
     HaproxyHttp,
-    /// tonic client → sidecar `InvokeService` → Bolt channel → Bolt upstream.
-    // INVOKE-BOLT: reserved. When the runtime grows a Bolt channel, give `run_scenario` a
-    // Bolt upstream (a child process like `upstream`, answering 1 KiB) and a sidecar config
-    // with a `protocol: bolt` channel, listener and cluster; the gRPC client is unchanged.
+    /// tonic client → sidecar `InvokeService` → Bolt channel → named in-process Bolt listener
+    /// → proxy core → Bolt upstream (its own sidecar process and config; the call carries
+    /// 1 KiB of opaque content).
     InvokeBolt,
 }
 
@@ -97,9 +96,15 @@ impl Scenario {
                 "HTTP/1.1 client → HAProxy (1 thread, http-reuse always) → upstream"
             }
             Scenario::InvokeBolt => {
-                "tonic client → sidecar InvokeService → Bolt channel → Bolt upstream"
+                "tonic client → sidecar InvokeService → Bolt channel → in-process listener → proxy core → Bolt upstream"
             }
         }
+    }
+
+    /// Whether the scenario calls the sidecar's `InvokeService`, and so is compared with the
+    /// gRPC floor (`direct-grpc`) as well as with `direct-http`.
+    pub fn is_invoke(self) -> bool {
+        matches!(self, Scenario::InvokeHttp | Scenario::InvokeBolt)
     }
 }
 
@@ -190,7 +195,7 @@ pub struct ScenarioResult {
     pub scenario: Scenario,
     pub name: &'static str,
     pub description: &'static str,
-    /// Why it did not run (a peer not installed, a scenario not implemented yet).
+    /// Why it did not run (a peer not installed).
     pub skipped: Option<String>,
     /// Why it stopped early (a process that would not start or died).
     pub failure: Option<String>,
@@ -283,26 +288,64 @@ pub async fn run(
         .map_err(|e| BenchError::io("create a temp dir".to_owned(), e))?;
     let machine = Machine::describe();
     let _ = writeln!(progress, "{}", machine.one_line());
-    let upstream = Server::start("upstream", settings, dir.path()).await?;
-    let echo = if settings.scenarios.contains(&Scenario::DirectGrpc) {
-        Some(Server::start("echo", settings, dir.path()).await?)
-    } else {
-        None
-    };
-    let _ = writeln!(progress, "upstream (1 KiB HTTP/1.1) on {}", upstream.addr);
+    let servers = Servers::start(settings, dir.path()).await?;
+    let _ = writeln!(
+        progress,
+        "upstream (1 KiB HTTP/1.1) on {}",
+        servers.upstream.addr
+    );
+    if let Some(bolt) = &servers.bolt {
+        let _ = writeln!(progress, "bolt upstream (1 KiB Bolt v1) on {}", bolt.addr);
+    }
     let mut results = Vec::new();
     for &sc in &settings.scenarios {
         let sdir = dir.path().join(sc.name());
         std::fs::create_dir_all(&sdir)
             .map_err(|e| BenchError::io(format!("create {}", sdir.display()), e))?;
-        let result = run_scenario(sc, settings, &sdir, &upstream, echo.as_ref(), progress).await;
+        let result = run_scenario(sc, settings, &sdir, &servers, progress).await;
         results.push(result);
     }
-    if let Some(echo) = echo {
-        echo.proc.stop().await;
-    }
-    upstream.proc.stop().await;
+    servers.stop().await;
     Ok(report::build(machine, command, settings, results))
+}
+
+/// The servers every scenario of a run shares.
+struct Servers {
+    /// The HTTP/1.1 upstream.
+    upstream: Server,
+    /// The gRPC floor, when `direct-grpc` runs.
+    echo: Option<Server>,
+    /// The Bolt upstream, when `invoke-bolt` runs.
+    bolt: Option<Server>,
+}
+
+impl Servers {
+    async fn start(settings: &Settings, dir: &Path) -> Result<Self, BenchError> {
+        let wanted = |sc| settings.scenarios.contains(&sc);
+        let upstream = Server::start("upstream", settings, dir).await?;
+        let echo = if wanted(Scenario::DirectGrpc) {
+            Some(Server::start("echo", settings, dir).await?)
+        } else {
+            None
+        };
+        let bolt = if wanted(Scenario::InvokeBolt) {
+            Some(Server::start("bolt-upstream", settings, dir).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            upstream,
+            echo,
+            bolt,
+        })
+    }
+
+    async fn stop(self) {
+        for server in [self.bolt, self.echo].into_iter().flatten() {
+            server.proc.stop().await;
+        }
+        self.upstream.proc.stop().await;
+    }
 }
 
 /// The system under test of one scenario.
@@ -316,47 +359,57 @@ async fn start_subject(
     sc: Scenario,
     settings: &Settings,
     dir: &Path,
-    upstream: &Server,
-    echo: Option<&Server>,
+    servers: &Servers,
 ) -> Result<Result<Subject, String>, BenchError> {
     Ok(Ok(match sc {
         Scenario::DirectHttp => Subject {
             proc: None,
-            target: Target::Http(upstream.addr),
+            target: Target::Http(servers.upstream.addr),
             label: None,
         },
         Scenario::DirectGrpc => {
-            let Some(echo) = echo else {
+            let Some(echo) = &servers.echo else {
                 return Ok(Err("the gRPC floor server is not running".to_owned()));
             };
             Subject {
                 proc: None,
-                target: Target::Grpc(echo.addr),
+                target: Target::Grpc(echo.addr, Invoke::Http),
                 label: None,
             }
         }
-        Scenario::InvokeHttp | Scenario::ProxyHttp => {
+        Scenario::InvokeHttp | Scenario::ProxyHttp | Scenario::InvokeBolt => {
             if !settings.sidecar_bin.is_file() {
                 return Err(BenchError::NoSidecar(settings.sidecar_bin.clone()));
             }
-            let (proc, addrs) = sidecar::start(
-                &settings.sidecar_bin,
-                dir,
-                upstream.addr,
-                settings.sidecar_threads,
-            )
-            .await?;
+            let setup = if sc == Scenario::InvokeBolt {
+                let Some(bolt) = &servers.bolt else {
+                    return Ok(Err("the Bolt upstream is not running".to_owned()));
+                };
+                Setup::Bolt {
+                    upstream: bolt.addr,
+                }
+            } else {
+                Setup::Http {
+                    upstream: servers.upstream.addr,
+                }
+            };
+            let (proc, addrs) =
+                sidecar::start(&settings.sidecar_bin, dir, setup, settings.sidecar_threads).await?;
             let threads = match settings.sidecar_threads {
                 0 => "default tokio worker threads".to_owned(),
                 n => format!("{n} tokio worker thread{}", if n == 1 { "" } else { "s" }),
             };
+            let target = match (sc, addrs.proxy) {
+                (Scenario::InvokeBolt, _) => Target::Grpc(addrs.grpc, Invoke::Bolt),
+                (Scenario::ProxyHttp, Some(proxy)) => Target::Http(proxy),
+                (Scenario::ProxyHttp, None) => {
+                    return Ok(Err("the sidecar has no TCP proxy listener".to_owned()));
+                }
+                _ => Target::Grpc(addrs.grpc, Invoke::Http),
+            };
             Subject {
                 proc: Some(proc),
-                target: if sc == Scenario::InvokeHttp {
-                    Target::Grpc(addrs.grpc)
-                } else {
-                    Target::Http(addrs.proxy)
-                },
+                target,
                 label: Some(format!("outrigger ({threads})")),
             }
         }
@@ -374,18 +427,12 @@ async fn start_subject(
                 )));
             };
             let version = peer.version(&bin);
-            let (proc, listen) = peer.start(&bin, dir, upstream.addr).await?;
+            let (proc, listen) = peer.start(&bin, dir, servers.upstream.addr).await?;
             Subject {
                 proc: Some(proc),
                 target: Target::Http(listen),
                 label: Some(version),
             }
-        }
-        Scenario::InvokeBolt => {
-            return Ok(Err(
-                "not implemented yet: the runtime has no Bolt channel (see INVOKE-BOLT in scenario/mod.rs)"
-                    .to_owned(),
-            ));
         }
     }))
 }
@@ -394,12 +441,11 @@ async fn run_scenario(
     sc: Scenario,
     settings: &Settings,
     dir: &Path,
-    upstream: &Server,
-    echo: Option<&Server>,
+    servers: &Servers,
     progress: &mut (dyn Write + Send),
 ) -> ScenarioResult {
     let mut result = ScenarioResult::new(sc);
-    let subject = match start_subject(sc, settings, dir, upstream, echo).await {
+    let subject = match start_subject(sc, settings, dir, servers).await {
         Ok(Ok(s)) => s,
         Ok(Err(skip)) => {
             let _ = writeln!(progress, "{sc}: skipped: {skip}");
@@ -426,9 +472,10 @@ async fn run_scenario(
             pids,
         });
     }
-    let server = match (sc, echo) {
-        (Scenario::DirectGrpc, Some(echo)) => echo.watched("grpc floor (tonic)"),
-        _ => upstream.watched("upstream (hyper)"),
+    let server = match (sc, &servers.echo, &servers.bolt) {
+        (Scenario::DirectGrpc, Some(echo), _) => echo.watched("grpc floor (tonic)"),
+        (Scenario::InvokeBolt, _, Some(bolt)) => bolt.watched("bolt upstream (outrigger-codec)"),
+        _ => servers.upstream.watched("upstream (hyper)"),
     };
     watched.push(server);
     watched.push(Watched {
