@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
     metrics::{
         counter::Counter,
         family::Family,
@@ -17,6 +17,78 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+/// A label value that is cheap to clone and to build on the request path: a static string or a
+/// shared one (cloning is a reference-count bump, never an allocation). Compares, hashes and
+/// encodes as its text, so both forms of the same text are the same label value.
+#[derive(Clone, Debug)]
+pub enum LabelStr {
+    /// A string known at compile time.
+    Static(&'static str),
+    /// A name built once (at config load, pool creation) and shared.
+    Shared(Arc<str>),
+}
+
+impl LabelStr {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LabelStr::Static(s) => s,
+            LabelStr::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for LabelStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LabelStr {}
+
+impl std::hash::Hash for LabelStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl From<&'static str> for LabelStr {
+    fn from(s: &'static str) -> Self {
+        LabelStr::Static(s)
+    }
+}
+
+impl From<&Arc<str>> for LabelStr {
+    fn from(s: &Arc<str>) -> Self {
+        LabelStr::Shared(s.clone())
+    }
+}
+
+impl EncodeLabelValue for LabelStr {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// A status label value: a protocol status code, or why there was none (`oneway`, `timeout`,
+/// …). Encodes as the code in decimal or the word, without building a string.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StatusLabel {
+    /// A protocol status code.
+    Code(u32),
+    /// A word standing for the outcome.
+    Word(&'static str),
+}
+
+impl EncodeLabelValue for StatusLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            StatusLabel::Code(c) => EncodeLabelValue::encode(c, encoder),
+            StatusLabel::Word(w) => EncodeLabelValue::encode(w, encoder),
+        }
+    }
+}
 
 /// Labels of a gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,9 +124,9 @@ pub struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProxyLabels {
     /// The listener that received it.
-    pub listener: String,
+    pub listener: LabelStr,
     /// The cluster it went to (empty when no route matched).
-    pub cluster: String,
+    pub cluster: LabelStr,
     /// The HTTP status returned downstream.
     pub status: u16,
 }
@@ -72,12 +144,12 @@ pub struct ProtocolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MuxCallLabels {
     /// `bolt` or `dubbo`.
-    pub protocol: String,
+    pub protocol: &'static str,
     /// The pool, e.g. `channel/bolt` or `upstream/<cluster>/<addr>`.
-    pub name: String,
+    pub name: LabelStr,
     /// The response's protocol status code (`0` Bolt success, `20` Dubbo OK, …), or why there
     /// was none: `oneway`, `timeout`, `closed`, `overflow`, `connect_failure`.
-    pub status: String,
+    pub status: StatusLabel,
 }
 
 /// Labels of a heartbeat event.
@@ -96,13 +168,13 @@ pub struct HeartbeatLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct XprotocolLabels {
     /// `bolt` or `dubbo`.
-    pub protocol: String,
+    pub protocol: &'static str,
     /// The listener that received it.
-    pub listener: String,
+    pub listener: LabelStr,
     /// The cluster it went to (empty when none was chosen).
-    pub cluster: String,
+    pub cluster: LabelStr,
     /// The protocol status code returned downstream (`oneway` when none is).
-    pub status: String,
+    pub status: StatusLabel,
 }
 
 /// Labels of a config reload.

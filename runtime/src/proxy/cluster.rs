@@ -79,7 +79,8 @@ struct HostSet {
 
 /// A cluster of upstream hosts.
 pub(crate) struct Cluster {
-    pub(crate) name: String,
+    /// Shared, so that metric labels take it without copying.
+    pub(crate) name: Arc<str>,
     cfg: ClusterConfig,
     balancer: Balancer,
     hosts: ArcSwap<HostSet>,
@@ -97,7 +98,7 @@ impl Cluster {
     /// DNS). When any host is a DNS name, a task re-resolves it until the cluster is dropped.
     pub(crate) async fn build(cfg: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
         let cluster = Arc::new(Self {
-            name: cfg.name.clone(),
+            name: Arc::from(cfg.name.as_str()),
             cfg: cfg.clone(),
             balancer: Balancer::new(cfg.lb),
             hosts: ArcSwap::from_pointee(HostSet::default()),

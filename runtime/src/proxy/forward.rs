@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Shared, cluster::UpstreamPool, route::Route};
 use crate::{
-    metrics::ProxyLabels,
+    metrics::{LabelStr, ProxyLabels},
     pool::{
         PoolError,
         http1::{ExchangeError, MAX_BODY_BYTES, exchange},
@@ -138,7 +138,7 @@ pub(crate) async fn handle(
                 ProxyError::BadRequest,
                 format!("cannot read the request body: {e}"),
             );
-            record(shared, listener, "", &resp);
+            record(shared, LabelStr::Shared(listener.into()), "".into(), &resp);
             resp
         }
     };
@@ -156,14 +156,16 @@ pub(crate) async fn dispatch(
     body: Bytes,
 ) -> Response<Bytes> {
     let snapshot = shared.live.load_full();
-    let Some(table) = snapshot.listeners.get(listener) else {
+    let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
         let resp = error_response(
             ProxyError::NoRoute,
             format!("listener {listener} is not in the live config"),
         );
-        record(shared, listener, "", &resp);
+        record(shared, LabelStr::Shared(listener.into()), "".into(), &resp);
         return resp;
     };
+    // The live config's copy of the name: the label costs a reference count, not a copy.
+    let listener = LabelStr::from(name);
     let caller_timeout = parts
         .headers
         .remove(TIMEOUT_HEADER)
@@ -182,23 +184,25 @@ pub(crate) async fn dispatch(
             parts.uri.path()
         );
         let resp = error_response(ProxyError::NoRoute, msg);
-        record(shared, listener, "", &resp);
+        record(shared, listener, "".into(), &resp);
         return resp;
     };
     strip_hop_by_hop(&mut parts.headers);
     let timeout = caller_timeout.map_or(route.timeout, |t| t.min(route.timeout));
     let resp = forward(shared, route, parts, body, Instant::now() + timeout).await;
-    record(shared, listener, &route.cluster.name, &resp);
+    record(shared, listener, LabelStr::from(&route.cluster.name), &resp);
     resp
 }
 
-fn record(shared: &Shared, listener: &str, cluster: &str, resp: &Response<Bytes>) {
+/// Counts one request. The labels share names already held (no string is built), except
+/// when the listener is not in the live config.
+fn record(shared: &Shared, listener: LabelStr, cluster: LabelStr, resp: &Response<Bytes>) {
     shared
         .metrics
         .proxy_requests
         .get_or_create(&ProxyLabels {
-            listener: listener.to_owned(),
-            cluster: cluster.to_owned(),
+            listener,
+            cluster,
             status: resp.status().as_u16(),
         })
         .inc();

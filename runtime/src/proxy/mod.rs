@@ -43,7 +43,8 @@ const IN_PROCESS_BUFFER: usize = 64 * 1024;
 /// Immutable routing state of one config version.
 #[derive(Default)]
 pub(crate) struct ProxySnapshot {
-    listeners: HashMap<String, Arc<RouteTable>>,
+    /// Route tables by listener name; the shared keys are the listeners' metric label values.
+    listeners: HashMap<Arc<str>, Arc<RouteTable>>,
     protocols: HashMap<String, Protocol>,
     clusters: HashMap<String, Arc<Cluster>>,
 }
@@ -91,7 +92,7 @@ impl ProxySnapshot {
             protocols.insert(l.name.clone(), l.protocol);
             match tables.get(&l.route_table) {
                 Some(t) => {
-                    listeners.insert(l.name.clone(), t.clone());
+                    listeners.insert(Arc::from(l.name.as_str()), t.clone());
                 }
                 None => errors.push(format!(
                     "listener {}: unknown route table {}",
@@ -135,7 +136,7 @@ impl Shared {
         self.metrics
             .proxy_retries
             .get_or_create(&crate::metrics::NameLabels {
-                name: cluster.name.clone(),
+                name: cluster.name.to_string(),
             })
             .inc();
         tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");

@@ -26,11 +26,11 @@ use super::{
     route::{RequestView, Route},
 };
 use crate::{
-    metrics::{HeartbeatLabels, ProtocolLabels, XprotocolLabels},
+    metrics::{HeartbeatLabels, LabelStr, ProtocolLabels, StatusLabel, XprotocolLabels},
     pool::{
         PoolError,
         http1::Io,
-        mux::{FrameKind, MuxError, MuxPool, Wire},
+        mux::{FrameKind, MuxError, MuxPool, Wire, write_batch},
     },
 };
 
@@ -184,22 +184,14 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
     }
 }
 
+/// Writes answers as they come, the ones queued together gathered into one write.
 async fn write_loop<W: tokio::io::AsyncWrite>(
     mut wr: tokio::io::WriteHalf<W>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut res = wr.write_all(&first).await;
-        while res.is_ok() {
-            match rx.try_recv() {
-                Ok(next) => res = wr.write_all(&next).await,
-                Err(_) => break,
-            }
-        }
-        if res.is_ok() {
-            res = wr.flush().await;
-        }
-        if let Err(e) = res {
+        if let Err(e) = write_batch(&mut wr, first, &mut rx, &mut batch).await {
             tracing::debug!(error = %e, "write failed");
             return;
         }
@@ -211,7 +203,7 @@ async fn write_loop<W: tokio::io::AsyncWrite>(
 /// requests), under the downstream's request id.
 async fn handle<P: ServerProtocol>(
     shared: &Shared,
-    listener: &str,
+    listener: &Arc<str>,
     request: P::Frame,
     limits: &Limits,
 ) -> Option<P::Frame> {
@@ -228,15 +220,15 @@ async fn handle<P: ServerProtocol>(
             (!one_way).then(|| P::error_answer(&request, cause, &message))
         }
     };
-    let status = answer
-        .as_ref()
-        .map_or_else(|| "oneway".to_owned(), |a| P::status(a).to_string());
+    let status = answer.as_ref().map_or(StatusLabel::Word("oneway"), |a| {
+        StatusLabel::Code(P::status(a))
+    });
     shared
         .metrics
         .xprotocol_requests
         .get_or_create(&XprotocolLabels {
-            protocol: P::NAME.to_owned(),
-            listener: listener.to_owned(),
+            protocol: P::NAME,
+            listener: LabelStr::from(listener),
             cluster,
             status,
         })
@@ -254,16 +246,16 @@ async fn forward<P: ServerProtocol>(
     listener: &str,
     request: &P::Frame,
     limits: &Limits,
-) -> (Outcome<P::Frame>, String) {
+) -> (Outcome<P::Frame>, LabelStr) {
     let snapshot = shared.live.load_full();
     let Some(table) = snapshot.listeners.get(listener) else {
         let msg = format!("listener {listener} is not in the live config");
-        return (Err((ProxyError::NoRoute, msg)), String::new());
+        return (Err((ProxyError::NoRoute, msg)), LabelStr::Static(""));
     };
     let route = {
         let view = match P::view(request, limits) {
             Ok(v) => v,
-            Err(e) => return (Err((ProxyError::BadRequest, e)), String::new()),
+            Err(e) => return (Err((ProxyError::BadRequest, e)), LabelStr::Static("")),
         };
         match table.find_view(&view) {
             Some(route) => route,
@@ -273,13 +265,13 @@ async fn forward<P: ServerProtocol>(
                     table.name,
                     P::describe(&view)
                 );
-                return (Err((ProxyError::NoRoute, msg)), String::new());
+                return (Err((ProxyError::NoRoute, msg)), LabelStr::Static(""));
             }
         }
     };
     let timeout = P::caller_timeout(request).map_or(route.timeout, |t| t.min(route.timeout));
     let outcome = exchange::<P>(shared, route, request, Instant::now() + timeout).await;
-    (outcome, route.cluster.name.clone())
+    (outcome, LabelStr::from(&route.cluster.name))
 }
 
 async fn exchange<P: ServerProtocol>(

@@ -37,7 +37,9 @@ use super::{
     dial::Open,
     http1::{ConnectError, Dial, Io},
 };
-use crate::metrics::{HeartbeatLabels, Metrics, MuxCallLabels, NameLabels, ProtocolLabels};
+use crate::metrics::{
+    HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, ProtocolLabels, StatusLabel,
+};
 
 /// Calls one connection may have waiting for answers; a pool allows `size` times this.
 pub(crate) const MAX_PENDING_PER_CONNECTION: usize = 1024;
@@ -45,6 +47,9 @@ pub(crate) const MAX_PENDING_PER_CONNECTION: usize = 1024;
 const WRITE_QUEUE: usize = 256;
 /// Initial read buffer of a connection; it grows up to the frame limit.
 const READ_BUFFER: usize = 16 * 1024;
+/// Queued frames are gathered into writes of at most this many bytes (a frame this big or
+/// bigger is written on its own, without copying).
+const MAX_WRITE_BATCH: usize = 64 * 1024;
 
 /// Heartbeat settings of a pool's connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +154,8 @@ struct MuxMetrics {
     waits: Counter,
     wait_seconds: Histogram,
     calls: prometheus_client::metrics::family::Family<MuxCallLabels, Counter>,
-    name: String,
+    /// The pool's name, shared by every call's labels.
+    name: Arc<str>,
     protocol: &'static str,
 }
 
@@ -183,17 +189,18 @@ impl MuxMetrics {
             waits: metrics.pool_waits.get_or_create(&named).clone(),
             wait_seconds: metrics.pool_wait_seconds.get_or_create(&named).clone(),
             calls: metrics.mux_calls.clone(),
-            name: name.to_owned(),
+            name: Arc::from(name),
             protocol,
         }
     }
 
-    fn call(&self, status: &str) {
+    /// Counts one call by outcome; builds no string (the labels borrow the pool's name).
+    fn call(&self, status: StatusLabel) {
         self.calls
             .get_or_create(&MuxCallLabels {
-                protocol: self.protocol.to_owned(),
-                name: self.name.clone(),
-                status: status.to_owned(),
+                protocol: self.protocol,
+                name: LabelStr::from(&self.name),
+                status,
             })
             .inc();
     }
@@ -282,9 +289,9 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
         let result = self.call_inner(frame, deadline).await;
         let metrics = &self.inner.metrics;
         match &result {
-            Ok(Some(answer)) => metrics.call(&W::status(answer).to_string()),
-            Ok(None) => metrics.call("oneway"),
-            Err(e) => metrics.call(e.label()),
+            Ok(Some(answer)) => metrics.call(StatusLabel::Code(W::status(answer))),
+            Ok(None) => metrics.call(StatusLabel::Word("oneway")),
+            Err(e) => metrics.call(StatusLabel::Word(e.label())),
         }
         result
     }
@@ -805,6 +812,7 @@ async fn write_loop<W: Wire>(
     mut wr: WriteHalf<Box<dyn Io>>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let mut batch = Vec::new();
     let reason = loop {
         let first = tokio::select! {
             _ = shared.cancel.cancelled() => break None,
@@ -815,7 +823,7 @@ async fn write_loop<W: Wire>(
         };
         let written = tokio::select! {
             _ = shared.cancel.cancelled() => break None,
-            r = write_batch(&mut wr, first, &mut rx) => r,
+            r = write_batch(&mut wr, first, &mut rx, &mut batch) => r,
         };
         if let Err(e) = written {
             break Some(format!("write failed: {e}"));
@@ -827,14 +835,42 @@ async fn write_loop<W: Wire>(
     let _ = wr.shutdown().await;
 }
 
-async fn write_batch(
-    wr: &mut WriteHalf<Box<dyn Io>>,
+/// Writes `first` and every frame queued behind it right now, gathered into as few writes as
+/// the batch bound allows (one for a burst of small frames), then flushes. `batch` is the
+/// caller's scratch buffer, kept between calls so a busy connection does not allocate.
+pub(crate) async fn write_batch<T: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut T,
     first: Bytes,
     rx: &mut mpsc::Receiver<Bytes>,
+    batch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    wr.write_all(&first).await?;
-    while let Ok(next) = rx.try_recv() {
-        wr.write_all(&next).await?;
+    let Ok(second) = rx.try_recv() else {
+        // A lone frame: write it as it is.
+        wr.write_all(&first).await?;
+        return wr.flush().await;
+    };
+    // `batch` never holds more than the bound, so its capacity stays bounded too.
+    batch.clear();
+    let mut frame = first;
+    let mut queued = Some(second);
+    loop {
+        if !batch.is_empty() && batch.len() + frame.len() > MAX_WRITE_BATCH {
+            wr.write_all(batch).await?;
+            batch.clear();
+        }
+        if frame.len() >= MAX_WRITE_BATCH {
+            wr.write_all(&frame).await?;
+        } else {
+            batch.extend_from_slice(&frame);
+        }
+        match queued.take().or_else(|| rx.try_recv().ok()) {
+            Some(f) => frame = f,
+            None => break,
+        }
+    }
+    if !batch.is_empty() {
+        wr.write_all(batch).await?;
+        batch.clear();
     }
     wr.flush().await
 }

@@ -447,3 +447,94 @@ async fn a_frame_too_large_to_encode_fails_alone() {
     assert_eq!(h.pool.pending(), 0);
     assert_eq!(h.opened.load(Ordering::SeqCst), 1);
 }
+
+/// Records each write it is given.
+#[derive(Default)]
+struct Writes(Vec<Vec<u8>>);
+
+impl tokio::io::AsyncWrite for Writes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.0.push(buf.to_vec());
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn queued_frames_go_out_in_few_writes_in_order() {
+    let frame = |byte: u8, len: usize| Bytes::from(vec![byte; len]);
+    let (tx, mut rx) = mpsc::channel(WRITE_QUEUE);
+    let mut batch = Vec::new();
+
+    // A lone frame is written as it is.
+    let mut wr = Writes::default();
+    write_batch(&mut wr, frame(1, 10), &mut rx, &mut batch)
+        .await
+        .expect("write");
+    assert_eq!(wr.0, vec![vec![1; 10]]);
+
+    // A burst of small frames is one write.
+    for b in 2..=5 {
+        tx.try_send(frame(b, 1000)).expect("queue");
+    }
+    let mut wr = Writes::default();
+    write_batch(&mut wr, frame(1, 1000), &mut rx, &mut batch)
+        .await
+        .expect("write");
+    assert_eq!(wr.0.len(), 1);
+    let expected: Vec<u8> = (1..=5).flat_map(|b| vec![b; 1000]).collect();
+    assert_eq!(wr.0.concat(), expected);
+
+    // Writes stay within the bound; a big frame goes out on its own; the order holds.
+    let sizes = [
+        40_000,
+        30_000,
+        MAX_WRITE_BATCH + 1,
+        10,
+        20,
+        MAX_WRITE_BATCH - 20,
+    ];
+    for (i, len) in sizes.iter().enumerate().skip(1) {
+        tx.try_send(frame(u8::try_from(i).expect("small"), *len))
+            .expect("queue");
+    }
+    let mut wr = Writes::default();
+    write_batch(&mut wr, frame(0, sizes[0]), &mut rx, &mut batch)
+        .await
+        .expect("write");
+    let lens: Vec<usize> = wr.0.iter().map(Vec::len).collect();
+    assert_eq!(
+        lens,
+        vec![
+            40_000,
+            30_000,
+            MAX_WRITE_BATCH + 1,
+            30,
+            MAX_WRITE_BATCH - 20
+        ]
+    );
+    let expected: Vec<u8> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, len)| vec![u8::try_from(i).expect("small"); *len])
+        .collect();
+    assert_eq!(wr.0.concat(), expected);
+    assert!(rx.try_recv().is_err());
+}
