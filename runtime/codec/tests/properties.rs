@@ -194,6 +194,73 @@ proptest! {
     }
 
     #[test]
+    fn skip_consumes_what_read_does(
+        values in prop::collection::vec(value(), 1..4),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        xor in 1u8..,
+    ) {
+        let mut w = Writer::new();
+        values.iter().for_each(|v| w.write(v));
+        let wire = w.finish();
+        skip_agrees_with_read(&wire);
+        skip_agrees_with_read(&wire[..cut.index(wire.len())]);
+        let mut corrupted = wire.to_vec();
+        corrupted[flip.index(wire.len())] ^= xor;
+        skip_agrees_with_read(&corrupted);
+    }
+
+    #[test]
+    fn raw_result_is_what_a_value_reader_sees(
+        outcome in prop_oneof![
+            value().prop_map(dubbo::Outcome::Value),
+            Just(dubbo::Outcome::Null),
+            value().prop_map(dubbo::Outcome::Exception),
+        ],
+        attachments in prop::option::of(prop::collection::vec(("[a-z]{1,6}", value()), 0..4)),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let body = dubbo::RpcResult { outcome, attachments }.encode();
+        let limits = Limits::default();
+        for body in [body.clone(), body.slice(..cut.index(body.len()))] {
+            let frame = dubbo::Frame::request(1, Bytes::new()).response(dubbo::status::OK, body);
+            prop_assert_eq!(dubbo::RawResult::decode(&frame, &limits).ok(), raw_result_by_reading(&frame));
+        }
+    }
+
+    #[test]
+    fn request_timeout_is_the_decoded_attachment(
+        args in prop::collection::vec(value(), 0..4),
+        attachments in prop::collection::vec(("[a-z]{1,6}", value()), 0..4),
+        timeout in prop::option::of(prop_oneof![
+            any::<i32>().prop_map(Value::Int),
+            any::<i64>().prop_map(Value::Long),
+            any::<i64>().prop_map(|n| Value::string(n.to_string())),
+            value(),
+        ]),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut inv = RpcInvocation {
+            dubbo_version: "2.0.2".into(),
+            service_path: "com.example.Svc".into(),
+            service_version: "1.0".into(),
+            method: "m".into(),
+            parameter_types_desc: "Ljava/lang/Object;".repeat(args.len()),
+            args,
+            attachments,
+        };
+        if let Some(t) = timeout {
+            inv.attachments.insert(0, ("timeout".to_owned(), t));
+        }
+        let body = inv.encode();
+        let limits = Limits::default();
+        for body in [body.clone(), body.slice(..cut.index(body.len()))] {
+            let frame = dubbo::Frame::request(1, body);
+            prop_assert_eq!(dubbo::request_timeout(&frame, &limits), timeout_by_decoding(&frame));
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..512)) {
         no_panic_on(&input);
         // Also as if the protocol byte were right, so the decoders get past the first check.
@@ -231,6 +298,65 @@ proptest! {
     }
 }
 
+/// `skip_value` accepts and consumes exactly what `read_value` does, value after value.
+fn skip_agrees_with_read(input: &[u8]) {
+    let mut read = Reader::new(Bytes::copy_from_slice(input));
+    let mut skip = Reader::new(Bytes::copy_from_slice(input));
+    loop {
+        let (a, b) = (read.read_value(), skip.skip_value());
+        assert_eq!(a.as_ref().err(), b.as_ref().err(), "{input:02x?}");
+        assert_eq!(read.position(), skip.position(), "{input:02x?}");
+        if a.is_err() || read.is_empty() {
+            return;
+        }
+    }
+}
+
+/// What the Dubbo channel computed from an OK answer before `RawResult` existed: the value
+/// read with `read_value` and sliced by position, string attachments only.
+fn raw_result_by_reading(frame: &dubbo::Frame) -> Option<dubbo::RawResult> {
+    let mut r = Reader::new(frame.body.clone());
+    let flag = r.read_int().ok()?;
+    let outcome = match flag {
+        0 | 3 => dubbo::RawOutcome::Exception(r.read_value().ok()?),
+        1 | 4 => {
+            let start = r.position();
+            r.read_value().ok()?;
+            dubbo::RawOutcome::Value(frame.body.slice(start..r.position()))
+        }
+        2 | 5 => dubbo::RawOutcome::Value(Bytes::from_static(b"N")),
+        _ => return None,
+    };
+    let mut attachments = Vec::new();
+    if flag >= 3
+        && let Value::Map(m) = r.read_value().ok()?
+    {
+        for (k, v) in m.entries {
+            if let (Value::String(k), Value::String(v)) = (k, v) {
+                attachments.push((k, v));
+            }
+        }
+    }
+    Some(dubbo::RawResult {
+        flag,
+        outcome,
+        attachments,
+    })
+}
+
+/// The request timeout by decoding the whole invocation.
+fn timeout_by_decoding(frame: &dubbo::Frame) -> Option<std::time::Duration> {
+    let inv = RpcInvocation::decode(frame, &Limits::default()).ok()?;
+    let ms = match inv.attachment("timeout")? {
+        Value::String(s) => s.parse::<i64>().ok()?,
+        v => v.as_i64()?,
+    };
+    u64::try_from(ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(std::time::Duration::from_millis)
+}
+
 /// Runs every decoder over `input`; a frame may never claim more bytes than were given.
 fn no_panic_on(input: &[u8]) {
     let limits = Limits::default();
@@ -244,10 +370,18 @@ fn no_panic_on(input: &[u8]) {
         assert!(frame.encoded_len() <= input.len());
         let _ = RpcInvocation::decode(&frame, &limits);
         let _ = Reply::decode(&frame, &limits);
+        let _ = dubbo::RawResult::decode(&frame, &limits);
+        let _ = dubbo::request_timeout(&frame, &limits);
     }
     let body = dubbo::Frame::request(0, Bytes::copy_from_slice(input));
     let _ = RpcInvocation::decode(&body, &limits);
     let _ = Reply::decode(&body, &limits);
+    let _ = dubbo::request_timeout(&body, &limits);
+    let _ = dubbo::RawResult::decode(
+        &body.response(dubbo::status::OK, body.body.clone()),
+        &limits,
+    );
+    skip_agrees_with_read(input);
     let mut r = Reader::new(Bytes::copy_from_slice(input));
     let mut values = Vec::new();
     while let Ok(v) = r.read_value() {

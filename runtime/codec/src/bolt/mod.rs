@@ -13,6 +13,9 @@
 //! belong to the channel and the proxy.
 
 mod header_map;
+pub mod sofa;
+
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -75,6 +78,28 @@ pub mod status {
     pub const SERVER_SERIAL_EXCEPTION: u16 = 0x0011;
     /// The server failed to deserialize the request.
     pub const SERVER_DESERIAL_EXCEPTION: u16 = 0x0012;
+
+    /// SOFABolt's name of a response status, for messages and logs (`"timeout"`,
+    /// `"no processor"`, …); `"not a known status"` for a code `ResponseStatus` does not
+    /// define.
+    pub fn name(status: u16) -> &'static str {
+        match status {
+            SUCCESS => "success",
+            ERROR => "error",
+            SERVER_EXCEPTION => "server exception",
+            UNKNOWN => "unknown",
+            SERVER_THREADPOOL_BUSY => "server thread pool busy",
+            ERROR_COMM => "communication error",
+            NO_PROCESSOR => "no processor",
+            TIMEOUT => "timeout",
+            CLIENT_SEND_ERROR => "client send error",
+            CODEC_EXCEPTION => "codec exception",
+            CONNECTION_CLOSED => "connection closed",
+            SERVER_SERIAL_EXCEPTION => "server serialization exception",
+            SERVER_DESERIAL_EXCEPTION => "server deserialization exception",
+            _ => "not a known status",
+        }
+    }
 }
 
 /// Which Bolt protocol a frame uses.
@@ -253,6 +278,18 @@ impl Frame {
             class: Bytes::new(),
             headers: HeaderMap::new(),
             content: Bytes::new(),
+        }
+    }
+
+    /// The timeout the caller gave a two-way or one-way request: its `timeout_ms` when
+    /// positive. `None` for no timeout (-1, or any value ≤ 0), heartbeats and responses.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::Request { timeout_ms } | Kind::OneWay { timeout_ms } => u64::try_from(timeout_ms)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+            _ => None,
         }
     }
 
@@ -678,6 +715,72 @@ mod tests {
             decode(&mut BytesMut::from(&[2u8, 1, 7][..]), &limits),
             Err(DecodeError::UnknownBoltType(7))
         ));
+    }
+
+    #[test]
+    fn status_names() {
+        let cases = [
+            (status::SUCCESS, "success"),
+            (status::ERROR, "error"),
+            (status::SERVER_EXCEPTION, "server exception"),
+            (status::UNKNOWN, "unknown"),
+            (status::SERVER_THREADPOOL_BUSY, "server thread pool busy"),
+            (status::ERROR_COMM, "communication error"),
+            (status::NO_PROCESSOR, "no processor"),
+            (status::TIMEOUT, "timeout"),
+            (status::CLIENT_SEND_ERROR, "client send error"),
+            (status::CODEC_EXCEPTION, "codec exception"),
+            (status::CONNECTION_CLOSED, "connection closed"),
+            (
+                status::SERVER_SERIAL_EXCEPTION,
+                "server serialization exception",
+            ),
+            (
+                status::SERVER_DESERIAL_EXCEPTION,
+                "server deserialization exception",
+            ),
+            // 0x000a-0x000f are unassigned: the codes jump from 0x0009 to 0x0010.
+            (0x000a, "not a known status"),
+            (0x0013, "not a known status"),
+            (u16::MAX, "not a known status"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(status::name(code), want, "status {code:#06x}");
+        }
+    }
+
+    #[test]
+    fn caller_timeouts() {
+        let cases = [
+            (Kind::Request { timeout_ms: 700 }, Some(700)),
+            (Kind::OneWay { timeout_ms: 1 }, Some(1)),
+            (
+                Kind::Request {
+                    timeout_ms: i32::MAX,
+                },
+                Some(i32::MAX as u64),
+            ),
+            (Kind::Request { timeout_ms: 0 }, None),
+            (Kind::Request { timeout_ms: -1 }, None),
+            (
+                Kind::OneWay {
+                    timeout_ms: i32::MIN,
+                },
+                None,
+            ),
+            (Kind::Heartbeat { timeout_ms: 3000 }, None),
+            (Kind::Response { status: 0 }, None),
+            (Kind::HeartbeatAck { status: 0 }, None),
+        ];
+        for (kind, want) in cases {
+            let frame = sample(Version::V1, kind);
+            assert_eq!(
+                frame.timeout(),
+                want.map(std::time::Duration::from_millis),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(Frame::heartbeat(1).timeout(), None);
     }
 
     #[test]

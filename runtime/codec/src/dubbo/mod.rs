@@ -5,10 +5,13 @@
 //!
 //! Framing ([`decode`], [`encode`], [`set_request_id`]) never looks inside the body; the
 //! `body` module parses Hessian2 request and response bodies ([`RpcInvocation`],
-//! [`RpcResult`], [`Reply`]) for the callers that need them — routing on service and
-//! method, the generic-invoke filter. Connections, timers and id allocation are not here.
+//! [`RpcResult`], [`RawResult`], [`Reply`], [`request_timeout`]) for the callers that need
+//! them — routing on service and method, the generic-invoke filter, a channel handing a
+//! result on. Java type descriptors and exception texts are in [`descriptor`] and
+//! [`describe_exception`]. Connections, timers and id allocation are not here.
 
 mod body;
+mod java;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -16,9 +19,13 @@ use crate::error::too_large;
 use crate::{DecodeError, EncodeError, Limits};
 
 pub use body::{
-    BodyError, DEFAULT_DUBBO_VERSION, GENERIC_INVOKE, Outcome, Reply, RpcInvocation, RpcResult,
-    Target, parameter_types, supports_response_attachments,
+    BodyError, DEFAULT_DUBBO_VERSION, GENERIC_INVOKE, Outcome, RESPONSE_NULL_VALUE,
+    RESPONSE_NULL_VALUE_WITH_ATTACHMENTS, RESPONSE_VALUE, RESPONSE_VALUE_WITH_ATTACHMENTS,
+    RESPONSE_WITH_EXCEPTION, RESPONSE_WITH_EXCEPTION_WITH_ATTACHMENTS, RawOutcome, RawResult,
+    Reply, RpcInvocation, RpcResult, TIMEOUT_ATTACHMENT, Target, parameter_types, request_timeout,
+    supports_response_attachments,
 };
+pub use java::{describe_exception, descriptor, java_descriptor};
 
 /// Dubbo's magic number, the first two bytes of every frame.
 pub const MAGIC: u16 = 0xdabb;
@@ -59,6 +66,25 @@ pub mod status {
     pub const CLIENT_ERROR: u8 = 90;
     /// The server's thread pool is exhausted.
     pub const SERVER_THREADPOOL_EXHAUSTED_ERROR: u8 = 100;
+
+    /// Dubbo's name of a response status, for messages and logs (`"client timeout"`,
+    /// `"service not found"`, …); `"not a known status"` for a code `Response` does not
+    /// define.
+    pub fn name(status: u8) -> &'static str {
+        match status {
+            OK => "ok",
+            CLIENT_TIMEOUT => "client timeout",
+            SERVER_TIMEOUT => "server timeout",
+            BAD_REQUEST => "bad request",
+            BAD_RESPONSE => "bad response",
+            SERVICE_NOT_FOUND => "service not found",
+            SERVICE_ERROR => "service error",
+            SERVER_ERROR => "server error",
+            CLIENT_ERROR => "client error",
+            SERVER_THREADPOOL_EXHAUSTED_ERROR => "server thread pool exhausted",
+            _ => "not a known status",
+        }
+    }
 }
 
 /// One Dubbo frame. `body` is a slice of the received bytes.
@@ -310,6 +336,31 @@ mod tests {
             decode(&mut BytesMut::from(&b"G"[..]), &Limits::default()),
             Err(DecodeError::BadDubboMagic(0x4700))
         );
+    }
+
+    #[test]
+    fn status_names() {
+        let cases = [
+            (status::OK, "ok"),
+            (status::CLIENT_TIMEOUT, "client timeout"),
+            (status::SERVER_TIMEOUT, "server timeout"),
+            (status::BAD_REQUEST, "bad request"),
+            (status::BAD_RESPONSE, "bad response"),
+            (status::SERVICE_NOT_FOUND, "service not found"),
+            (status::SERVICE_ERROR, "service error"),
+            (status::SERVER_ERROR, "server error"),
+            (status::CLIENT_ERROR, "client error"),
+            (
+                status::SERVER_THREADPOOL_EXHAUSTED_ERROR,
+                "server thread pool exhausted",
+            ),
+            (0, "not a known status"),
+            (21, "not a known status"),
+            (u8::MAX, "not a known status"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(status::name(code), want, "status {code}");
+        }
     }
 
     #[test]

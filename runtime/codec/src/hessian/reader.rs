@@ -170,6 +170,109 @@ impl Reader {
         })
     }
 
+    /// Steps over the next value without building it: what [`Reader::read_value`] would
+    /// consume, with the same errors, but no strings, lists or maps are allocated. Class
+    /// definitions and type names met on the way are still recorded, so the values after it
+    /// read as they would have.
+    pub fn skip_value(&mut self) -> Result<(), Error> {
+        let mut at = self.pos;
+        let mut tag = self.byte()?;
+        while tag == b'C' {
+            self.class_def()?;
+            at = self.pos;
+            tag = self.byte()?;
+        }
+        match tag {
+            b'N' | b'T' | b'F' => {}
+            0x80..=0xd7 | b'I' => {
+                self.int_after(tag, at)?;
+            }
+            0xd8..=0xff | 0x38..=0x3f | b'Y' | b'L' => {
+                self.long_after(tag, at)?;
+            }
+            0x5b..=0x5f | b'D' => {
+                self.double_after(tag)?;
+            }
+            b'J' => {
+                self.i64()?;
+            }
+            b'K' => {
+                self.i32()?;
+            }
+            0x00..=0x1f | 0x30..=0x33 | b'S' | b'R' => self.string_chunks(tag, at, None)?,
+            0x20..=0x2f | 0x34..=0x37 | b'A' | b'B' => {
+                // An unchunked binary is a slice of the input, not a copy.
+                self.binary_after(tag, at)?;
+            }
+            b'O' | 0x60..=0x6f => {
+                let index = if tag == b'O' {
+                    i64::from(self.read_int()?)
+                } else {
+                    i64::from(tag - 0x60)
+                };
+                let fields = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.classes.get(i))
+                    .map(|def| def.fields.len())
+                    .ok_or(Error::UnknownClass { index, at })?;
+                self.enter()?;
+                for _ in 0..fields {
+                    self.skip_value()?;
+                }
+                self.leave();
+            }
+            b'H' | b'M' => {
+                self.enter()?;
+                if tag == b'M' {
+                    self.read_type()?;
+                }
+                while self.peek()? != b'Z' {
+                    self.skip_value()?;
+                    self.skip_value()?;
+                }
+                self.pos += 1;
+                self.leave();
+            }
+            b'U' | b'W' => {
+                self.enter()?;
+                if tag == b'U' {
+                    self.read_type()?;
+                }
+                while self.peek()? != b'Z' {
+                    self.skip_value()?;
+                }
+                self.pos += 1;
+                self.leave();
+            }
+            b'V' | b'X' | 0x70..=0x7f => {
+                self.enter()?;
+                if tag == b'V' || (0x70..=0x77).contains(&tag) {
+                    self.read_type()?;
+                }
+                let len = match tag {
+                    b'V' | b'X' => {
+                        let len_at = self.pos;
+                        let len = self.read_int()?;
+                        usize::try_from(len).map_err(|_| Error::NegativeLength {
+                            len: i64::from(len),
+                            at: len_at,
+                        })?
+                    }
+                    t => usize::from((t - 0x70) & 0x07),
+                };
+                for _ in 0..len {
+                    self.skip_value()?;
+                }
+                self.leave();
+            }
+            b'Q' => {
+                self.read_int()?;
+            }
+            tag => return Err(Error::UnexpectedTag { tag, at }),
+        }
+        Ok(())
+    }
+
     /// Reads a string, or `None` for `N` (Java's `readString()` of a null).
     pub fn read_string_or_null(&mut self) -> Result<Option<String>, Error> {
         let at = self.pos;
@@ -306,8 +409,22 @@ impl Reader {
     /// Reads string chunks after `tag`; lengths count UTF-16 code units, each written as a
     /// 1–3 byte UTF-8 sequence (surrogates separately, as Java does). 4-byte sequences are
     /// accepted as two units. Unpaired surrogates become U+FFFD.
-    fn string_after(&mut self, mut tag: u8, mut at: usize) -> Result<String, Error> {
+    fn string_after(&mut self, tag: u8, at: usize) -> Result<String, Error> {
         let mut units: Vec<u16> = Vec::new();
+        self.string_chunks(tag, at, Some(&mut units))?;
+        Ok(char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect())
+    }
+
+    /// Reads the string chunks after `tag`, appending their UTF-16 units to `out` (or only
+    /// checking them when `out` is `None`).
+    fn string_chunks(
+        &mut self,
+        mut tag: u8,
+        mut at: usize,
+        mut out: Option<&mut Vec<u16>>,
+    ) -> Result<(), Error> {
         loop {
             let (len, last) = match tag {
                 0x00..=0x1f => (usize::from(tag), true),
@@ -325,20 +442,19 @@ impl Reader {
                     });
                 }
             };
-            units.reserve(len.min(self.left()));
-            self.utf16_units(len, &mut units)?;
+            if let Some(units) = out.as_deref_mut() {
+                units.reserve(len.min(self.left()));
+            }
+            self.utf16_units(len, out.as_deref_mut())?;
             if last {
-                break;
+                return Ok(());
             }
             at = self.pos;
             tag = self.byte()?;
         }
-        Ok(char::decode_utf16(units)
-            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-            .collect())
     }
 
-    fn utf16_units(&mut self, count: usize, out: &mut Vec<u16>) -> Result<(), Error> {
+    fn utf16_units(&mut self, count: usize, mut out: Option<&mut Vec<u16>>) -> Result<(), Error> {
         let mut n = 0;
         while n < count {
             let at = self.pos;
@@ -354,17 +470,23 @@ impl Reader {
             };
             match b0 {
                 0x00..=0x7f => {
-                    out.push(u16::from(b0));
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(u16::from(b0));
+                    }
                     n += 1;
                 }
                 0xc0..=0xdf => {
                     let c = (u32::from(b0 & 0x1f) << 6) | cont(self)?;
-                    out.push(c as u16);
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(c as u16);
+                    }
                     n += 1;
                 }
                 0xe0..=0xef => {
                     let c = (u32::from(b0 & 0x0f) << 12) | (cont(self)? << 6) | cont(self)?;
-                    out.push(c as u16);
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(c as u16);
+                    }
                     n += 1;
                 }
                 0xf0..=0xf7 => {
@@ -373,9 +495,10 @@ impl Reader {
                         | (cont(self)? << 6)
                         | cont(self)?;
                     let mut pair = [0u16; 2];
-                    match char::from_u32(c) {
-                        Some(ch) => out.extend_from_slice(ch.encode_utf16(&mut pair)),
-                        None => return Err(Error::InvalidUtf8 { at }),
+                    match (char::from_u32(c), out.as_deref_mut()) {
+                        (Some(ch), Some(out)) => out.extend_from_slice(ch.encode_utf16(&mut pair)),
+                        (Some(_), None) => {}
+                        (None, _) => return Err(Error::InvalidUtf8 { at }),
                     }
                     n += 2;
                 }
@@ -458,5 +581,70 @@ impl Reader {
             fields: fields.into(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_matches_read() {
+        let limits = Limits {
+            max_hessian_depth: 3,
+            ..Limits::default()
+        };
+        let cases: &[(&[u8], Result<usize, Error>)] = &[
+            (b"N", Ok(1)),
+            (b"\x90", Ok(1)),
+            (b"\xd4\x00\x01", Ok(3)),
+            (b"L\x00\x00\x00\x00\x00\x00\x00\x01", Ok(9)),
+            (b"D\x40\x00\x00\x00\x00\x00\x00\x00", Ok(9)),
+            (b"J\x00\x00\x00\x00\x00\x00\x00\x00", Ok(9)),
+            (b"K\x00\x00\x00\x01", Ok(5)),
+            (b"\x03abc", Ok(4)),
+            // "é" is one unit in two bytes; "😀" two units in four.
+            (b"\x01\xc3\xa9", Ok(3)),
+            (b"\x02\xf0\x9f\x98\x80", Ok(5)),
+            (b"R\x00\x01aS\x00\x01b", Ok(8)),
+            (b"\x22\x01\x02", Ok(3)),
+            (b"A\x00\x01xB\x00\x01y", Ok(8)),
+            (b"H\x01a\x90Z", Ok(5)),
+            (b"M\x04java\x90\x91Z", Ok(9)),
+            (b"W\x90\x91Z", Ok(4)),
+            (b"\x7a\x90\x91", Ok(3)),
+            (b"\x71\x01t\x90", Ok(4)),
+            (b"C\x01P\x91\x01x\x60\x95", Ok(8)),
+            (b"Q\x90", Ok(2)),
+            // Malformed: the same error as read_value.
+            (b"", Err(Error::UnexpectedEof { at: 0 })),
+            (b"\x05ab", Err(Error::UnexpectedEof { at: 3 })),
+            (b"\x01\xc3", Err(Error::UnexpectedEof { at: 2 })),
+            (b"\x01\xff", Err(Error::InvalidUtf8 { at: 1 })),
+            (b"\x01\xc3\x41", Err(Error::InvalidUtf8 { at: 2 })),
+            (
+                b"R\x00\x01a\x90",
+                Err(Error::Expected {
+                    expected: "string chunk",
+                    tag: 0x90,
+                    at: 4,
+                }),
+            ),
+            (b"\x60", Err(Error::UnknownClass { index: 0, at: 0 })),
+            (b"\x71\x92\x90", Err(Error::UnknownType { index: 2, at: 1 })),
+            (b"X\x8f", Err(Error::NegativeLength { len: -1, at: 1 })),
+            (b"W\x90", Err(Error::UnexpectedEof { at: 2 })),
+            (b"WWWW", Err(Error::TooDeep { max: 3 })),
+            (b"Z", Err(Error::UnexpectedTag { tag: b'Z', at: 0 })),
+            (b"C\x01P\x8f", Err(Error::NegativeLength { len: -1, at: 3 })),
+        ];
+        for (input, want) in cases {
+            let mut read = Reader::with_limits(Bytes::from_static(input), &limits);
+            let mut skip = Reader::with_limits(Bytes::from_static(input), &limits);
+            let read_result = read.read_value().map(|_| read.position());
+            let skip_result = skip.skip_value().map(|()| skip.position());
+            assert_eq!(&skip_result, want, "{input:02x?}");
+            assert_eq!(read_result, skip_result, "{input:02x?}");
+        }
     }
 }
