@@ -1778,7 +1778,8 @@ fn example_runtime_configs_pass_the_shared_validation() {
             .flat_map(|t| &t.routes)
             .any(|r| {
                 r.matcher.headers.iter().any(|h| {
-                    h.name == "id" && h.exact.as_deref() == Some(outrigger_runtime::DEMO_ID)
+                    h.name == "id"
+                        && matches!(&h.value, outrigger_config::ValueMatch::Exact(v) if v == outrigger_runtime::DEMO_ID)
                 })
             });
         dubbo_demo |= filters.contains(&"dubbo_json_rpc") && routes_demo_id;

@@ -177,6 +177,7 @@ fn schema() -> Result<JSONSchemaProps, CrdError> {
             s.meta_schema = None;
         })
         .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(schemars::transform::RecursiveTransform(kubernetes_integer))
         .with_transform(kube::core::schema::StructuralSchemaRewriter)
         .with_transform(kube::core::schema::OptionalEnum)
         .with_transform(kube::core::schema::OptionalIntOrString)
@@ -185,6 +186,27 @@ fn schema() -> Result<JSONSchemaProps, CrdError> {
         .map_err(CrdError::Schema)?;
     add_kubernetes_extensions(&mut value);
     serde_json::from_value(value).map_err(CrdError::Schema)
+}
+
+/// Unsigned integers as Kubernetes knows them: schemars writes `format: uint32`/`uint64`, which the
+/// API server does not recognise (it warns on every apply); they become `int64` with their bounds
+/// (`minimum: 0` unless the field says more, a 32-bit field's maximum).
+fn kubernetes_integer(schema: &mut schemars::Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let max = match obj.get("format").and_then(Value::as_str) {
+        Some("uint8") => Some(u64::from(u8::MAX)),
+        Some("uint16") => Some(u64::from(u16::MAX)),
+        Some("uint32") => Some(u64::from(u32::MAX)),
+        Some("uint64" | "uint") => None,
+        _ => return,
+    };
+    obj.insert("format".into(), json!("int64"));
+    obj.entry("minimum").or_insert_with(|| json!(0));
+    if let Some(max) = max {
+        obj.entry("maximum").or_insert_with(|| json!(max));
+    }
 }
 
 /// Lists keyed by a unique field, and CEL rules for constraints the schema cannot say.

@@ -1,26 +1,28 @@
-//! The Outrigger sidecar as a library: a Layotto-compatible gRPC runtime API whose
-//! `InvokeService` calls run through invoke filters and a pooled channel into a MOSN-style proxy
-//! core that routes them to upstream clusters. `main.rs` only parses flags and calls
-//! [`Sidecar::start`]; tests start sidecars in-process the same way.
+//! The Outrigger sidecar's composition root: the only crate that sees every layer. It builds a
+//! config version's snapshot (proxy routing and clusters, channels, the invoke stack) from the
+//! crates below, reloads it atomically from a watched file, serves the admin endpoint, wires the
+//! gRPC API, proxy core and watcher into one [`Sidecar`] with one shutdown signal, and holds the
+//! `outrigger demo`. `main.rs` only parses flags and calls [`Sidecar::start`]; tests start
+//! sidecars in-process the same way.
+//!
+//! ```text
+//! outrigger-runtime ──▶ api ──▶ invoke ──▶ core
+//!        │      └────▶ channel ──▶ pool ──▶ core
+//!        └──▶ proxy ──▶ pool
+//! ```
 
 mod admin;
-mod api;
-mod channel;
 mod config;
 mod demo;
-mod filter;
-mod invoke;
-mod metrics;
-mod pool;
-mod proxy;
 mod sidecar;
 
+pub use outrigger_api::{ApiListener, RuntimeApi, TIMEOUT_METADATA};
+pub use outrigger_core::{ERROR_HEADER, Metrics, TIMEOUT_HEADER};
+pub use outrigger_invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse};
+pub use outrigger_proxy::{InProcess, ProxyCore};
+
 pub use crate::{
-    api::{ApiListener, RuntimeApi, TIMEOUT_METADATA},
     config::{DEFAULT_WATCH_INTERVAL, Live, Overrides, Rejection, Reloader, Snapshot},
-    demo::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Demo, SampleUpstream, demo_request},
-    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
-    metrics::Metrics,
-    proxy::{ERROR_HEADER, InProcess, ProxyCore, TIMEOUT_HEADER},
+    demo::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Demo, DemoError, SampleUpstream, demo_request},
     sidecar::{Options, Sidecar, StartError, wait_for_signal},
 };

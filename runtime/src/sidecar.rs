@@ -13,15 +13,15 @@ use std::{
     time::Duration,
 };
 
+use outrigger_api::{ApiListener, GrpcSettings, RuntimeApi};
 use outrigger_config::RuntimeConfigSpec;
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use outrigger_core::{Metrics, Shutdown};
+use outrigger_proxy::ProxyCore;
+use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     admin::{self, AdminState},
-    api::{self, ApiListener, RuntimeApi},
     config::{DEFAULT_WATCH_INTERVAL, Overrides, Reloader, watch_file},
-    metrics::Metrics,
-    proxy::ProxyCore,
 };
 
 /// How a sidecar runs, beyond its config document.
@@ -74,7 +74,7 @@ pub struct Sidecar {
     reloader: Arc<Reloader>,
     proxy: Arc<ProxyCore>,
     ready: Arc<AtomicBool>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: JoinSet<()>,
     drain_timeout: Duration,
 }
@@ -86,8 +86,8 @@ impl Sidecar {
         options: Options,
         metrics: Metrics,
     ) -> Result<Self, StartError> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let proxy = Arc::new(ProxyCore::new(metrics.clone(), shutdown_rx.clone()));
+        let shutdown = Shutdown::new();
+        let proxy = Arc::new(ProxyCore::new(metrics.clone(), shutdown.clone()));
         let reloader = Arc::new(
             Reloader::start(
                 spec,
@@ -127,10 +127,14 @@ impl Sidecar {
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let api = RuntimeApi::new(live.clone(), metrics.clone());
-        let grpc_cfg = spec.grpc.clone();
-        let rx = shutdown_rx.clone();
+        let grpc = GrpcSettings {
+            max_message_bytes: usize::try_from(spec.grpc.max_message_bytes).unwrap_or(usize::MAX),
+            max_concurrent_requests: usize::try_from(spec.grpc.max_concurrent_requests)
+                .unwrap_or(usize::MAX),
+        };
+        let api_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = api::serve(api_listener, api, &grpc_cfg, rx).await {
+            if let Err(e) = outrigger_api::serve(api_listener, api, grpc, api_shutdown).await {
                 tracing::error!(error = %e, "grpc server failed");
             }
         });
@@ -142,14 +146,14 @@ impl Sidecar {
                 proxy: proxy.clone(),
                 ready: ready.clone(),
             },
-            shutdown_rx.clone(),
+            shutdown.clone(),
         ));
         if let Some(path) = options.config_path.clone() {
             tasks.spawn(watch_file(
                 reloader.clone(),
                 path,
                 options.watch_interval,
-                shutdown_rx,
+                shutdown.clone(),
             ));
         }
         ready.store(true, Ordering::Release);
@@ -189,7 +193,7 @@ impl Sidecar {
     /// Stops accepting, waits up to the drain timeout for in-flight calls, and stops.
     pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::Release);
-        let _ = self.shutdown.send(true);
+        self.shutdown.signal();
         let drained = tokio::time::timeout(self.drain_timeout, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -223,9 +227,4 @@ pub async fn wait_for_signal() -> io::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }

@@ -2,22 +2,16 @@
 //! path and status, and the answer for Layotto rpcs the sidecar does not serve. (Request ids,
 //! tracing spans and the concurrency limit come from tower-http and tower; see `api::serve`.)
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
-use tower_http::request_id::{MakeRequestId, RequestId};
 
-use super::status::code_label;
-use crate::metrics::{GrpcLabels, Metrics, PathLabels};
+use outrigger_core::{GrpcLabels, Metrics, PathLabels};
+
+use crate::status::code_label;
 
 /// gRPC paths kept as metric labels (static, so recording allocates nothing); anything else,
 /// including rpcs answered UNIMPLEMENTED, is `other`.
@@ -169,31 +163,5 @@ where
             )));
         }
         futures_util::future::Either::Left(self.inner.call(req))
-    }
-}
-
-/// Request ids for calls that arrive without `x-request-id`: a per-process random prefix and a
-/// counter, unique without a UUID dependency.
-#[derive(Clone)]
-pub(crate) struct MakeId {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl MakeId {
-    pub(crate) fn new() -> Self {
-        Self {
-            prefix: fastrand::u32(..),
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
     }
 }

@@ -12,28 +12,22 @@ use std::{panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
+use outrigger_core::{KindLabels, Metrics, Shutdown, strip_hop_by_hop};
+use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
     dapr::proto::{common::v1 as dapr_common, runtime::v1 as dapr},
     spec::proto::runtime::v1 as layotto,
 };
 use tokio::{
     net::{TcpListener, UnixListener},
-    sync::watch,
     time::Instant,
 };
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tower::ServiceBuilder;
 use tower_http::{
-    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
-};
-
-use crate::{
-    config::Live,
-    invoke::{ErrorKind, InvokeError, RpcRequest},
-    metrics::{KindLabels, Metrics},
-    proxy::strip_hop_by_hop,
 };
 
 /// gRPC metadata key that overrides the default request timeout, in milliseconds.
@@ -77,7 +71,7 @@ impl ApiListener {
 /// The handler behind both APIs.
 #[derive(Clone)]
 pub struct RuntimeApi {
-    live: Arc<Live>,
+    invokers: Arc<dyn Invokers>,
     metrics: Metrics,
 }
 
@@ -191,9 +185,13 @@ fn verb(v: i32) -> Option<Method> {
     })
 }
 
-/// Parses the `grpc-timeout` header value (`<digits><unit>`).
+/// Parses the `grpc-timeout` header value: at most 8 digits and a unit, as the gRPC spec and
+/// tonic have it. Anything else is ignored, as tonic ignores it.
 fn grpc_timeout(v: &str) -> Option<Duration> {
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
@@ -217,9 +215,9 @@ fn forwardable(name: &str) -> bool {
 }
 
 impl RuntimeApi {
-    /// A handler invoking through `live`.
-    pub fn new(live: Arc<Live>, metrics: Metrics) -> Self {
-        Self { live, metrics }
+    /// A handler invoking through the live invoker `invokers` gives.
+    pub fn new(invokers: Arc<dyn Invokers>, metrics: Metrics) -> Self {
+        Self { invokers, metrics }
     }
 
     async fn invoke(
@@ -263,10 +261,10 @@ impl RuntimeApi {
             )
         })?;
         let (data, packing) = unpack(call.data)?;
-        let snapshot = self.live.current();
+        let invoker = self.invokers.current();
         let now = received.unwrap_or_else(Instant::now);
         let timeout = match metadata.get(TIMEOUT_METADATA) {
-            None => snapshot.spec.rpc.timeout(),
+            None => invoker.default_timeout(),
             Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(ms) if ms > 0 => Duration::from_millis(ms),
                 _ => {
@@ -276,7 +274,7 @@ impl RuntimeApi {
                 }
             },
         };
-        let mut deadline = now + timeout;
+        let mut deadline = deadline_after(now, timeout);
         if let Some(t) = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
@@ -286,7 +284,7 @@ impl RuntimeApi {
             // moment earlier makes the caller get DEADLINE_EXCEEDED with a message naming the
             // target; the caller gives up at its deadline anyway.
             let margin = (t / 20).min(CALLER_DEADLINE_MARGIN);
-            deadline = deadline.min(now + t.saturating_sub(margin));
+            deadline = deadline.min(deadline_after(now, t.saturating_sub(margin)));
         }
         let mut headers: HeaderMap = metadata.into_headers();
         strip_hop_by_hop(&mut headers);
@@ -300,19 +298,14 @@ impl RuntimeApi {
                 headers.remove(k);
             }
         }
-        let req = RpcRequest {
-            id: call.id,
-            method: call.method,
-            content_type: call.content_type,
-            data,
-            verb,
-            query: call.query,
-            headers,
-            deadline,
-        };
-        let invoked = AssertUnwindSafe(snapshot.invoker.invoke(req))
-            .catch_unwind()
-            .await;
+        let mut req = RpcRequest::new(call.id, call.method, deadline);
+        req.content_type = call.content_type;
+        req.data = data;
+        req.verb = verb;
+        req.query = call.query;
+        req.headers = headers;
+        req.take_control_metadata()?;
+        let invoked = AssertUnwindSafe(invoker.invoke(req)).catch_unwind().await;
         let resp = match invoked {
             Ok(r) => r?,
             Err(_) => {
@@ -409,15 +402,24 @@ impl dapr::dapr_server::Dapr for RuntimeApi {
     }
 }
 
-/// Serves both APIs and reflection on `listener` until `shutdown` turns true, then stops
+/// Limits of the gRPC server (from `grpc` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcSettings {
+    /// Largest message decoded or encoded.
+    pub max_message_bytes: usize,
+    /// Calls served at once; more wait.
+    pub max_concurrent_requests: usize,
+}
+
+/// Serves both APIs and reflection on `listener` until `shutdown` is signalled, then stops
 /// accepting and lets in-flight calls finish.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: ApiListener,
     api: RuntimeApi,
-    grpc: &outrigger_config::GrpcConfig,
-    mut shutdown: watch::Receiver<bool>,
+    grpc: GrpcSettings,
+    shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
-    let max = usize::try_from(grpc.max_message_bytes).unwrap_or(usize::MAX);
+    let max = grpc.max_message_bytes;
     // Both reflection versions: grpcurl and many tools still speak only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -434,7 +436,7 @@ pub(crate) async fn serve(
     // In data-path order: request id, metrics, tracing span, concurrency limit, then the
     // answer for rpcs not served; message size limits sit on each service.
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(layers::MakeId::new()))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(layers::GrpcMetricsLayer {
             metrics: api.metrics.clone(),
@@ -450,7 +452,7 @@ pub(crate) async fn serve(
             }),
         )
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            usize::try_from(grpc.max_concurrent_requests).unwrap_or(usize::MAX),
+            grpc.max_concurrent_requests,
         ))
         .layer(layers::UnimplementedLayer);
     let mut router = tonic::transport::Server::builder()
@@ -463,7 +465,7 @@ pub(crate) async fn serve(
     if let Some(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
-    let signal = async move { crate::sidecar::until_shutdown(&mut shutdown).await };
+    let signal = shutdown.signalled_owned();
     match listener {
         ApiListener::Tcp(l) => {
             // Small unary answers must not wait for the peer's delayed ACK (Nagle).
@@ -492,6 +494,18 @@ mod tests {
         assert_eq!(grpc_timeout("x"), None);
         assert_eq!(grpc_timeout(""), None);
         assert_eq!(grpc_timeout("10Q"), None);
+        assert_eq!(
+            grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(
+            grpc_timeout("18446744073709551615S"),
+            None,
+            "more than 8 digits"
+        );
+        assert_eq!(grpc_timeout("123456789m"), None, "more than 8 digits");
+        assert_eq!(grpc_timeout("-5S"), None);
+        assert_eq!(grpc_timeout("+5S"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use tonic::{Code, Status};
 
-use crate::invoke::{ErrorKind, InvokeError};
+use outrigger_invoke::{ErrorKind, InvokeError};
 
 /// The gRPC code of an invoke error kind.
 pub(crate) fn code(kind: ErrorKind) -> Code {

@@ -8,29 +8,21 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use outrigger_codec::{Limits, bolt};
+use outrigger_codec::{
+    Limits, bolt,
+    bolt::sofa::{DEFAULT_REQUEST_CLASS as DEFAULT_CLASS, METHOD_NAME, SERVICE, TARGET_SERVICE},
+};
 use outrigger_config::ChannelConfig;
 
-use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial, mux_error, one_way, proxy_error_kind};
-use crate::{
-    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
-    metrics::Metrics,
-    pool::mux::{self, Heartbeat, MuxPool, MuxSettings},
-    proxy::{ERROR_HEADER, ERROR_MESSAGE_HEADER, ProxyError},
-};
+use outrigger_core::{Cause, ERROR_HEADER, ERROR_MESSAGE_HEADER, Metrics, ProxyError};
+use outrigger_invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse};
+use outrigger_pool::{Bolt, Dial, Heartbeat, MuxPool, MuxSettings};
 
-/// The request class SOFARPC writes, used when `ext.class` is not set.
-pub(crate) const DEFAULT_CLASS: &str = "com.alipay.sofa.rpc.core.request.SofaRequest";
-/// Bolt header carrying the target service (SOFARPC's `serverSignature`).
-pub(crate) const SERVICE: &str = "service";
-/// Bolt header SOFARPC's protobuf path uses for the target service.
-pub(crate) const TARGET_SERVICE: &str = "sofa_head_target_service";
-/// Bolt header carrying the method name.
-pub(crate) const METHOD_NAME: &str = "sofa_head_method_name";
+use crate::{CHANNEL_IDLE_TIMEOUT, Carrier, mux_error};
 
 /// The Bolt channel service.
 pub(crate) struct BoltChannel {
-    pool: MuxPool<mux::Bolt>,
+    pool: MuxPool<Bolt>,
     class: Bytes,
 }
 
@@ -56,20 +48,20 @@ impl BoltChannel {
 }
 
 impl Carrier for BoltChannel {
-    async fn call(&self, mut req: RpcRequest) -> Result<RpcResponse, InvokeError> {
-        let one_way = one_way(&mut req)?;
+    async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
-        let frame = to_frame(req, self.class.clone(), one_way);
+        let frame = to_frame(req, self.class.clone());
         match self.pool.call(frame, deadline).await {
             Ok(None) => Ok(RpcResponse::default()),
             Ok(Some(answer)) => from_frame(answer),
-            Err(e) => Err(mux_error("bolt", &e)),
+            Err(e) => Err(mux_error("bolt", e)),
         }
     }
 }
 
 /// The Bolt request for a call (its id is set by the pool).
-fn to_frame(req: RpcRequest, class: Bytes, one_way: bool) -> bolt::Frame {
+fn to_frame(req: RpcRequest, class: Bytes) -> bolt::Frame {
+    let one_way = req.one_way;
     let mut headers = bolt::HeaderMap::new();
     for (name, value) in &req.headers {
         if let Ok(v) = value.to_str()
@@ -117,17 +109,16 @@ fn from_frame(answer: bolt::Frame) -> Result<RpcResponse, InvokeError> {
             headers: http_headers(&answer.headers),
         });
     }
-    if let Some(cause) = answer
-        .headers
-        .get_str(ERROR_HEADER)
-        .and_then(ProxyError::parse)
-    {
+    if let Some(cause) = answer.headers.get_str(ERROR_HEADER).and_then(Cause::parse) {
         let message = answer
             .headers
             .get_str(ERROR_MESSAGE_HEADER)
             .unwrap_or(cause.as_str())
             .to_owned();
-        return Err(InvokeError::new(proxy_error_kind(cause), message));
+        return Err(InvokeError::from_failure(
+            ProxyError::new(cause, message.clone()),
+            message,
+        ));
     }
     let kind = match status {
         bolt::status::TIMEOUT => ErrorKind::DeadlineExceeded,
@@ -138,7 +129,7 @@ fn from_frame(answer: bolt::Frame) -> Result<RpcResponse, InvokeError> {
         kind,
         format!(
             "upstream answered bolt status {status} ({})",
-            status_name(status)
+            bolt::status::name(status)
         ),
     ))
 }
@@ -158,26 +149,6 @@ fn http_headers(headers: &bolt::HeaderMap) -> HeaderMap {
     out
 }
 
-/// SOFABolt's name of a response status.
-pub(crate) fn status_name(status: u16) -> &'static str {
-    match status {
-        bolt::status::SUCCESS => "success",
-        bolt::status::ERROR => "error",
-        bolt::status::SERVER_EXCEPTION => "server exception",
-        bolt::status::UNKNOWN => "unknown",
-        bolt::status::SERVER_THREADPOOL_BUSY => "server thread pool busy",
-        bolt::status::ERROR_COMM => "communication error",
-        bolt::status::NO_PROCESSOR => "no processor",
-        bolt::status::TIMEOUT => "timeout",
-        bolt::status::CLIENT_SEND_ERROR => "client send error",
-        bolt::status::CODEC_EXCEPTION => "codec exception",
-        bolt::status::CONNECTION_CLOSED => "connection closed",
-        bolt::status::SERVER_SERIAL_EXCEPTION => "server serialization exception",
-        bolt::status::SERVER_DESERIAL_EXCEPTION => "server deserialization exception",
-        _ => "not a known status",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::time::{Duration, Instant};
@@ -188,21 +159,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-tenant", HeaderValue::from_static("blue"));
         headers.insert(SERVICE, HeaderValue::from_static("spoofed"));
-        RpcRequest {
-            id: "com.outrigger.test.EchoService:1.0".into(),
-            method: "hello".into(),
-            content_type: String::new(),
-            data: Bytes::from_static(b"\x4fcontent"),
-            verb: http::Method::GET,
-            query: String::new(),
-            headers,
-            deadline: Instant::now() + Duration::from_millis(1500),
-        }
+        let mut r = RpcRequest::new(
+            "com.outrigger.test.EchoService:1.0",
+            "hello",
+            Instant::now() + Duration::from_millis(1500),
+        );
+        r.data = Bytes::from_static(b"\x4fcontent");
+        r.headers = headers;
+        r
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_request_carries_target_method_and_metadata() {
-        let frame = to_frame(req(), Bytes::from_static(DEFAULT_CLASS.as_bytes()), false);
+        let frame = to_frame(req(), Bytes::from_static(DEFAULT_CLASS.as_bytes()));
         assert_eq!(frame.kind, bolt::Kind::Request { timeout_ms: 1500 });
         assert_eq!(frame.class, DEFAULT_CLASS.as_bytes());
         assert_eq!(
@@ -217,7 +186,9 @@ mod tests {
         assert_eq!(frame.headers.get_str(METHOD_NAME), Some("hello"));
         assert_eq!(frame.headers.get_str("x-tenant"), Some("blue"));
         assert_eq!(frame.content, &b"\x4fcontent"[..]);
-        let oneway = to_frame(req(), Bytes::from_static(b"C"), true);
+        let mut one_way = req();
+        one_way.one_way = true;
+        let oneway = to_frame(one_way, Bytes::from_static(b"C"));
         assert_eq!(oneway.kind, bolt::Kind::OneWay { timeout_ms: 1500 });
     }
 

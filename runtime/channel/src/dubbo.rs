@@ -1,11 +1,11 @@
 //! The Dubbo channel: an invoke call becomes a Dubbo 2 request — service path = the target id,
 //! method = the call's method, the arguments = the call's data (Hessian2 values serialised by
-//! the application, one per parameter type named in metadata `dubbo_parameter_types`), service
-//! version and group from metadata, other metadata as attachments — multiplexed on the
-//! channel's shared connections to the proxy core. An OK answer's value (Hessian2) is the
-//! call's answer and its attachments the response metadata; an exception or an error status
-//! is an error, classified by the proxy's own marker when the proxy generated it. The
-//! `dubbo_generic` filter builds such calls from JSON.
+//! the application, one per parameter type the call names), service version and group from the
+//! call, other metadata as attachments — multiplexed on the channel's shared connections to the
+//! proxy core. An OK answer's value (Hessian2) is the call's answer and its attachments the
+//! response metadata; an exception or an error status is an error, classified by the proxy's
+//! own marker when the proxy generated it. The `dubbo_generic` filter builds such calls from
+//! JSON.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -14,27 +14,15 @@ use outrigger_codec::{
     hessian::{Reader, Value, Writer},
 };
 use outrigger_config::ChannelConfig;
+use outrigger_core::{Metrics, ProxyError, parse_error_marker};
+use outrigger_invoke::{ErrorKind, InvokeError, PARAMETER_TYPES_METADATA, RpcRequest, RpcResponse};
+use outrigger_pool::{Dial, Dubbo, Heartbeat, MuxPool, MuxSettings};
 
-use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial, mux_error, one_way, proxy_error_kind};
-use crate::{
-    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
-    metrics::Metrics,
-    pool::mux::{self, Heartbeat, MuxPool, MuxSettings},
-    proxy::dubbo_error_cause,
-};
-
-/// gRPC metadata: the parameter types of the call, as a JVM descriptor
-/// (`Ljava/lang/String;I`) or comma-separated Java names (`java.lang.String,int`). None means
-/// a method without parameters.
-pub(crate) const PARAMETER_TYPES_METADATA: &str = "dubbo_parameter_types";
-/// gRPC metadata: the service version (Dubbo's `version`), empty by default.
-pub(crate) const SERVICE_VERSION_METADATA: &str = "dubbo_service_version";
-/// gRPC metadata: the service group (Dubbo's `group`), none by default.
-pub(crate) const GROUP_METADATA: &str = "dubbo_group";
+use crate::{CHANNEL_IDLE_TIMEOUT, Carrier, mux_error};
 
 /// The Dubbo channel service.
 pub(crate) struct DubboChannel {
-    pool: MuxPool<mux::Dubbo>,
+    pool: MuxPool<Dubbo>,
     limits: Limits,
 }
 
@@ -57,15 +45,15 @@ impl DubboChannel {
 }
 
 impl Carrier for DubboChannel {
-    async fn call(&self, mut req: RpcRequest) -> Result<RpcResponse, InvokeError> {
-        let one_way = one_way(&mut req)?;
+    async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
+        let two_way = !req.one_way;
         let mut frame = dubbo::Frame::request(0, request_body(req, &self.limits)?);
-        frame.two_way = !one_way;
+        frame.two_way = two_way;
         match self.pool.call(frame, deadline).await {
             Ok(None) => Ok(RpcResponse::default()),
             Ok(Some(answer)) => from_frame(&answer, &self.limits),
-            Err(e) => Err(mux_error("dubbo", &e)),
+            Err(e) => Err(mux_error("dubbo", e)),
         }
     }
 }
@@ -76,20 +64,9 @@ fn invalid(message: String) -> InvokeError {
 
 /// The Hessian2 body of the request for a call: the header strings, the application's
 /// arguments as they are, and the attachments.
-fn request_body(mut req: RpcRequest, limits: &Limits) -> Result<Bytes, InvokeError> {
-    let text = |headers: &mut HeaderMap, key: &str| -> Result<String, InvokeError> {
-        match headers.remove(key) {
-            None => Ok(String::new()),
-            Some(v) => v
-                .to_str()
-                .map(|s| s.trim().to_owned())
-                .map_err(|_| invalid(format!("metadata {key} is not ASCII text"))),
-        }
-    };
-    let types = text(&mut req.headers, PARAMETER_TYPES_METADATA)?;
-    let version = text(&mut req.headers, SERVICE_VERSION_METADATA)?;
-    let group = text(&mut req.headers, GROUP_METADATA)?;
-    let desc = descriptor(&types).map_err(invalid)?;
+fn request_body(req: RpcRequest, limits: &Limits) -> Result<Bytes, InvokeError> {
+    let call = req.dubbo;
+    let desc = dubbo::descriptor(&call.parameter_types).map_err(invalid)?;
     let count = dubbo::parameter_types(&desc)
         .map_err(|e| invalid(format!("metadata {PARAMETER_TYPES_METADATA}: {e}")))?
         .len();
@@ -98,23 +75,30 @@ fn request_body(mut req: RpcRequest, limits: &Limits) -> Result<Bytes, InvokeErr
     let mut head = Writer::new();
     head.write_str(dubbo::DEFAULT_DUBBO_VERSION);
     head.write_str(&req.id);
-    head.write_str(&version);
+    head.write_str(&call.version);
     head.write_str(&req.method);
     head.write_str(&desc);
     let head = head.finish();
 
-    let remaining_ms = req.remaining().as_millis().max(1);
+    let remaining_ms = req
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .as_millis()
+        .max(1);
     let mut attachments = vec![
         ("path".to_owned(), Value::string(req.id.clone())),
         ("interface".to_owned(), Value::string(req.id.clone())),
-        ("version".to_owned(), Value::string(version)),
+        ("version".to_owned(), Value::string(call.version)),
         (
-            "timeout".to_owned(),
+            dubbo::TIMEOUT_ATTACHMENT.to_owned(),
             Value::string(remaining_ms.to_string()),
         ),
     ];
-    if !group.is_empty() {
-        attachments.push(("group".to_owned(), Value::string(group)));
+    if !call.group.is_empty() {
+        attachments.push(("group".to_owned(), Value::string(call.group)));
+    }
+    if call.generic {
+        attachments.push(("generic".to_owned(), Value::string("true")));
     }
     for (name, value) in &req.headers {
         if let Ok(v) = value.to_str()
@@ -145,7 +129,7 @@ fn check_arguments(data: &Bytes, count: usize, limits: &Limits) -> Result<(), In
                 "data holds {i} hessian2 value(s) but metadata {PARAMETER_TYPES_METADATA} names {count} parameter(s)"
             )));
         }
-        r.read_value().map_err(|e| {
+        r.skip_value().map_err(|e| {
             invalid(format!(
                 "data is not {count} hessian2 value(s): argument {i}: {e}"
             ))
@@ -157,65 +141,6 @@ fn check_arguments(data: &Bytes, count: usize, limits: &Limits) -> Result<(), In
         )));
     }
     Ok(())
-}
-
-/// A JVM parameter descriptor from a descriptor or from comma-separated Java type names.
-pub(crate) fn descriptor(types: &str) -> Result<String, String> {
-    let types = types.trim();
-    if types.is_empty() {
-        return Ok(String::new());
-    }
-    if !types.contains(',') && !types.contains('.') && dubbo::parameter_types(types).is_ok() {
-        return Ok(types.to_owned());
-    }
-    if types.contains(';') && dubbo::parameter_types(types).is_ok() {
-        return Ok(types.to_owned());
-    }
-    let mut out = String::new();
-    for name in types.split(',') {
-        out.push_str(&java_descriptor(name.trim())?);
-    }
-    Ok(out)
-}
-
-/// The JVM descriptor of one Java type name (`int`, `java.lang.String`, `long[]`).
-pub(crate) fn java_descriptor(name: &str) -> Result<String, String> {
-    let mut base = name;
-    let mut dims = 0;
-    while let Some(inner) = base.strip_suffix("[]") {
-        base = inner.trim_end();
-        dims += 1;
-    }
-    let prim = match base {
-        "boolean" => Some('Z'),
-        "byte" => Some('B'),
-        "char" => Some('C'),
-        "short" => Some('S'),
-        "int" => Some('I'),
-        "long" => Some('J'),
-        "float" => Some('F'),
-        "double" => Some('D'),
-        "void" => Some('V'),
-        _ => None,
-    };
-    let valid_name = !base.is_empty()
-        && base.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-        });
-    let mut out = "[".repeat(dims);
-    match prim {
-        Some(c) => out.push(c),
-        None if valid_name => {
-            out.push('L');
-            out.push_str(&base.replace('.', "/"));
-            out.push(';');
-        }
-        None => return Err(format!("{name:?} is not a Java type name")),
-    }
-    Ok(out)
 }
 
 /// The call's answer (or error) from a Dubbo response.
@@ -238,8 +163,12 @@ fn from_frame(answer: &dubbo::Frame, limits: &Limits) -> Result<RpcResponse, Inv
             Ok(dubbo::Reply::Result(_)) => String::new(),
             Err(e) => return Err(bad(e.to_string())),
         };
-        if let Some((cause, rest)) = dubbo_error_cause(&message) {
-            return Err(InvokeError::new(proxy_error_kind(cause), rest.to_owned()));
+        // A proxy listener marks its own answers.
+        if let Some((cause, rest)) = parse_error_marker(&message) {
+            return Err(InvokeError::from_failure(
+                ProxyError::new(cause, rest),
+                rest.to_owned(),
+            ));
         }
         let kind = match answer.status {
             dubbo::status::CLIENT_TIMEOUT | dubbo::status::SERVER_TIMEOUT => {
@@ -253,88 +182,30 @@ fn from_frame(answer: &dubbo::Frame, limits: &Limits) -> Result<RpcResponse, Inv
             format!(
                 "upstream answered dubbo status {} ({}): {message}",
                 answer.status,
-                status_name(answer.status)
+                dubbo::status::name(answer.status)
             ),
         ));
     }
-    let mut r = Reader::with_limits(answer.body.clone(), limits);
-    let flag = r.read_int().map_err(|e| bad(e.to_string()))?;
-    let (data, exception) = match flag {
-        0 | 3 => (
-            Bytes::new(),
-            Some(r.read_value().map_err(|e| bad(e.to_string()))?),
-        ),
-        1 | 4 => {
-            let start = r.position();
-            r.read_value().map_err(|e| bad(e.to_string()))?;
-            (answer.body.slice(start..r.position()), None)
-        }
-        2 | 5 => (Bytes::from_static(b"N"), None),
-        other => return Err(bad(format!("unknown response flag {other}"))),
-    };
+    let result = dubbo::RawResult::decode(answer, limits).map_err(|e| bad(e.to_string()))?;
     let mut headers = HeaderMap::new();
-    if flag >= 3 {
-        let attachments = r.read_value().map_err(|e| bad(e.to_string()))?;
-        if let Value::Map(m) = attachments {
-            for (k, v) in &m.entries {
-                if let (Some(k), Some(v)) = (k.as_str(), v.as_str())
-                    && let (Ok(name), Ok(value)) = (
-                        HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                        HeaderValue::from_str(v),
-                    )
-                {
-                    headers.append(name, value);
-                }
-            }
+    for (k, v) in &result.attachments {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(name, value);
         }
     }
-    if let Some(e) = exception {
-        return Err(InvokeError::new(
+    match result.outcome {
+        dubbo::RawOutcome::Exception(e) => Err(InvokeError::new(
             ErrorKind::Unavailable,
-            format!("upstream threw {}", describe_exception(&e)),
-        ));
-    }
-    Ok(RpcResponse {
-        content_type: String::new(),
-        data,
-        headers,
-    })
-}
-
-/// `class: message` of a serialized Java `Throwable`.
-pub(crate) fn describe_exception(v: &Value) -> String {
-    let (class, message) = match v {
-        Value::Object(o) => (
-            o.class.to_string(),
-            o.get("detailMessage").or_else(|| o.get("message")),
-        ),
-        Value::Map(m) => (
-            m.type_name.as_deref().unwrap_or("exception").to_owned(),
-            m.get_str("detailMessage").or_else(|| m.get_str("message")),
-        ),
-        Value::String(s) => return s.clone(),
-        _ => ("exception".to_owned(), None),
-    };
-    match message.and_then(Value::as_str) {
-        Some(m) => format!("{class}: {m}"),
-        None => class,
-    }
-}
-
-/// Dubbo's name of a response status.
-pub(crate) fn status_name(status: u8) -> &'static str {
-    match status {
-        dubbo::status::OK => "ok",
-        dubbo::status::CLIENT_TIMEOUT => "client timeout",
-        dubbo::status::SERVER_TIMEOUT => "server timeout",
-        dubbo::status::BAD_REQUEST => "bad request",
-        dubbo::status::BAD_RESPONSE => "bad response",
-        dubbo::status::SERVICE_NOT_FOUND => "service not found",
-        dubbo::status::SERVICE_ERROR => "service error",
-        dubbo::status::SERVER_ERROR => "server error",
-        dubbo::status::CLIENT_ERROR => "client error",
-        dubbo::status::SERVER_THREADPOOL_EXHAUSTED_ERROR => "server thread pool exhausted",
-        _ => "not a known status",
+            format!("upstream threw {}", dubbo::describe_exception(&e)),
+        )),
+        dubbo::RawOutcome::Value(data) => Ok(RpcResponse {
+            content_type: String::new(),
+            data,
+            headers,
+        }),
     }
 }
 
@@ -346,52 +217,26 @@ mod tests {
     use super::*;
 
     fn req(types: &str, data: Bytes) -> RpcRequest {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            PARAMETER_TYPES_METADATA,
-            HeaderValue::from_str(types).expect("ascii"),
+        let mut r = RpcRequest::new(
+            "org.apache.dubbo.samples.api.GreetingsService",
+            "sayHello",
+            Instant::now() + Duration::from_millis(800),
         );
-        headers.insert(SERVICE_VERSION_METADATA, HeaderValue::from_static("1.0.0"));
-        headers.insert(GROUP_METADATA, HeaderValue::from_static("blue"));
-        headers.insert("x-tenant", HeaderValue::from_static("t1"));
-        RpcRequest {
-            id: "org.apache.dubbo.samples.api.GreetingsService".into(),
-            method: "sayHello".into(),
-            content_type: String::new(),
-            data,
-            verb: http::Method::GET,
-            query: String::new(),
-            headers,
-            deadline: Instant::now() + Duration::from_millis(800),
-        }
+        r.data = data;
+        r.headers.insert("x-tenant", HeaderValue::from_static("t1"));
+        r.dubbo = outrigger_invoke::DubboCall {
+            parameter_types: types.to_owned(),
+            version: "1.0.0".to_owned(),
+            group: "blue".to_owned(),
+            generic: false,
+        };
+        r
     }
 
     fn hessian(values: &[Value]) -> Bytes {
         let mut w = Writer::new();
         values.iter().for_each(|v| w.write(v));
         w.finish()
-    }
-
-    #[test]
-    fn descriptors_from_java_names() {
-        let cases = [
-            ("", Ok("")),
-            ("Ljava/lang/String;I", Ok("Ljava/lang/String;I")),
-            ("IJ", Ok("IJ")),
-            ("java.lang.String", Ok("Ljava/lang/String;")),
-            ("java.lang.String, int", Ok("Ljava/lang/String;I")),
-            ("long[], java.util.Map[][]", Ok("[J[[Ljava/util/Map;")),
-            ("int", Ok("I")),
-        ];
-        for (input, want) in cases {
-            assert_eq!(
-                descriptor(input).as_deref(),
-                want.map(str::to_owned).as_deref(),
-                "{input}"
-            );
-        }
-        assert!(descriptor("java lang").is_err());
-        assert!(descriptor("a,,b").is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,21 +1,17 @@
 //! The HTTP channel: an invoke call becomes an HTTP/1.1 request (path = method, header `id` =
 //! target id, verb and query string from the HTTP extension, metadata as headers) on a pooled
 //! connection to the proxy core, and the response becomes the call's answer. Non-2xx answers
-//! are errors; responses the proxy core generated itself are classified by their cause.
+//! are errors. The proxy core's own failures come back typed from a named in-process listener,
+//! and marked with `x-outrigger-error` from a listener reached over a socket.
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Uri, header};
 
-use super::{CHANNEL_IDLE_TIMEOUT, Carrier, Dial};
-use crate::{
-    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
-    metrics::Metrics,
-    pool::{
-        PoolError, PoolSettings,
-        http1::{ExchangeError, Http1Connector, Http1Pool, exchange},
-    },
-    proxy::{ERROR_HEADER, ProxyError, TIMEOUT_HEADER, strip_hop_by_hop},
-};
+use outrigger_core::{Cause, ERROR_HEADER, Metrics, ProxyError, TIMEOUT_HEADER, strip_hop_by_hop};
+use outrigger_invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse};
+use outrigger_pool::{Dial, ExchangeError, Http1Connector, Http1Pool, PoolSettings, exchange};
+
+use crate::{CHANNEL_IDLE_TIMEOUT, Carrier};
 
 /// Error bodies are quoted in messages up to this many bytes.
 const MAX_QUOTED_BODY: usize = 1024;
@@ -53,12 +49,12 @@ impl Carrier for HttpChannel {
 }
 
 fn classify(e: ExchangeError) -> InvokeError {
-    let kind = match &e {
-        ExchangeError::Pool(PoolError::Exhausted { .. }) => ErrorKind::ResourceExhausted,
-        ExchangeError::Timeout { .. } => ErrorKind::DeadlineExceeded,
-        _ => ErrorKind::Unavailable,
+    let message = match &e {
+        // The proxy's own failure, handed over typed: its message is the proxy's.
+        ExchangeError::Local(p) => p.message().to_owned(),
+        other => format!("http channel: {other}"),
     };
-    InvokeError::new(kind, format!("http channel: {e}"))
+    InvokeError::from_failure(e, message)
 }
 
 fn invalid(msg: String) -> InvokeError {
@@ -111,15 +107,17 @@ fn to_http(req: RpcRequest) -> Result<Request<Bytes>, InvokeError> {
 /// Turns the HTTP response into the call's answer or error.
 fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
     let (mut parts, body) = resp.into_parts();
+    // A proxy listener reached over a socket marks its own answers.
     if let Some(cause) = parts
         .headers
         .get(ERROR_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(ProxyError::parse)
+        .and_then(Cause::parse)
     {
-        return Err(InvokeError::new(
-            super::proxy_error_kind(cause),
-            quote(&body),
+        let message = quote(&body);
+        return Err(InvokeError::from_failure(
+            ProxyError::new(cause, message.clone()),
+            message,
         ));
     }
     if !parts.status.is_success() {

@@ -15,21 +15,12 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use outrigger_config::{ChannelConfig, ChannelTarget, Protocol, RuntimeConfigSpec};
-use tower::ServiceExt;
-
-pub(crate) use self::dubbo::PARAMETER_TYPES_METADATA as DUBBO_PARAMETER_TYPES_METADATA;
-use crate::{
-    invoke::{ErrorKind, InvokeError, InvokeService, RpcRequest, RpcResponse},
-    metrics::Metrics,
-    pool::{http1::Dial, mux::MuxError},
-    proxy::{InProcess, ProxyError},
+use outrigger_core::Metrics;
+use outrigger_invoke::{
+    ErrorKind, InvokeError, InvokeService, PROTOCOL_METADATA, RpcRequest, RpcResponse,
 };
-
-/// gRPC metadata naming the channel (by protocol: `http`, `bolt`, `dubbo`) a call takes.
-pub(crate) const PROTOCOL_METADATA: &str = "rpc_protocol";
-/// gRPC metadata `rpc_request_type: oneway` sends a Bolt or Dubbo request that gets no
-/// answer; the call returns as soon as the request is queued.
-pub(crate) const REQUEST_TYPE_METADATA: &str = "rpc_request_type";
+use outrigger_pool::{Dial, LocalListeners, MuxError};
+use tower::ServiceExt;
 
 /// Idle channel connections are kept this long.
 const CHANNEL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
@@ -37,7 +28,7 @@ const CHANNEL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 const CHANNEL_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What one protocol's channel does with a call; [`Channel`] makes it a tower service.
-pub(crate) trait Carrier: Send + Sync + 'static {
+trait Carrier: Send + Sync + 'static {
     /// Carries one call to the proxy core and back.
     fn call(
         &self,
@@ -47,10 +38,10 @@ pub(crate) trait Carrier: Send + Sync + 'static {
 
 /// A channel as a tower service. It is always ready: back-pressure is its pool's, where a
 /// caller waits for a connection or writer slot until its deadline.
-pub(crate) struct Channel<C>(Arc<C>);
+struct Channel<C>(Arc<C>);
 
 impl<C> Channel<C> {
-    pub(crate) fn new(carrier: C) -> Self {
+    fn new(carrier: C) -> Self {
         Self(Arc::new(carrier))
     }
 }
@@ -77,14 +68,15 @@ impl<C: Carrier> tower::Service<RpcRequest> for Channel<C> {
 }
 
 /// Builds the channel stage of the invoke path: `cfg` is the default channel, and every other
-/// channel of `spec` is reachable through `rpc_protocol`.
-pub(crate) async fn build(
+/// channel of `spec` is reachable through the request's `protocol` (metadata `rpc_protocol`).
+/// Named listeners are reached through `local`.
+pub async fn build(
     cfg: &ChannelConfig,
     spec: &RuntimeConfigSpec,
-    in_process: &InProcess,
+    local: &Arc<dyn LocalListeners>,
     metrics: &Metrics,
 ) -> Result<InvokeService, String> {
-    let default = build_one(cfg, spec, in_process, metrics).await?;
+    let default = build_one(cfg, spec, local, metrics).await?;
     let mut others = Vec::new();
     for c in spec
         .rpc
@@ -92,7 +84,7 @@ pub(crate) async fn build(
         .iter()
         .filter(|c| c.protocol != cfg.protocol)
     {
-        others.push((c.protocol, build_one(c, spec, in_process, metrics).await?));
+        others.push((c.protocol, build_one(c, spec, local, metrics).await?));
     }
     if cfg.protocol == Protocol::Http && others.is_empty() {
         // A lone HTTP channel, exactly as before channels could be chosen.
@@ -109,12 +101,12 @@ pub(crate) async fn build(
 async fn build_one(
     cfg: &ChannelConfig,
     spec: &RuntimeConfigSpec,
-    in_process: &InProcess,
+    local: &Arc<dyn LocalListeners>,
     metrics: &Metrics,
 ) -> Result<InvokeService, String> {
     let dial = match cfg.target(spec)? {
         ChannelTarget::Named(name) => Dial::InProcess {
-            listeners: in_process.clone(),
+            listeners: local.clone(),
             name,
         },
         ChannelTarget::Tcp(addr) => {
@@ -169,88 +161,43 @@ impl tower::Service<RpcRequest> for Select {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: RpcRequest) -> Self::Future {
-        let chosen = match req.headers.remove(PROTOCOL_METADATA) {
+    fn call(&mut self, req: RpcRequest) -> Self::Future {
+        let chosen = match req.protocol {
             None => Ok(self.default.clone()),
-            Some(v) => {
-                let wanted = v.to_str().unwrap_or_default().trim().to_ascii_lowercase();
-                self.channels
-                    .iter()
-                    .find(|(p, _)| p.as_str() == wanted)
-                    .map(|(_, svc)| svc.clone())
-                    .ok_or_else(|| {
-                        let known: Vec<&str> =
-                            self.channels.iter().map(|(p, _)| p.as_str()).collect();
-                        InvokeError::new(
-                            ErrorKind::InvalidArgument,
-                            format!(
-                                "metadata {PROTOCOL_METADATA} {wanted:?} names no configured channel (configured: {})",
-                                known.join(", ")
-                            ),
-                        )
-                    })
-            }
+            Some(wanted) => self
+                .channels
+                .iter()
+                .find(|(p, _)| *p == wanted)
+                .map(|(_, svc)| svc.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.channels.iter().map(|(p, _)| p.as_str()).collect();
+                    InvokeError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "metadata {PROTOCOL_METADATA} {:?} names no configured channel (configured: {})",
+                            wanted.as_str(),
+                            known.join(", ")
+                        ),
+                    )
+                }),
         };
         Box::pin(async move { chosen?.oneshot(req).await })
     }
 }
 
-/// Whether a call asks for a one-way request.
-fn one_way(req: &mut RpcRequest) -> Result<bool, InvokeError> {
-    match req.headers.remove(REQUEST_TYPE_METADATA) {
-        None => Ok(false),
-        Some(v) => match v.to_str().unwrap_or_default().trim() {
-            "oneway" => Ok(true),
-            "" | "sync" => Ok(false),
-            other => Err(InvokeError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "metadata {REQUEST_TYPE_METADATA} must be \"oneway\" or \"sync\", not {other:?}"
-                ),
-            )),
-        },
-    }
-}
-
-/// The invoke error kind of an answer the proxy core generated itself.
-fn proxy_error_kind(cause: ProxyError) -> ErrorKind {
-    match cause {
-        ProxyError::NoRoute => ErrorKind::NotFound,
-        ProxyError::Timeout => ErrorKind::DeadlineExceeded,
-        ProxyError::Overflow => ErrorKind::ResourceExhausted,
-        ProxyError::BadRequest => ErrorKind::InvalidArgument,
-        ProxyError::NoHealthyHost | ProxyError::ConnectFailure | ProxyError::Reset => {
-            ErrorKind::Unavailable
-        }
-    }
-}
-
 /// The invoke error of a failed call on a multiplexed pool.
-fn mux_error(protocol: &str, e: &MuxError) -> InvokeError {
-    let kind = match e {
-        MuxError::Pool(crate::pool::PoolError::Exhausted { .. }) | MuxError::Overflow { .. } => {
-            ErrorKind::ResourceExhausted
-        }
-        MuxError::Timeout { .. } => ErrorKind::DeadlineExceeded,
-        MuxError::Encode { .. } => ErrorKind::InvalidArgument,
-        MuxError::Pool(_) | MuxError::Closed { .. } => ErrorKind::Unavailable,
-    };
-    InvokeError::new(kind, format!("{protocol} channel: {e}"))
+fn mux_error(protocol: &str, e: MuxError) -> InvokeError {
+    let message = format!("{protocol} channel: {e}");
+    InvokeError::from_failure(e, message)
 }
-
 #[cfg(test)]
 mod tests {
-    use ::http::{HeaderMap, HeaderValue, Method};
     use tokio::time::Instant;
 
     use super::*;
 
     fn answering(name: &'static str) -> InvokeService {
-        InvokeService::new(tower::service_fn(move |req: RpcRequest| async move {
-            assert!(
-                !req.headers.contains_key(PROTOCOL_METADATA),
-                "the choice is not forwarded"
-            );
+        InvokeService::new(tower::service_fn(move |_: RpcRequest| async move {
             Ok::<_, InvokeError>(RpcResponse {
                 data: bytes::Bytes::from_static(name.as_bytes()),
                 ..Default::default()
@@ -258,21 +205,10 @@ mod tests {
         }))
     }
 
-    fn req(protocol: Option<&'static str>) -> RpcRequest {
-        let mut headers = HeaderMap::new();
-        if let Some(p) = protocol {
-            headers.insert(PROTOCOL_METADATA, HeaderValue::from_static(p));
-        }
-        RpcRequest {
-            id: "svc".into(),
-            method: "m".into(),
-            content_type: String::new(),
-            data: bytes::Bytes::new(),
-            verb: Method::GET,
-            query: String::new(),
-            headers,
-            deadline: Instant::now(),
-        }
+    fn req(protocol: Option<Protocol>) -> RpcRequest {
+        let mut r = RpcRequest::new("svc", "m", Instant::now());
+        r.protocol = protocol;
+        r
     }
 
     #[tokio::test]
@@ -286,8 +222,8 @@ mod tests {
         };
         for (protocol, want) in [
             (None, "http"),
-            (Some("bolt"), "bolt"),
-            (Some(" HTTP "), "http"),
+            (Some(Protocol::Bolt), "bolt"),
+            (Some(Protocol::Http), "http"),
         ] {
             let resp = select
                 .clone()
@@ -297,32 +233,13 @@ mod tests {
             assert_eq!(resp.data, want.as_bytes(), "{protocol:?}");
         }
         let err = select
-            .oneshot(req(Some("dubbo")))
+            .oneshot(req(Some(Protocol::Dubbo)))
             .await
             .expect_err("no dubbo channel");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert_eq!(
             err.message(),
             "metadata rpc_protocol \"dubbo\" names no configured channel (configured: http, bolt)"
-        );
-    }
-
-    #[test]
-    fn one_way_metadata() {
-        let mut r = req(None);
-        assert!(!one_way(&mut r).expect("absent"));
-        r.headers
-            .insert(REQUEST_TYPE_METADATA, HeaderValue::from_static("oneway"));
-        assert!(one_way(&mut r).expect("oneway"));
-        assert!(
-            !r.headers.contains_key(REQUEST_TYPE_METADATA),
-            "not forwarded"
-        );
-        r.headers
-            .insert(REQUEST_TYPE_METADATA, HeaderValue::from_static("later"));
-        assert_eq!(
-            one_way(&mut r).expect_err("unknown").kind(),
-            ErrorKind::InvalidArgument
         );
     }
 }

@@ -12,7 +12,7 @@ pub use crate::{
         DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
         HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, LbPolicy,
         ListenerConfig, Protocol, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
-        RpcConfig, RuntimeConfigSpec,
+        RpcConfig, RuntimeConfigSpec, ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

@@ -2,9 +2,9 @@
 //! `RuntimeConfig.spec` holds, verbatim. Not for validation (see `validate`) or for the runtime's
 //! compiled forms (regexes, pools, balancers), which the sidecar builds from these once per load.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// Default gRPC API address (Layotto's port).
@@ -47,9 +47,11 @@ pub struct GrpcConfig {
     pub address: String,
     /// Largest request or response message accepted, in bytes. Default 4 MiB.
     #[serde(default = "default_max_message_bytes")]
+    #[schemars(range(min = 1024))]
     pub max_message_bytes: u32,
     /// Requests served at once across all connections; more wait. Default 1024.
     #[serde(default = "default_max_concurrent_requests")]
+    #[schemars(range(min = 1))]
     pub max_concurrent_requests: u32,
 }
 
@@ -68,6 +70,7 @@ pub struct AdminConfig {
 pub struct RpcConfig {
     /// Default request timeout in milliseconds; gRPC metadata `rpc_request_timeout` overrides it.
     #[serde(default = "default_timeout_ms")]
+    #[schemars(range(min = 1))]
     pub timeout_ms: u64,
     /// Filters run on the request before it enters the channel, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -188,6 +191,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocols spoken on a connection, which channels and clusters take (not `auto`).
+    pub const WIRE: [Protocol; 3] = [Protocol::Http, Protocol::Bolt, Protocol::Dubbo];
+
     /// The protocol's name as the config spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -223,6 +229,7 @@ pub struct HeartbeatConfig {
     pub interval_ms: u64,
     /// Unanswered heartbeats in a row after which the connection is closed. Default 3.
     #[serde(default = "default_heartbeat_misses")]
+    #[schemars(range(min = 1))]
     pub misses: u32,
 }
 
@@ -268,10 +275,12 @@ impl ChannelExt {
 pub struct ChannelConfig {
     /// The protocol spoken to the listener: `http`, `bolt` or `dubbo`.
     #[serde(default)]
+    #[schemars(schema_with = "wire_protocol")]
     pub protocol: Protocol,
     /// Connections in the pool: at most this many requests are in the channel at once (for
     /// Bolt and Dubbo, at most this many callers write at once; calls share connections).
     #[serde(default = "default_channel_size")]
+    #[schemars(range(min = 1))]
     pub size: u32,
     /// A listener name (in-process, no socket), a `host:port`, or a unix socket path.
     pub listener: String,
@@ -322,6 +331,7 @@ pub struct RouteConfig {
     pub cluster: String,
     /// Request timeout for this route in milliseconds; default `rpc.timeoutMs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_ms: Option<u64>,
     /// Retry policy; no retries when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,38 +365,134 @@ pub struct RouteMatch {
 }
 
 /// A condition on one header: exactly one of `exact`, `prefix`, `regex`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RawHeaderMatch", into = "RawHeaderMatch")]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
     pub name: String,
+    /// What the value must be. The document spells it as one key beside `name` (`exact`,
+    /// `prefix` or `regex`); a header match with none or several of them does not parse.
+    pub value: ValueMatch,
+}
+
+/// How a header value must match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ValueMatch {
+    /// The value equals this (`exact`).
+    Exact(String),
+    /// The value starts with this (`prefix`).
+    Prefix(String),
+    /// The whole value matches this regular expression (`regex`); not yet checked to compile.
+    Regex(String),
+}
+
+impl ValueMatch {
+    /// The string compared with: the value, the prefix or the regular expression.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ValueMatch::Exact(s) | ValueMatch::Prefix(s) | ValueMatch::Regex(s) => s,
+        }
+    }
+
+    /// The key the document spells this kind of match with: `exact`, `prefix` or `regex`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ValueMatch::Exact(_) => "exact",
+            ValueMatch::Prefix(_) => "prefix",
+            ValueMatch::Regex(_) => "regex",
+        }
+    }
+}
+
+/// A condition on one header: exactly one of `exact`, `prefix`, `regex`.
+///
+/// The document's form of `HeaderMatch`, and so its schema; not used beyond (de)serialising.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawHeaderMatch {
+    /// Header name (case-insensitive).
+    name: String,
     /// The value equals this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exact: Option<String>,
+    exact: Option<String>,
     /// The value starts with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
+    prefix: Option<String>,
     /// The whole value matches this regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regex: Option<String>,
+    regex: Option<String>,
+}
+
+impl TryFrom<RawHeaderMatch> for HeaderMatch {
+    type Error = String;
+
+    fn try_from(raw: RawHeaderMatch) -> Result<Self, String> {
+        let RawHeaderMatch {
+            name,
+            exact,
+            prefix,
+            regex,
+        } = raw;
+        let mut given = [
+            exact.map(ValueMatch::Exact),
+            prefix.map(ValueMatch::Prefix),
+            regex.map(ValueMatch::Regex),
+        ]
+        .into_iter()
+        .flatten();
+        match (given.next(), given.next()) {
+            (Some(value), None) => Ok(HeaderMatch { name, value }),
+            (None, _) => Err(format!(
+                "header match \"{name}\": give exactly one of exact, prefix, regex (none given)"
+            )),
+            (Some(first), Some(second)) => {
+                let mut kinds = vec![first.kind(), second.kind()];
+                kinds.extend(given.map(|v| v.kind()));
+                Err(format!(
+                    "header match \"{name}\": give exactly one of exact, prefix, regex (got {})",
+                    kinds.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+impl From<HeaderMatch> for RawHeaderMatch {
+    fn from(h: HeaderMatch) -> Self {
+        let mut raw = RawHeaderMatch {
+            name: h.name,
+            exact: None,
+            prefix: None,
+            regex: None,
+        };
+        match h.value {
+            ValueMatch::Exact(s) => raw.exact = Some(s),
+            ValueMatch::Prefix(s) => raw.prefix = Some(s),
+            ValueMatch::Regex(s) => raw.regex = Some(s),
+        }
+        raw
+    }
 }
 
 /// When and how often a route retries a failed request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Retries after the first try (so `2` means up to three tries).
+    /// Retries after the first try (so `2` means up to three tries). At most 10.
+    #[schemars(range(max = 10))]
     pub attempts: u32,
     /// Timeout of each try in milliseconds; default: whatever is left of the route timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub per_try_timeout_ms: Option<u64>,
     /// Conditions that allow a retry: `connect-failure`, `reset`, or an HTTP status like `"503"`.
     #[serde(default, rename = "on")]
-    pub retry_on: Vec<String>,
+    pub retry_on: Vec<RetryOn>,
 }
 
-/// A parsed retry condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A condition that allows a retry: one entry of `retry.on`, written `connect-failure`, `reset`
+/// or an HTTP status 100-599 (`"503"`; YAML's unquoted `503` is read the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RetryOn {
     /// The upstream connection could not be established.
     ConnectFailure,
@@ -397,8 +503,16 @@ pub enum RetryOn {
 }
 
 impl RetryOn {
+    /// What parses, as an ECMA-262 (and `regex` crate) pattern for the schema: `u16` parsing
+    /// allows a leading `+` and leading zeros.
+    const PATTERN: &'static str = r"^(connect-failure|reset|\+?0*[1-5][0-9]{2})$";
+}
+
+impl FromStr for RetryOn {
+    type Err = String;
+
     /// Parses one entry of `retry.on`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "connect-failure" => Ok(RetryOn::ConnectFailure),
             "reset" => Ok(RetryOn::Reset),
@@ -409,6 +523,62 @@ impl RetryOn {
                 )),
             },
         }
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryOn::ConnectFailure => f.write_str("connect-failure"),
+            RetryOn::Reset => f.write_str("reset"),
+            RetryOn::Status(code) => write!(f, "{code}"),
+        }
+    }
+}
+
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RetryOn;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("connect-failure, reset or an HTTP status 100-599")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RetryOn, E> {
+                s.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RetryOn, E> {
+                self.visit_str(&n.to_string())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RetryOn, E> {
+                self.visit_str(&n.to_string())
+            }
+        }
+        de.deserialize_str(Visitor)
+    }
+}
+
+impl JsonSchema for RetryOn {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "RetryOn".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": RetryOn::PATTERN })
     }
 }
 
@@ -435,6 +605,7 @@ pub struct ClusterConfig {
     pub name: String,
     /// The protocol spoken to the hosts: `http`, `bolt` or `dubbo`.
     #[serde(default)]
+    #[schemars(schema_with = "wire_protocol")]
     pub protocol: Protocol,
     /// How a host is chosen for each request.
     #[serde(default)]
@@ -443,15 +614,19 @@ pub struct ClusterConfig {
     pub hosts: Vec<HostConfig>,
     /// Time allowed to establish a connection, in milliseconds. Default 1000.
     #[serde(default = "default_connect_timeout_ms")]
+    #[schemars(range(min = 1))]
     pub connect_timeout_ms: u64,
     /// Connections open at once to each host; more requests wait. Default 64.
     #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1))]
     pub max_connections: u32,
     /// An idle connection is closed after this many milliseconds. Default 60000.
     #[serde(default = "default_idle_timeout_ms")]
+    #[schemars(range(min = 1))]
     pub idle_timeout_ms: u64,
     /// How often DNS names are re-resolved, in milliseconds. Default 5000.
     #[serde(default = "default_dns_refresh_ms")]
+    #[schemars(range(min = 100))]
     pub dns_refresh_ms: u64,
     /// Heartbeats on idle upstream connections (Bolt and Dubbo clusters).
     #[serde(default, skip_serializing_if = "HeartbeatConfig::is_default")]
@@ -466,6 +641,7 @@ pub struct HostConfig {
     pub address: String,
     /// Relative share of traffic under the `weighted` policy. Default 1.
     #[serde(default = "default_weight")]
+    #[schemars(range(min = 1))]
     pub weight: u32,
 }
 
@@ -562,10 +738,70 @@ fn default_heartbeat_misses() -> u32 {
     3
 }
 
+/// `Protocol` without `auto`, which only listeners take: the schema of channel and cluster
+/// protocols.
+fn wire_protocol(_: &mut SchemaGenerator) -> Schema {
+    let names: Vec<&str> = Protocol::WIRE.iter().map(|p| p.as_str()).collect();
+    json_schema!({ "type": "string", "enum": names })
+}
+
 /// A free-form object: Kubernetes keeps its unknown fields instead of pruning them.
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
+fn free_form_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn retry_on_schema_pattern_accepts_exactly_what_parses() {
+        let pattern = regex::Regex::new(RetryOn::PATTERN).unwrap();
+        for s in [
+            "connect-failure",
+            "reset",
+            "100",
+            "503",
+            "599",
+            "0503",
+            "+503",
+            "000429",
+            "99",
+            "600",
+            "1000",
+            "-503",
+            "+",
+            "",
+            "5O3",
+            " 503",
+            "503 ",
+            "reset ",
+            "Reset",
+            "connect_failure",
+            "65539",
+            "0x1F7",
+            "5.0e2",
+        ] {
+            assert_eq!(
+                pattern.is_match(s),
+                s.parse::<RetryOn>().is_ok(),
+                "pattern and parser disagree on {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_on_displays_as_it_parses() {
+        for on in [
+            RetryOn::ConnectFailure,
+            RetryOn::Reset,
+            RetryOn::Status(503),
+        ] {
+            assert_eq!(on.to_string().parse::<RetryOn>(), Ok(on));
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! Validation of a parsed `runtime.yaml`: every reference resolves, names are unique, addresses,
 //! regexes and filter settings are well-formed. It reports every problem with its path, and it is
 //! the one check the sidecar, the operator and the validating webhook all run. Not for defaults or
-//! parsing (see `spec` and `load`).
+//! for what the types already guarantee once parsed (one of exact/prefix/regex per header match,
+//! known retry conditions: see `spec`).
 
 use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
     ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, HeartbeatConfig,
-    ListenerConfig, Protocol, RetryOn, RouteConfig, RuntimeConfigSpec,
+    ListenerConfig, Protocol, RouteConfig, RuntimeConfigSpec, ValueMatch,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -390,11 +391,6 @@ impl Validator {
                     "list at least one condition (connect-failure, reset, or a status like \"503\")",
                 );
             }
-            for (i, on) in retry.retry_on.iter().enumerate() {
-                if let Err(e) = RetryOn::parse(on) {
-                    self.err(format!("{path}.retry.on[{i}]"), e);
-                }
-            }
         }
     }
 
@@ -417,14 +413,7 @@ impl Validator {
                 format!("\"{}\" is not a valid header name", h.name),
             );
         }
-        let given = [&h.exact, &h.prefix, &h.regex]
-            .iter()
-            .filter(|p| p.is_some())
-            .count();
-        if given != 1 {
-            self.err(path.to_owned(), "give exactly one of exact, prefix, regex");
-        }
-        if let Some(re) = &h.regex
+        if let ValueMatch::Regex(re) = &h.value
             && let Err(e) = regex::Regex::new(re)
         {
             self.err(format!("{path}.regex"), format!("invalid regex: {e}"));

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use outrigger_config::{
-    HeartbeatConfig, LoadError, Protocol, config_hash, load_yaml, parse_yaml, to_yaml,
+    HeaderMatch, HeartbeatConfig, LoadError, Protocol, RetryOn, RuntimeConfigSpec, ValueMatch,
+    config_hash, load_yaml, parse_yaml, to_yaml,
 };
 
 const GOOD: &str = r#"
@@ -175,10 +176,12 @@ routeTables:
           path: "x"
           pathPrefix: "/"
           method: post
-          headers: [{name: "bad name", exact: a, prefix: b}, {name: id, regex: "("}]
+          headers: [{name: "bad name", exact: a}, {name: id, regex: "("}]
         cluster: c
         timeoutMs: 0
-        retry: {attempts: 11, perTryTimeoutMs: 0, on: [teapot]}
+        retry: {attempts: 11, perTryTimeoutMs: 0, on: [reset]}
+      - cluster: c
+        retry: {attempts: 1}
 clusters: [{name: c, hosts: [{address: "127.0.0.1:1"}]}]
 "#,
             &[
@@ -187,11 +190,10 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:1"}]}]
                 "routeTables[0].routes[0].match.path: must start with \"/\"",
                 "routeTables[0].routes[0].match.method: \"post\" is not an HTTP method (use upper case, e.g. POST)",
                 "routeTables[0].routes[0].match.headers[0].name: \"bad name\" is not a valid header name",
-                "routeTables[0].routes[0].match.headers[0]: give exactly one of exact, prefix, regex",
                 "routeTables[0].routes[0].match.headers[1].regex: invalid regex: regex parse error:\n    (\n    ^\nerror: unclosed group",
                 "routeTables[0].routes[0].retry.attempts: at most 10 retries",
                 "routeTables[0].routes[0].retry.perTryTimeoutMs: must be greater than 0",
-                "routeTables[0].routes[0].retry.on[0]: unknown retry condition \"teapot\" (expected connect-failure, reset or an HTTP status 100-599)",
+                "routeTables[0].routes[1].retry.on: list at least one condition (connect-failure, reset, or a status like \"503\")",
             ],
         ),
         (
@@ -356,4 +358,180 @@ fn unknown_keys_and_protocols_are_parse_errors_naming_the_key() {
             other => panic!("expected a parse error for {yaml}, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn header_matches_and_retry_conditions_are_typed() {
+    let spec = load_yaml(BOLT_AND_DUBBO).expect("valid");
+    let headers = |route: usize| &spec.route_tables[0].routes[route].matcher.headers;
+    assert_eq!(
+        headers(0)[0],
+        HeaderMatch {
+            name: "service".to_owned(),
+            value: ValueMatch::Prefix("com.outrigger.".to_owned()),
+        }
+    );
+    assert_eq!(
+        headers(1)[0].value,
+        ValueMatch::Exact("org.apache.dubbo.samples.api.GreetingsService".to_owned())
+    );
+    assert_eq!(headers(1)[0].value.kind(), "exact");
+
+    let spec = load_yaml(GOOD).expect("valid");
+    let retry = spec.route_tables[0].routes[0]
+        .retry
+        .as_ref()
+        .expect("retry");
+    assert_eq!(
+        retry.retry_on,
+        [
+            RetryOn::ConnectFailure,
+            RetryOn::Reset,
+            RetryOn::Status(503)
+        ]
+    );
+}
+
+#[test]
+fn typed_matches_keep_the_document_form() {
+    let yaml = r#"
+rpc: {channels: [{listener: l}]}
+listeners: [{name: l, routeTable: t}]
+routeTables:
+  - name: t
+    routes:
+      - match: {headers: [{name: a, exact: x}, {name: b, prefix: y}, {name: c, regex: "z+"}]}
+        cluster: c
+        retry: {attempts: 3, on: [connect-failure, reset, 503, "429"]}
+clusters: [{name: c, hosts: [{address: "127.0.0.1:1"}]}]
+"#;
+    let spec = load_yaml(yaml).expect("valid");
+    let route = &spec.route_tables[0].routes[0];
+    let values: Vec<(&str, &str)> = route
+        .matcher
+        .headers
+        .iter()
+        .map(|h| (h.value.kind(), h.value.as_str()))
+        .collect();
+    assert_eq!(values, [("exact", "x"), ("prefix", "y"), ("regex", "z+")]);
+    let on = &route.retry.as_ref().expect("retry").retry_on;
+    assert_eq!(
+        on[2],
+        RetryOn::Status(503),
+        "an unquoted YAML integer reads as a status"
+    );
+
+    // Rendered (and hashed) exactly as the document says it: one key per match, strings in `on`.
+    let json = serde_json::to_value(&spec).expect("json");
+    let route = &json["routeTables"][0]["routes"][0];
+    assert_eq!(
+        route["match"]["headers"],
+        serde_json::json!([
+            {"name": "a", "exact": "x"},
+            {"name": "b", "prefix": "y"},
+            {"name": "c", "regex": "z+"},
+        ])
+    );
+    assert_eq!(
+        route["retry"]["on"],
+        serde_json::json!(["connect-failure", "reset", "503", "429"])
+    );
+    let back: RuntimeConfigSpec = serde_json::from_value(json).expect("json round trip");
+    assert_eq!(back, spec);
+    assert_eq!(load_yaml(&to_yaml(&spec)).expect("yaml round trip"), spec);
+}
+
+#[test]
+fn bad_header_matches_and_retry_conditions_do_not_parse() {
+    let doc = |headers: &str, on: &str| {
+        format!(
+            r#"
+rpc: {{channels: [{{listener: l}}]}}
+listeners: [{{name: l, routeTable: t}}]
+routeTables:
+  - name: t
+    routes:
+      - match: {{headers: [{headers}]}}
+        cluster: c
+        retry: {{attempts: 1, on: [{on}]}}
+clusters: [{{name: c, hosts: [{{address: "127.0.0.1:1"}}]}}]
+"#
+        )
+    };
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "two of exact, prefix, regex",
+            doc("{name: x-user, exact: a, prefix: b}", "reset"),
+            &[
+                "header match \"x-user\": give exactly one of exact, prefix, regex (got exact, prefix)",
+            ],
+        ),
+        (
+            "all three",
+            doc("{name: id, exact: a, prefix: b, regex: c}", "reset"),
+            &[
+                "header match \"id\": give exactly one of exact, prefix, regex (got exact, prefix, regex)",
+            ],
+        ),
+        (
+            "none",
+            doc("{name: id}", "reset"),
+            &["header match \"id\": give exactly one of exact, prefix, regex (none given)"],
+        ),
+        (
+            "unknown key in a header match",
+            doc("{name: id, exactly: a}", "reset"),
+            &["exactly"],
+        ),
+        (
+            "unknown retry condition",
+            doc("{name: id, exact: a}", "teapot"),
+            &[
+                "unknown retry condition \"teapot\" (expected connect-failure, reset or an HTTP status 100-599)",
+            ],
+        ),
+        (
+            "status out of range",
+            doc("{name: id, exact: a}", "reset, \"600\""),
+            &[
+                "unknown retry condition \"600\" (expected connect-failure, reset or an HTTP status 100-599)",
+            ],
+        ),
+        (
+            "unquoted status out of range",
+            doc("{name: id, exact: a}", "99"),
+            &["unknown retry condition \"99\""],
+        ),
+    ];
+    for (name, yaml, needles) in cases {
+        for result in [parse_yaml(yaml), load_yaml(yaml)] {
+            match result {
+                Err(LoadError::Parse(msg)) => {
+                    for needle in *needles {
+                        assert!(msg.contains(needle), "case {name:?}: {msg}");
+                    }
+                }
+                other => panic!("case {name:?}: expected a parse error, got {other:?}"),
+            }
+        }
+    }
+    // The same document with a good match and condition loads.
+    load_yaml(&doc("{name: id, exact: a}", "reset, \"503\"")).expect("valid");
+
+    // JSON (what the operator reads from the API server) is checked the same way.
+    let err = serde_json::from_value::<HeaderMatch>(
+        serde_json::json!({"name": "id", "exact": "a", "regex": "b"}),
+    )
+    .expect_err("two kinds");
+    assert!(
+        err.to_string()
+            .contains("header match \"id\": give exactly one of exact, prefix, regex"),
+        "{err}"
+    );
+    let err = serde_json::from_value::<RetryOn>(serde_json::json!("teapot")).expect_err("unknown");
+    assert!(
+        err.to_string()
+            .contains("unknown retry condition \"teapot\""),
+        "{err}"
+    );
 }

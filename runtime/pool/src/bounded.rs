@@ -4,10 +4,6 @@
 //! channels and for each upstream host of the proxy core. Not for multiplexed protocols, where
 //! many callers share one connection: those (Bolt, Dubbo) use the `mux` pool.
 
-pub(crate) mod dial;
-pub(crate) mod http1;
-pub(crate) mod mux;
-
 use std::{
     future::Future,
     ops::{Deref, DerefMut},
@@ -22,10 +18,10 @@ use tokio::{
     time::Instant,
 };
 
-use crate::metrics::{Metrics, NameLabels};
+use outrigger_core::{Cause, Failure, Metrics, NameLabels};
 
 /// Opens connections for a pool.
-pub(crate) trait Connector: Send + Sync + 'static {
+pub trait Connector: Send + Sync + 'static {
     /// The connection handle.
     type Conn: Send + 'static;
     /// Why a connection could not be opened.
@@ -38,7 +34,7 @@ pub(crate) trait Connector: Send + Sync + 'static {
 
 /// Why no connection was handed out.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PoolError<E: std::error::Error + 'static> {
+pub enum PoolError<E: std::error::Error + 'static> {
     /// Every connection stayed in use until the deadline.
     #[error("all {size} connections of pool {pool} stayed busy for {waited_ms} ms")]
     Exhausted {
@@ -66,19 +62,28 @@ pub(crate) enum PoolError<E: std::error::Error + 'static> {
     },
 }
 
+impl<E: std::error::Error + Send + Sync + 'static> Failure for PoolError<E> {
+    fn cause(&self) -> Cause {
+        match self {
+            PoolError::Exhausted { .. } => Cause::Overflow,
+            PoolError::ConnectTimeout { .. } | PoolError::Connect { .. } => Cause::ConnectFailure,
+        }
+    }
+}
+
 /// Pool settings.
 #[derive(Clone, Debug)]
-pub(crate) struct PoolSettings {
+pub struct PoolSettings {
     /// Shown in errors and metric labels, e.g. `channel/http`.
-    pub(crate) name: String,
+    pub name: String,
     /// Maximum concurrent holders (and so open connections).
-    pub(crate) size: usize,
+    pub size: usize,
     /// An idle connection older than this is closed.
-    pub(crate) idle_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// A bounded pool of connections made by `C`.
-pub(crate) struct Pool<C: Connector> {
+pub struct Pool<C: Connector> {
     inner: Arc<Inner<C>>,
 }
 
@@ -120,7 +125,7 @@ impl<T> Drop for Tracked<T> {
 impl<C: Connector> Pool<C> {
     /// Creates an empty pool; connections are opened on demand. When called inside a tokio
     /// runtime, a task closes connections idle past `idle_timeout` and ends with the pool.
-    pub(crate) fn new(settings: PoolSettings, connector: C, metrics: &Metrics) -> Self {
+    pub fn new(settings: PoolSettings, connector: C, metrics: &Metrics) -> Self {
         let labels = NameLabels {
             name: settings.name.clone(),
         };
@@ -141,19 +146,19 @@ impl<C: Connector> Pool<C> {
 
     /// Connections currently idle.
     #[cfg(test)]
-    pub(crate) fn idle_count(&self) -> usize {
+    pub fn idle_count(&self) -> usize {
         self.inner.idle.lock().len()
     }
 
     /// Callers currently holding a connection.
     #[cfg(test)]
-    pub(crate) fn in_use(&self) -> usize {
+    pub fn in_use(&self) -> usize {
         self.inner.settings.size.max(1) - self.inner.permits.available_permits()
     }
 
     /// Takes a connection: an idle one if any is still usable, else a new one. Waits for a
     /// free slot no longer than `deadline`.
-    pub(crate) async fn get(&self, deadline: Instant) -> Result<Pooled<C>, PoolError<C::Error>> {
+    pub async fn get(&self, deadline: Instant) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
         let permit = match inner.permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -249,7 +254,7 @@ async fn reap<C: Connector>(pool: Weak<Inner<C>>) {
 }
 
 /// A connection held by one caller. Dropped, it is closed; `reuse` returns it to the pool.
-pub(crate) struct Pooled<C: Connector> {
+pub struct Pooled<C: Connector> {
     conn: Option<Tracked<C::Conn>>,
     pool: Weak<Inner<C>>,
     reused: bool,
@@ -259,12 +264,12 @@ pub(crate) struct Pooled<C: Connector> {
 impl<C: Connector> Pooled<C> {
     /// Whether the connection carried an earlier request (so a failure may mean the peer
     /// closed it while idle, and one retry on a fresh connection is safe).
-    pub(crate) fn reused(&self) -> bool {
+    pub fn reused(&self) -> bool {
         self.reused
     }
 
     /// Returns a healthy connection to the pool for the next caller.
-    pub(crate) fn reuse(mut self) {
+    pub fn reuse(mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade())
             && C::is_open(&conn.conn)
         {

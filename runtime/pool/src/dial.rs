@@ -1,13 +1,81 @@
-//! Opening a raw byte stream to where a [`Dial`] points (a named in-process listener, a TCP
-//! address or a unix socket), for pools that run their own protocol on it instead of hyper's
-//! HTTP/1.1. Not for what is spoken on the stream.
+//! Where a pool's connections go — a TCP address, a unix socket, or a named listener in this
+//! process — and opening a raw byte stream there, for pools that run their own protocol on it
+//! (hyper's HTTP/1.1, Bolt, Dubbo). Not for what is spoken on the stream.
 
-use std::future::Future;
+use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use super::http1::{ConnectError, Dial, Io};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::local::LocalListeners;
+
+/// Any byte stream a pool can speak on.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Where connections go.
+#[derive(Clone)]
+pub enum Dial {
+    /// A named listener in this process: a hand-off or an in-memory stream, no socket.
+    InProcess {
+        /// The listeners of this process.
+        listeners: Arc<dyn LocalListeners>,
+        /// The listener's name.
+        name: String,
+    },
+    /// A TCP address.
+    Tcp {
+        /// The address.
+        addr: SocketAddr,
+        /// How long a connect may take.
+        connect_timeout: Duration,
+    },
+    /// A unix socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::InProcess { name, .. } => write!(f, "listener {name}"),
+            Dial::Tcp { addr, .. } => write!(f, "{addr}"),
+            Dial::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket could not be opened.
+    #[error("connect to {target} failed: {source}")]
+    Io {
+        /// Where it went.
+        target: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The connect timeout passed.
+    #[error("connect to {target} timed out after {ms} ms")]
+    Timeout {
+        /// Where it went.
+        target: String,
+        /// The timeout.
+        ms: u128,
+    },
+    /// The HTTP/1.1 handshake failed.
+    #[error("http/1.1 handshake with {target} failed: {source}")]
+    Handshake {
+        /// Where it went.
+        target: String,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+}
 
 /// Opens byte streams for a pool. [`Dial`] is the real one; tests open in-memory pipes.
-pub(crate) trait Open: Send + Sync + 'static {
+pub trait Open: Send + Sync + 'static {
     /// Opens one stream.
     fn open(&self) -> impl Future<Output = Result<Box<dyn Io>, ConnectError>> + Send;
     /// Where streams go, for logs and errors.

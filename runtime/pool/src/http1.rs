@@ -6,85 +6,37 @@
 //! pool slot like any connection, and the proxy core treats the request exactly as one its
 //! listener decoded.
 
-use std::{io, net::SocketAddr, path::PathBuf, time::Duration};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
+use outrigger_core::{Cause, Failure, ProxyError};
+use tokio::time::Instant;
+
+use crate::{
+    bounded::{Connector, Pool, PoolError},
+    dial::{ConnectError, Dial, Open},
+    local::LocalHttp,
 };
 
-use super::{Connector, Pool, PoolError, dial::Open};
-use crate::proxy::{InProcess, InProcessHttp};
-
 /// Largest body read from an HTTP peer.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-
-/// Any byte stream hyper can run HTTP/1.1 on.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// Where connections go.
-#[derive(Clone)]
-pub(crate) enum Dial {
-    /// A named proxy-core listener in this process: an in-memory stream, no socket.
-    InProcess { listeners: InProcess, name: String },
-    /// A TCP address.
-    Tcp {
-        addr: SocketAddr,
-        connect_timeout: Duration,
-    },
-    /// A unix socket.
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for Dial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Dial::InProcess { name, .. } => write!(f, "listener {name}"),
-            Dial::Tcp { addr, .. } => write!(f, "{addr}"),
-            Dial::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Opens HTTP/1.1 client connections.
-pub(crate) struct Http1Connector {
-    pub(crate) dial: Dial,
+pub struct Http1Connector {
+    /// Where connections go.
+    pub dial: Dial,
 }
 
 /// One pooled HTTP connection.
-pub(crate) enum Http1Conn {
+pub enum Http1Conn {
     /// HTTP/1.1 on a socket.
     Wire(SendRequest<Full<Bytes>>),
-    /// A named listener of this process's proxy core.
-    InProcess(InProcessHttp),
-}
-
-/// Why a connection could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectError {
-    /// The socket could not be opened.
-    #[error("connect to {target} failed: {source}")]
-    Io {
-        target: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The connect timeout passed.
-    #[error("connect to {target} timed out after {ms} ms")]
-    Timeout { target: String, ms: u128 },
-    /// The HTTP/1.1 handshake failed.
-    #[error("http/1.1 handshake with {target} failed: {source}")]
-    Handshake {
-        target: String,
-        #[source]
-        source: hyper::Error,
-    },
+    /// A named listener in this process, reached without a socket.
+    InProcess(Arc<dyn LocalHttp>),
 }
 
 impl Connector for Http1Connector {
@@ -126,11 +78,11 @@ impl Connector for Http1Connector {
 }
 
 /// A pool of HTTP/1.1 connections.
-pub(crate) type Http1Pool = Pool<Http1Connector>;
+pub type Http1Pool = Pool<Http1Connector>;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ExchangeError {
+pub enum ExchangeError {
     /// No connection: the pool stayed full, or connecting failed.
     #[error(transparent)]
     Pool(#[from] PoolError<ConnectError>),
@@ -147,12 +99,27 @@ pub(crate) enum ExchangeError {
     /// The deadline passed before the response was complete.
     #[error("no complete response from {target} before the deadline")]
     Timeout { target: String },
+    /// The in-process listener answered with the proxy's own failure (no route, no healthy
+    /// host, an upstream failure); its message is the proxy's.
+    #[error(transparent)]
+    Local(ProxyError),
+}
+
+impl Failure for ExchangeError {
+    fn cause(&self) -> Cause {
+        match self {
+            ExchangeError::Pool(e) => e.cause(),
+            ExchangeError::Reset { .. } | ExchangeError::Body { .. } => Cause::Reset,
+            ExchangeError::Timeout { .. } => Cause::Timeout,
+            ExchangeError::Local(e) => e.cause(),
+        }
+    }
 }
 
 /// Sends `req` on a pooled connection and reads the whole response by `deadline`. A request
 /// that a reused connection refused before sending anything (the peer had closed it while idle)
 /// is sent once more on a fresh connection.
-pub(crate) async fn exchange(
+pub async fn exchange(
     pool: &Http1Pool,
     target: &Dial,
     req: Request<Bytes>,
@@ -180,7 +147,7 @@ pub(crate) async fn exchange(
                 return match answer {
                     Ok(resp) => {
                         conn.reuse();
-                        Ok(resp)
+                        resp.map_err(ExchangeError::Local)
                     }
                     Err(_) => Err(ExchangeError::Timeout {
                         target: target.to_string(),

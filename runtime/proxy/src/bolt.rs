@@ -12,13 +12,14 @@ use std::time::Duration;
 use outrigger_codec::{Limits, bolt};
 use outrigger_config::Protocol;
 
-use super::{
-    ERROR_HEADER, ERROR_MESSAGE_HEADER, ProxyError,
+use outrigger_core::{Cause, ERROR_HEADER, ERROR_MESSAGE_HEADER, Failure, ProxyError};
+use outrigger_pool::{Bolt, MuxPool};
+
+use crate::{
     cluster::{Host, UpstreamPool},
     route::RequestView,
     xproto::ServerProtocol,
 };
-use crate::pool::mux::{Bolt, MuxPool};
 
 const SERVICE: &str = "service";
 const TARGET_SERVICE: &str = "sofa_head_target_service";
@@ -91,12 +92,12 @@ impl ServerProtocol for Bolt {
         }
     }
 
-    fn error_answer(request: &bolt::Frame, cause: ProxyError, message: &str) -> bolt::Frame {
-        let mut answer = request.response(status(cause));
-        answer.headers.insert(ERROR_HEADER, cause.as_str());
+    fn error_answer(request: &bolt::Frame, error: &ProxyError) -> bolt::Frame {
+        let mut answer = request.response(status(error.cause()));
+        answer.headers.insert(ERROR_HEADER, error.cause().as_str());
         answer
             .headers
-            .insert(ERROR_MESSAGE_HEADER, message.as_bytes().to_vec());
+            .insert(ERROR_MESSAGE_HEADER, error.message().as_bytes().to_vec());
         answer
     }
 
@@ -109,20 +110,20 @@ impl ServerProtocol for Bolt {
 }
 
 /// The Bolt status of the proxy's own answer.
-pub(crate) fn status(cause: ProxyError) -> u16 {
+pub(crate) fn status(cause: Cause) -> u16 {
     match cause {
-        ProxyError::NoRoute | ProxyError::NoHealthyHost => bolt::status::NO_PROCESSOR,
-        ProxyError::Overflow => bolt::status::SERVER_THREADPOOL_BUSY,
-        ProxyError::Timeout => bolt::status::TIMEOUT,
-        ProxyError::ConnectFailure | ProxyError::Reset => bolt::status::ERROR_COMM,
-        ProxyError::BadRequest => bolt::status::CODEC_EXCEPTION,
+        Cause::NoRoute | Cause::NoHealthyHost => bolt::status::NO_PROCESSOR,
+        Cause::Overflow => bolt::status::SERVER_THREADPOOL_BUSY,
+        Cause::Timeout => bolt::status::TIMEOUT,
+        Cause::ConnectFailure | Cause::Reset => bolt::status::ERROR_COMM,
+        Cause::BadRequest => bolt::status::CODEC_EXCEPTION,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::route::Matcher;
+    use crate::route::Matcher;
 
     fn request(headers: &[(&'static str, &'static str)]) -> bolt::Frame {
         let mut h = bolt::HeaderMap::new();
@@ -204,14 +205,15 @@ mod tests {
     fn proxy_errors_use_bolt_statuses_and_markers() {
         let req = request(&[]);
         for (cause, want) in [
-            (ProxyError::NoRoute, 6),
-            (ProxyError::NoHealthyHost, 6),
-            (ProxyError::Overflow, 4),
-            (ProxyError::Timeout, 7),
-            (ProxyError::ConnectFailure, 5),
-            (ProxyError::BadRequest, 9),
+            (Cause::NoRoute, 6),
+            (Cause::NoHealthyHost, 6),
+            (Cause::Overflow, 4),
+            (Cause::Timeout, 7),
+            (Cause::ConnectFailure, 5),
+            (Cause::Reset, 5),
+            (Cause::BadRequest, 9),
         ] {
-            let answer = Bolt::error_answer(&req, cause, "why");
+            let answer = Bolt::error_answer(&req, &ProxyError::new(cause, "why"));
             assert_eq!(answer.kind, bolt::Kind::Response { status: want });
             assert_eq!(answer.request_id, 3);
             assert_eq!(answer.headers.get_str(ERROR_HEADER), Some(cause.as_str()));

@@ -17,15 +17,12 @@ use arc_swap::ArcSwap;
 use outrigger_codec::Limits;
 use outrigger_config::{ClusterConfig, Protocol};
 
-use super::lb::{Balancer, weighted_schedule};
-use crate::{
-    metrics::Metrics,
-    pool::{
-        PoolSettings,
-        http1::{Dial, Http1Connector, Http1Pool},
-        mux::{self, Heartbeat, MuxPool, MuxSettings},
-    },
+use outrigger_core::Metrics;
+use outrigger_pool::{
+    Bolt, Dial, Dubbo, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings, PoolSettings,
 };
+
+use crate::lb::{Balancer, weighted_schedule};
 
 /// One upstream address with its pool.
 pub(crate) struct Host {
@@ -41,9 +38,9 @@ pub(crate) enum UpstreamPool {
     /// HTTP/1.1: one request per connection at a time.
     Http(Http1Pool),
     /// Bolt: multiplexed.
-    Bolt(MuxPool<mux::Bolt>),
+    Bolt(MuxPool<Bolt>),
     /// Dubbo: multiplexed.
-    Dubbo(MuxPool<mux::Dubbo>),
+    Dubbo(MuxPool<Dubbo>),
 }
 
 impl std::fmt::Debug for Host {

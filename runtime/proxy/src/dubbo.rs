@@ -11,13 +11,14 @@ use std::{cell::OnceCell, time::Duration};
 use outrigger_codec::{Limits, dubbo, hessian::Value};
 use outrigger_config::Protocol;
 
-use super::{
-    ProxyError,
+use outrigger_core::{Cause, Failure, ProxyError, error_marker};
+use outrigger_pool::{Dubbo, MuxPool};
+
+use crate::{
     cluster::{Host, UpstreamPool},
     route::RequestView,
     xproto::ServerProtocol,
 };
-use crate::pool::mux::{Dubbo, MuxPool};
 
 /// A Dubbo request as routes see it.
 pub(crate) struct DubboView<'a> {
@@ -126,8 +127,11 @@ impl ServerProtocol for Dubbo {
         None
     }
 
-    fn error_answer(request: &dubbo::Frame, cause: ProxyError, message: &str) -> dubbo::Frame {
-        request.error_response(status(cause), &error_message(cause, message))
+    fn error_answer(request: &dubbo::Frame, error: &ProxyError) -> dubbo::Frame {
+        request.error_response(
+            status(error.cause()),
+            &error_marker(error.cause(), error.message()),
+        )
     }
 
     fn pool(host: &Host) -> Option<&MuxPool<Dubbo>> {
@@ -139,26 +143,14 @@ impl ServerProtocol for Dubbo {
 }
 
 /// The Dubbo status of the proxy's own answer.
-pub(crate) fn status(cause: ProxyError) -> u8 {
+pub(crate) fn status(cause: Cause) -> u8 {
     match cause {
-        ProxyError::NoRoute => dubbo::status::SERVICE_NOT_FOUND,
-        ProxyError::Overflow | ProxyError::BadRequest => dubbo::status::BAD_REQUEST,
-        ProxyError::Timeout => dubbo::status::CLIENT_TIMEOUT,
-        ProxyError::ConnectFailure | ProxyError::Reset => dubbo::status::SERVICE_ERROR,
-        ProxyError::NoHealthyHost => dubbo::status::SERVER_ERROR,
+        Cause::NoRoute => dubbo::status::SERVICE_NOT_FOUND,
+        Cause::Overflow | Cause::BadRequest => dubbo::status::BAD_REQUEST,
+        Cause::Timeout => dubbo::status::CLIENT_TIMEOUT,
+        Cause::ConnectFailure | Cause::Reset => dubbo::status::SERVICE_ERROR,
+        Cause::NoHealthyHost => dubbo::status::SERVER_ERROR,
     }
-}
-
-/// The error message of the proxy's own Dubbo answer: `[outrigger:<cause>] <message>`.
-pub(crate) fn error_message(cause: ProxyError, message: &str) -> String {
-    format!("[outrigger:{}] {message}", cause.as_str())
-}
-
-/// The cause and message of an error message the proxy wrote, if it wrote it.
-pub(crate) fn error_cause(message: &str) -> Option<(ProxyError, &str)> {
-    let rest = message.strip_prefix("[outrigger:")?;
-    let (cause, rest) = rest.split_once(']')?;
-    Some((ProxyError::parse(cause)?, rest.trim_start()))
 }
 
 #[cfg(test)]
@@ -166,7 +158,7 @@ mod tests {
     use outrigger_codec::hessian::Writer;
 
     use super::*;
-    use crate::proxy::route::Matcher;
+    use crate::route::Matcher;
 
     fn matcher(json: &str) -> Matcher {
         Matcher::compile(&serde_json::from_str(json).expect("json")).expect("compiles")
@@ -268,13 +260,15 @@ mod tests {
     fn proxy_errors_use_dubbo_statuses_and_markers() {
         let req = call("sayHello", vec![], "");
         for (cause, want) in [
-            (ProxyError::NoRoute, 60),
-            (ProxyError::Overflow, 40),
-            (ProxyError::Timeout, 30),
-            (ProxyError::Reset, 70),
-            (ProxyError::NoHealthyHost, 80),
+            (Cause::NoRoute, 60),
+            (Cause::Overflow, 40),
+            (Cause::BadRequest, 40),
+            (Cause::Timeout, 30),
+            (Cause::Reset, 70),
+            (Cause::ConnectFailure, 70),
+            (Cause::NoHealthyHost, 80),
         ] {
-            let answer = Dubbo::error_answer(&req, cause, "why");
+            let answer = Dubbo::error_answer(&req, &ProxyError::new(cause, "why"));
             assert_eq!(answer.status, want);
             assert_eq!(answer.request_id, 7);
             let dubbo::Reply::Error { message, .. } =
@@ -282,9 +276,10 @@ mod tests {
             else {
                 panic!("an error reply");
             };
-            assert_eq!(error_cause(&message), Some((cause, "why")));
+            assert_eq!(
+                outrigger_core::parse_error_marker(&message),
+                Some((cause, "why"))
+            );
         }
-        assert_eq!(error_cause("no method x"), None);
-        assert_eq!(error_cause("[outrigger:nonsense] x"), None);
     }
 }

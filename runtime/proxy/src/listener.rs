@@ -14,10 +14,11 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::service::service_fn;
 use outrigger_codec::{Sniffed, sniff};
 use outrigger_config::{ListenerConfig, Protocol};
+use outrigger_core::{accept_loop, serve_http1};
+use outrigger_pool::{Bolt, Dubbo, Io};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpListener,
@@ -25,11 +26,7 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{Shared, forward, xproto};
-use crate::pool::{
-    http1::Io,
-    mux::{Bolt, Dubbo},
-};
+use crate::{http, snapshot::Shared, xproto};
 
 /// Serves the requests arriving on `io` for the named listener, in the listener's protocol,
 /// until the peer closes or the sidecar shuts down (then in-flight requests finish first).
@@ -45,7 +42,6 @@ pub(crate) async fn serve<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>)
 
 /// Reads until the first bytes tell the protocol, then serves the connection in it.
 async fn serve_auto<I: Io>(mut io: I, listener: Arc<str>, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
     let mut buf = BytesMut::with_capacity(1024);
     let sniffed = loop {
         if let Some(s) = sniff(&buf) {
@@ -56,7 +52,7 @@ async fn serve_auto<I: Io>(mut io: I, listener: Arc<str>, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => return,
+            () = shared.shutdown.signalled() => return,
         }
     };
     tracing::trace!(listener = %listener, protocol = ?sniffed, "sniffed");
@@ -128,36 +124,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 /// Serves HTTP/1.1 requests arriving on `io` for the named listener until the peer closes or
 /// the sidecar shuts down (then in-flight requests finish first).
 async fn serve_http<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
     let span = tracing::debug_span!("proxy_conn", listener = %listener);
-    let svc = {
+    let shutdown = shared.shutdown.clone();
+    let svc = service_fn(move |req| {
         let shared = shared.clone();
         let listener = listener.clone();
-        service_fn(move |req| {
-            let shared = shared.clone();
-            let listener = listener.clone();
-            async move { Ok::<_, Infallible>(forward::handle(&shared, &listener, req).await) }
-        })
-    };
-    async move {
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "proxy connection ended with an error");
-                }
-            }
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        }
-    }
-    .instrument(span)
-    .await
+        async move { Ok::<_, Infallible>(http::handle(&shared, &listener, req).await) }
+    });
+    serve_http1(io, svc, shutdown).instrument(span).await;
 }
 
 /// A listener bound to a real socket, with its accept loop.
@@ -210,23 +184,9 @@ impl Drop for BoundListener {
 }
 
 async fn accept(socket: TcpListener, name: Arc<str>, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = socket.accept() => a,
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tracing::trace!(listener = %name, %peer, "accepted");
-                tokio::spawn(serve(stream, name.clone(), shared.clone()));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly, keep listening.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let shutdown = shared.shutdown.clone();
+    accept_loop(socket, &name.clone(), shutdown, |stream, _| {
+        serve(stream, name.clone(), shared.clone())
+    })
+    .await;
 }

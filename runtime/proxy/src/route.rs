@@ -8,10 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, Method};
-use outrigger_config::{HeaderMatch, Protocol, RetryOn, RouteConfig, RouteMatch};
+use outrigger_config::{Protocol, RetryOn, RouteConfig, RouteMatch, ValueMatch};
 use regex::Regex;
+use tokio::time::Instant;
 
-use super::cluster::Cluster;
+use crate::cluster::Cluster;
 
 /// What a matcher sees of a request, whatever its protocol.
 pub(crate) trait RequestView {
@@ -119,19 +120,13 @@ impl Matcher {
         let headers = m
             .headers
             .iter()
-            .map(|h: &HeaderMatch| {
+            .map(|h| {
                 let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
                     .map_err(|_| format!("invalid header name {:?}", h.name))?;
-                let value = match (&h.exact, &h.prefix, &h.regex) {
-                    (Some(e), None, None) => ValueMatcher::Exact(e.clone()),
-                    (None, Some(p), None) => ValueMatcher::Prefix(p.clone()),
-                    (None, None, Some(r)) => ValueMatcher::Regex(whole(r)?),
-                    _ => {
-                        return Err(format!(
-                            "header {:?}: give exactly one of exact, prefix, regex",
-                            h.name
-                        ));
-                    }
+                let value = match &h.value {
+                    ValueMatch::Exact(e) => ValueMatcher::Exact(e.clone()),
+                    ValueMatch::Prefix(p) => ValueMatcher::Prefix(p.clone()),
+                    ValueMatch::Regex(r) => ValueMatcher::Regex(whole(r)?),
                 };
                 Ok((name, value))
             })
@@ -189,18 +184,11 @@ impl Route {
         cluster: Arc<Cluster>,
         default_timeout: Duration,
     ) -> Result<Self, String> {
-        let retry = match &cfg.retry {
-            None => None,
-            Some(r) => Some(Retry {
-                attempts: r.attempts,
-                per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
-                on: r
-                    .retry_on
-                    .iter()
-                    .map(|s| RetryOn::parse(s))
-                    .collect::<Result<_, _>>()?,
-            }),
-        };
+        let retry = cfg.retry.as_ref().map(|r| Retry {
+            attempts: r.attempts,
+            per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
+            on: r.retry_on.clone(),
+        });
         Ok(Self {
             matcher: Matcher::compile(&cfg.matcher)?,
             cluster,
@@ -214,19 +202,34 @@ impl Route {
 }
 
 impl Route {
+    /// How many tries a request gets at most.
+    pub(crate) fn tries(&self) -> u32 {
+        1 + self.retry.as_ref().map_or(0, |r| r.attempts)
+    }
+
+    /// The deadline of a try starting now: the per-try timeout when the policy has one, never
+    /// past the request's `deadline`.
+    pub(crate) fn try_deadline(&self, deadline: Instant) -> Instant {
+        self.retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout)
+            .and_then(|t| Instant::now().checked_add(t))
+            .map_or(deadline, |t| t.min(deadline))
+    }
+
     /// Whether a failed try may be retried: the policy lists the condition, tries are left, and
     /// so is time (a request is never retried after its deadline).
     pub(crate) fn may_retry(
         &self,
         try_no: u32,
-        deadline: tokio::time::Instant,
+        deadline: Instant,
         condition: Option<RetryOn>,
     ) -> bool {
         let Some(retry) = &self.retry else {
             return false;
         };
         try_no <= retry.attempts
-            && tokio::time::Instant::now() < deadline
+            && Instant::now() < deadline
             && condition.is_some_and(|c| retry.on(c))
     }
 }

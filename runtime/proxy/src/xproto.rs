@@ -7,11 +7,16 @@
 //! not the protocol close that connection only. Not for the protocols' details (see `bolt` and
 //! `dubbo`) or HTTP (see `forward`).
 
-use std::{sync::Arc, time::Duration};
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use outrigger_codec::Limits;
 use outrigger_config::RetryOn;
+use outrigger_core::{
+    Cause, Failure, HeartbeatLabels, LabelStr, ProtocolLabels, ProxyError, StatusLabel,
+    XprotocolLabels,
+};
+use outrigger_pool::{FrameKind, Io, MuxError, MuxPool, Wire, write_batch};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::{Semaphore, mpsc},
@@ -20,18 +25,11 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{
-    ProxyError, Shared,
-    cluster::Host,
-    route::{RequestView, Route},
-};
 use crate::{
-    metrics::{HeartbeatLabels, LabelStr, ProtocolLabels, StatusLabel, XprotocolLabels},
-    pool::{
-        PoolError,
-        http1::Io,
-        mux::{FrameKind, MuxError, MuxPool, Wire, write_batch},
-    },
+    cluster::Host,
+    forward::{Upstream, forward},
+    route::RequestView,
+    snapshot::Shared,
 };
 
 /// Requests of one downstream connection in the proxy at once; reading pauses beyond that.
@@ -52,8 +50,9 @@ pub(crate) trait ServerProtocol: Wire + Sized {
     fn describe(view: &Self::View<'_>) -> String;
     /// How long the caller said it will wait, if the request says.
     fn caller_timeout(request: &Self::Frame) -> Option<Duration>;
-    /// The proxy's own answer to `request`, in the protocol's status codes.
-    fn error_answer(request: &Self::Frame, cause: ProxyError, message: &str) -> Self::Frame;
+    /// The proxy's own answer to `request`, in the protocol's status codes, marked as the
+    /// proxy's.
+    fn error_answer(request: &Self::Frame, error: &ProxyError) -> Self::Frame;
     /// The host's pool, when the host speaks this protocol.
     fn pool(host: &Host) -> Option<&MuxPool<Self>>;
 }
@@ -85,7 +84,6 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
     let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     let mut tasks = JoinSet::new();
-    let mut shutdown = shared.shutdown.clone();
     buf.reserve(READ_BUFFER);
     let garbage = 'conn: loop {
         loop {
@@ -157,7 +155,7 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                 }
                 Ok(_) => {}
             },
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => break None,
+            () = shared.shutdown.signalled() => break None,
             Some(_) = tasks.join_next() => {}
         }
     };
@@ -208,16 +206,16 @@ async fn handle<P: ServerProtocol>(
     limits: &Limits,
 ) -> Option<P::Frame> {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
-    let (outcome, cluster) = forward::<P>(shared, listener, &request, limits).await;
+    let (outcome, cluster) = forward_request::<P>(shared, listener, &request, limits).await;
     let answer = match outcome {
         Ok(Some(mut answer)) => {
             P::set_id(&mut answer, P::id(&request));
             Some(answer)
         }
         Ok(None) => None,
-        Err((cause, message)) => {
-            tracing::debug!(cause = cause.as_str(), %message, "answering with the proxy's own error");
-            (!one_way).then(|| P::error_answer(&request, cause, &message))
+        Err(e) => {
+            tracing::debug!(cause = %e.cause(), message = %e, "answering with the proxy's own error");
+            (!one_way).then(|| P::error_answer(&request, &e))
         }
     };
     let status = answer.as_ref().map_or(StatusLabel::Word("oneway"), |a| {
@@ -236,12 +234,11 @@ async fn handle<P: ServerProtocol>(
     answer
 }
 
-type Outcome<F> = Result<Option<F>, (ProxyError, String)>;
+type Outcome<F> = Result<Option<F>, ProxyError>;
 
-/// Finds the route and exchanges the request with its cluster, retrying on the route's
-/// conditions while time remains. Returns the outcome and the cluster's name (empty when no
-/// route matched).
-async fn forward<P: ServerProtocol>(
+/// Finds the route and forwards the request to its cluster through the one pipeline. Returns
+/// the outcome and the cluster's name (empty when no route matched).
+async fn forward_request<P: ServerProtocol>(
     shared: &Shared,
     listener: &str,
     request: &P::Frame,
@@ -250,12 +247,20 @@ async fn forward<P: ServerProtocol>(
     let snapshot = shared.live.load_full();
     let Some(table) = snapshot.listeners.get(listener) else {
         let msg = format!("listener {listener} is not in the live config");
-        return (Err((ProxyError::NoRoute, msg)), LabelStr::Static(""));
+        return (
+            Err(ProxyError::new(Cause::NoRoute, msg)),
+            LabelStr::Static(""),
+        );
     };
     let route = {
         let view = match P::view(request, limits) {
             Ok(v) => v,
-            Err(e) => return (Err((ProxyError::BadRequest, e)), LabelStr::Static("")),
+            Err(e) => {
+                return (
+                    Err(ProxyError::new(Cause::BadRequest, e)),
+                    LabelStr::Static(""),
+                );
+            }
         };
         match table.find_view(&view) {
             Some(route) => route,
@@ -265,75 +270,46 @@ async fn forward<P: ServerProtocol>(
                     table.name,
                     P::describe(&view)
                 );
-                return (Err((ProxyError::NoRoute, msg)), LabelStr::Static(""));
+                return (
+                    Err(ProxyError::new(Cause::NoRoute, msg)),
+                    LabelStr::Static(""),
+                );
             }
         }
     };
     let timeout = P::caller_timeout(request).map_or(route.timeout, |t| t.min(route.timeout));
-    let outcome = exchange::<P>(shared, route, request, Instant::now() + timeout).await;
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + route.timeout);
+    let outcome = forward::<Mux<P>>(shared, route, request.clone(), deadline).await;
     (outcome, LabelStr::from(&route.cluster.name))
 }
 
-async fn exchange<P: ServerProtocol>(
-    shared: &Shared,
-    route: &Route,
-    request: &P::Frame,
-    deadline: Instant,
-) -> Outcome<P::Frame> {
-    let cluster = &route.cluster;
-    let mut try_no = 0;
-    loop {
-        try_no += 1;
-        let Some(host) = cluster.pick() else {
-            let msg = format!("cluster {} has no resolved hosts", cluster.name);
-            return Err((ProxyError::NoHealthyHost, msg));
-        };
-        let Some(pool) = P::pool(&host) else {
-            let msg = format!("cluster {} does not speak {}", cluster.name, P::NAME);
-            return Err((ProxyError::NoRoute, msg));
-        };
-        let try_deadline = route
-            .retry
-            .as_ref()
-            .and_then(|r| r.per_try_timeout)
-            .map_or(deadline, |t| (Instant::now() + t).min(deadline));
-        let outcome = pool.call(request.clone(), try_deadline).await;
-        let addr = host.addr;
-        drop(host);
-        let condition = match &outcome {
-            Ok(_) => None,
-            Err(MuxError::Pool(PoolError::Connect { .. } | PoolError::ConnectTimeout { .. })) => {
-                Some(RetryOn::ConnectFailure)
-            }
-            Err(MuxError::Closed { .. }) => Some(RetryOn::Reset),
-            // A per-try timeout with time left overall is retried like a reset.
-            Err(MuxError::Timeout { .. }) if try_deadline < deadline => Some(RetryOn::Reset),
-            Err(_) => None,
-        };
-        if route.may_retry(try_no, deadline, condition) {
-            shared.count_retry(cluster, addr, try_no);
-            continue;
-        }
-        return outcome.map_err(|e| {
-            let cause = match &e {
-                MuxError::Pool(PoolError::Exhausted { .. }) | MuxError::Overflow { .. } => {
-                    ProxyError::Overflow
-                }
-                MuxError::Pool(_) => ProxyError::ConnectFailure,
-                MuxError::Closed { .. } => ProxyError::Reset,
-                MuxError::Timeout { .. } => ProxyError::Timeout,
-                MuxError::Encode { .. } => ProxyError::BadRequest,
-            };
-            let msg = if cause == ProxyError::Timeout {
-                format!(
-                    "cluster {} host {addr}: no answer within the route timeout of {} ms",
-                    cluster.name,
-                    route.timeout.as_millis()
-                )
-            } else {
-                format!("cluster {} host {addr}: {e}", cluster.name)
-            };
-            (cause, msg)
-        });
+/// A multiplexed protocol's upstreams, for the forwarding pipeline.
+struct Mux<P>(PhantomData<P>);
+
+impl<P: ServerProtocol> Upstream for Mux<P> {
+    const NAME: &'static str = P::NAME;
+    type Pool = MuxPool<P>;
+    type Request = P::Frame;
+    type Response = Option<P::Frame>;
+    type Error = MuxError;
+
+    fn pool(host: &Host) -> Option<&MuxPool<P>> {
+        P::pool(host)
+    }
+
+    fn exchange<'a>(
+        pool: &'a MuxPool<P>,
+        _: &'a Host,
+        req: P::Frame,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Option<P::Frame>, MuxError>> + Send + 'a {
+        pool.call(req, deadline)
+    }
+
+    fn answered(_: &Option<P::Frame>) -> Option<RetryOn> {
+        // Bolt and Dubbo statuses are not retry conditions (yet).
+        None
     }
 }

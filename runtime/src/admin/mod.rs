@@ -15,11 +15,12 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::watch};
+use hyper::{body::Incoming, service::service_fn};
+use outrigger_core::{Metrics, Shutdown, accept_loop, serve_http1};
+use outrigger_proxy::ProxyCore;
+use tokio::net::TcpListener;
 
-use crate::{config::Live, metrics::Metrics, proxy::ProxyCore};
+use crate::config::Live;
 
 /// What the admin endpoint reports on.
 #[derive(Clone)]
@@ -117,32 +118,15 @@ async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    state: AdminState,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
+pub(crate) async fn serve(listener: TcpListener, state: AdminState, shutdown: Shutdown) {
+    let conn_shutdown = shutdown.clone();
+    accept_loop(listener, "admin", shutdown, move |stream, _| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "admin connection ended");
-            }
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(state, req).await) }
         });
-    }
+        serve_http1(stream, svc, conn_shutdown.clone())
+    })
+    .await;
 }

@@ -14,13 +14,12 @@ use arc_swap::ArcSwap;
 use outrigger_config::{RuntimeConfigSpec, config_hash, validate};
 use parking_lot::Mutex;
 
+use outrigger_core::{ConfigLabels, Metrics, ReloadLabels};
+use outrigger_invoke::{Invoker, Invokers};
+use outrigger_pool::LocalListeners;
+use outrigger_proxy::{ProxyCore, ProxySnapshot};
+
 pub(crate) use self::watch::watch_file;
-use crate::{
-    channel,
-    invoke::Invoker,
-    metrics::{ConfigLabels, Metrics, ReloadLabels},
-    proxy::{ProxyCore, ProxySnapshot},
-};
 
 /// One loaded config version and everything built from it.
 pub struct Snapshot {
@@ -31,7 +30,7 @@ pub struct Snapshot {
     /// The document.
     pub spec: Arc<RuntimeConfigSpec>,
     /// The invoke stack built from it.
-    pub invoker: Invoker,
+    pub invoker: Arc<Invoker>,
     /// When it went live.
     pub loaded_at: SystemTime,
 }
@@ -84,6 +83,12 @@ impl Live {
     }
 }
 
+impl Invokers for Live {
+    fn current(&self) -> Arc<Invoker> {
+        self.current.load().invoker.clone()
+    }
+}
+
 /// Builds and applies config versions.
 pub struct Reloader {
     live: Arc<Live>,
@@ -98,7 +103,7 @@ async fn build(
     spec: &RuntimeConfigSpec,
     proxy: &ProxyCore,
     metrics: &Metrics,
-) -> Result<Invoker, Vec<String>> {
+) -> Result<Arc<Invoker>, Vec<String>> {
     validate(spec).map_err(|e| e.lines())?;
     let routing = ProxySnapshot::build(spec, metrics).await?;
     let channel_cfg = spec
@@ -106,7 +111,8 @@ async fn build(
         .channels
         .first()
         .ok_or_else(|| vec!["rpc.channels: at least one channel is required".to_owned()])?;
-    let channel = channel::build(channel_cfg, spec, &proxy.in_process(), metrics)
+    let local: Arc<dyn LocalListeners> = Arc::new(proxy.in_process());
+    let channel = outrigger_channel::build(channel_cfg, spec, &local, metrics)
         .await
         .map_err(|e| vec![e])?;
     let kinds = |list: &[outrigger_config::FilterConfig]| {
@@ -116,9 +122,9 @@ async fn build(
     };
     let before = kinds(&spec.rpc.before_invoke).map_err(|e| vec![e])?;
     let after = kinds(&spec.rpc.after_invoke).map_err(|e| vec![e])?;
-    let invoker = Invoker::new(channel, &before, &after);
+    let invoker = Invoker::new(channel, &before, &after, spec.rpc.timeout());
     proxy.apply(routing, spec).await?;
-    Ok(invoker)
+    Ok(Arc::new(invoker))
 }
 
 impl Reloader {

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use tokio::sync::watch;
+use outrigger_core::Shutdown;
 
 use super::Reloader;
 
@@ -12,7 +12,7 @@ pub(crate) async fn watch_file(
     reloader: Arc<Reloader>,
     path: PathBuf,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     // Start from nothing rather than from a first read: a change made between the initial load
     // and that read would otherwise be missed. An unchanged file is a no-op (same hash).
@@ -20,7 +20,7 @@ pub(crate) async fn watch_file(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = crate::sidecar::until_shutdown(&mut shutdown) => return,
+            () = shutdown.signalled() => return,
         }
         let now = match tokio::fs::read(&path).await {
             Ok(b) => b,

@@ -28,6 +28,26 @@ pub const DEMO_REQUEST: &str =
 /// Where the sample upstream listens when the port is free.
 const UPSTREAM_ADDRESS: &str = "127.0.0.1:20001";
 
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The sample upstream could not start, or the output could not be written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The embedded config does not load (a bug).
+    #[error("the embedded config is invalid: {0}")]
+    Config(String),
+    /// The sidecar did not start.
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    /// The gRPC client could not connect to the sidecar.
+    #[error("cannot connect to the sidecar: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The demo call failed.
+    #[error("the demo call failed: {0}")]
+    Call(#[from] tonic::Status),
+}
+
 /// A running demo: the sample upstream and the sidecar.
 pub struct Demo {
     /// The sample upstream.
@@ -49,13 +69,14 @@ impl Demo {
         options: Options,
         metrics: Metrics,
         out: &mut (dyn std::io::Write + Send),
-    ) -> anyhow::Result<Demo> {
+    ) -> Result<Demo, DemoError> {
         let upstream = match SampleUpstream::start(UPSTREAM_ADDRESS).await {
             Ok(u) => u,
             Err(_) => SampleUpstream::start("127.0.0.1:0").await?,
         };
         let yaml = Self::config(upstream.address());
-        let spec = outrigger_config::load_yaml(&yaml)?;
+        let spec =
+            outrigger_config::load_yaml(&yaml).map_err(|e| DemoError::Config(e.to_string()))?;
         let sidecar = Sidecar::start(spec, options, metrics).await?;
         let grpc = sidecar.grpc_address().to_owned();
         writeln!(out, "outrigger demo")?;

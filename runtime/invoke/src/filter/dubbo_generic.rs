@@ -10,19 +10,20 @@
 
 use std::task::{Context, Poll};
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use bytes::Bytes;
 use futures_util::{FutureExt, future::BoxFuture};
-use http::HeaderValue;
 use outrigger_codec::{
     Limits, dubbo,
     hessian::{self, Value, Writer},
 };
+use outrigger_config::Protocol;
 use serde_json::{Map as JsonMap, Number, Value as Json};
 use tower::{Layer, Service};
 
 use crate::{
-    channel::{DUBBO_PARAMETER_TYPES_METADATA, PROTOCOL_METADATA},
-    invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse},
+    error::{ErrorKind, InvokeError},
+    request::{RpcRequest, RpcResponse},
 };
 
 /// Values built when back-references in a result are expanded; more is refused.
@@ -133,13 +134,9 @@ fn rewrite(req: &mut RpcRequest) -> Result<Answer, InvokeError> {
     req.data = w.finish();
     req.method = inv.method;
     req.content_type.clear();
-    let desc = HeaderValue::from_str(&inv.parameter_types_desc)
-        .map_err(|_| invalid("the parameter types are not ASCII"))?;
-    req.headers.insert(DUBBO_PARAMETER_TYPES_METADATA, desc);
-    req.headers
-        .insert("generic", HeaderValue::from_static("true"));
-    req.headers
-        .insert(PROTOCOL_METADATA, HeaderValue::from_static("dubbo"));
+    req.dubbo.parameter_types = inv.parameter_types_desc;
+    req.dubbo.generic = true;
+    req.protocol = Some(Protocol::Dubbo);
     Ok(answer)
 }
 
@@ -225,7 +222,7 @@ fn to_json(v: &Value) -> Json {
         Value::Long(l) | Value::Date(l) => Json::from(*l),
         Value::Double(d) => Number::from_f64(*d).map_or(Json::Null, Json::Number),
         Value::String(s) => Json::String(s.clone()),
-        Value::Binary(b) => Json::String(base64(b)),
+        Value::Binary(b) => Json::String(BASE64.encode(b)),
         Value::List(l) => Json::Array(l.items.iter().map(to_json).collect()),
         Value::Map(m) => Json::Object(
             m.entries
@@ -252,27 +249,6 @@ fn key(k: &Value) -> String {
         Value::Null => "null".to_owned(),
         other => to_json(other).to_string(),
     }
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 impl Answer {
@@ -309,22 +285,20 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderMap;
     use tower::ServiceExt;
 
     use super::*;
 
     fn req(body: &str) -> RpcRequest {
-        RpcRequest {
-            id: "org.apache.dubbo.samples.api.GreetingsService".into(),
-            method: "sayHello".into(),
-            content_type: "application/json".into(),
-            data: Bytes::from(body.to_owned()),
-            verb: http::Method::POST,
-            query: String::new(),
-            headers: HeaderMap::new(),
-            deadline: tokio::time::Instant::now(),
-        }
+        let mut r = RpcRequest::new(
+            "org.apache.dubbo.samples.api.GreetingsService",
+            "sayHello",
+            tokio::time::Instant::now(),
+        );
+        r.content_type = "application/json".into();
+        r.data = Bytes::from(body.to_owned());
+        r.verb = http::Method::POST;
+        r
     }
 
     /// The generic call's (method, parameter types, args) as the channel would send them.
@@ -398,12 +372,13 @@ mod tests {
             let mut r = req(body);
             assert_eq!(rewrite(&mut r).expect(body), *answer, "{body}");
             assert_eq!(r.method, "$invoke");
-            assert_eq!(r.headers[PROTOCOL_METADATA], "dubbo");
-            assert_eq!(r.headers["generic"], "true");
+            assert_eq!(r.protocol, Some(Protocol::Dubbo));
+            assert!(r.dubbo.generic);
             assert_eq!(
-                r.headers[DUBBO_PARAMETER_TYPES_METADATA],
+                r.dubbo.parameter_types,
                 "Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/Object;"
             );
+            assert!(r.headers.is_empty(), "nothing travels as metadata");
             let (m, t, a) = sent(&r);
             assert_eq!(m, *method, "{body}");
             assert_eq!(t, *types, "{body}");
@@ -428,10 +403,6 @@ mod tests {
             to_json(&Value::Binary(Bytes::from_static(b"hi!?"))),
             "aGkhPw=="
         );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
     }
 
     #[test]

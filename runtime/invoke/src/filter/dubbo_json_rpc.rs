@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use http::HeaderValue;
 use tower::{Layer, Service};
 
-use crate::invoke::{ErrorKind, InvokeError, RpcRequest};
+use crate::{
+    error::{ErrorKind, InvokeError},
+    request::RpcRequest,
+};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -76,16 +79,14 @@ mod tests {
 
     #[test]
     fn rewrites_like_layotto() {
-        let mut req = RpcRequest {
-            id: "org.apache.dubbo.samples.UserProvider".into(),
-            method: "GetUser".into(),
-            content_type: "text/plain".into(),
-            data: bytes::Bytes::from_static(b"{}"),
-            verb: http::Method::POST,
-            query: String::new(),
-            headers: http::HeaderMap::new(),
-            deadline: tokio::time::Instant::now(),
-        };
+        let mut req = RpcRequest::new(
+            "org.apache.dubbo.samples.UserProvider",
+            "GetUser",
+            tokio::time::Instant::now(),
+        );
+        req.content_type = "text/plain".into();
+        req.data = bytes::Bytes::from_static(b"{}");
+        req.verb = http::Method::POST;
         rewrite(&mut req).expect("valid");
         assert_eq!(req.method, "org.apache.dubbo.samples.UserProvider");
         assert_eq!(

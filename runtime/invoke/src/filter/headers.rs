@@ -8,8 +8,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use outrigger_config::{HeaderEdits, HeadersFilterConfig};
 use tower::{Layer, Service};
 
-use super::Phase;
-use crate::invoke::{InvokeError, RpcRequest, RpcResponse};
+use crate::{
+    error::InvokeError,
+    request::{RpcRequest, RpcResponse},
+};
 
 /// Parsed header edits.
 #[derive(Clone, Debug, Default)]
@@ -63,8 +65,8 @@ pub(crate) struct HeadersLayer {
 
 impl HeadersLayer {
     /// Request edits apply on the way in and response edits on the way out, whichever list the
-    /// filter is in; `phase` only decides its position in the chain.
-    pub(crate) fn new(cfg: &HeadersFilterConfig, _phase: Phase) -> Self {
+    /// filter is in (the list only decides its position in the chain).
+    pub(crate) fn new(cfg: &HeadersFilterConfig) -> Self {
         Self {
             request: Edits::parse(&cfg.request),
             response: Edits::parse(&cfg.response),
@@ -149,19 +151,11 @@ mod tests {
                 ..Default::default()
             })
         });
-        let svc = HeadersLayer::new(&cfg, Phase::Before).layer(inner);
+        let svc = HeadersLayer::new(&cfg).layer(inner);
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("secret"));
-        let req = RpcRequest {
-            id: "svc".into(),
-            method: "m".into(),
-            content_type: String::new(),
-            data: bytes::Bytes::new(),
-            verb: http::Method::GET,
-            query: String::new(),
-            headers,
-            deadline: tokio::time::Instant::now(),
-        };
+        let mut req = RpcRequest::new("svc", "m", tokio::time::Instant::now());
+        req.headers = headers;
         let resp = svc.oneshot(req).await.expect("ok");
         assert_eq!(resp.headers["x-served-by"], "outrigger");
         assert!(!resp.headers.contains_key("server"));

@@ -9,25 +9,16 @@ mod headers;
 use outrigger_config::FilterKind;
 use tower::Layer;
 
-pub(crate) use self::{
+use self::{
     dubbo_generic::DubboGenericLayer, dubbo_json_rpc::DubboJsonRpcLayer, headers::HeadersLayer,
 };
-use crate::invoke::InvokeService;
+use crate::request::InvokeService;
 
-/// Where in the chain a filter was listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// `rpc.beforeInvoke`.
-    Before,
-    /// `rpc.afterInvoke`.
-    After,
-}
-
-/// Wraps `inner` in the filter `kind`, listed in `phase`.
-pub(crate) fn layer(kind: &FilterKind, phase: Phase, inner: InvokeService) -> InvokeService {
+/// Wraps `inner` in the filter `kind`.
+pub(crate) fn layer(kind: &FilterKind, inner: InvokeService) -> InvokeService {
     match kind {
         FilterKind::DubboJsonRpc => InvokeService::new(DubboJsonRpcLayer.layer(inner)),
         FilterKind::DubboGeneric => InvokeService::new(DubboGenericLayer.layer(inner)),
-        FilterKind::Headers(cfg) => InvokeService::new(HeadersLayer::new(cfg, phase).layer(inner)),
+        FilterKind::Headers(cfg) => InvokeService::new(HeadersLayer::new(cfg).layer(inner)),
     }
 }

@@ -8,7 +8,7 @@
 //! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
 //! `pool::http1`) or for what a frame means (see `channel` and `proxy`).
 
-pub(crate) mod wire;
+mod wire;
 
 use std::{
     collections::HashMap,
@@ -31,18 +31,19 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub(crate) use self::wire::{Bolt, Dubbo, FrameKind, Wire};
-use super::{
-    PoolError,
-    dial::Open,
-    http1::{ConnectError, Dial, Io},
+pub use self::wire::{Bolt, Dubbo, FrameKind, Wire};
+use outrigger_core::{
+    Cause, Failure, HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, ProtocolLabels,
+    StatusLabel,
 };
-use crate::metrics::{
-    HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, ProtocolLabels, StatusLabel,
+
+use crate::{
+    bounded::PoolError,
+    dial::{ConnectError, Dial, Io, Open},
 };
 
 /// Calls one connection may have waiting for answers; a pool allows `size` times this.
-pub(crate) const MAX_PENDING_PER_CONNECTION: usize = 1024;
+pub const MAX_PENDING_PER_CONNECTION: usize = 1024;
 /// Frames queued for a connection's writer before callers wait.
 const WRITE_QUEUE: usize = 256;
 /// Initial read buffer of a connection; it grows up to the frame limit.
@@ -53,16 +54,16 @@ const MAX_WRITE_BATCH: usize = 64 * 1024;
 
 /// Heartbeat settings of a pool's connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Heartbeat {
+pub struct Heartbeat {
     /// Silence after which a heartbeat is sent.
-    pub(crate) interval: Duration,
+    pub interval: Duration,
     /// Unanswered heartbeats in a row after which the connection is closed.
-    pub(crate) misses: u32,
+    pub misses: u32,
 }
 
 impl Heartbeat {
     /// From the config; `None` when heartbeats are off.
-    pub(crate) fn from_config(cfg: &outrigger_config::HeartbeatConfig) -> Option<Self> {
+    pub fn from_config(cfg: &outrigger_config::HeartbeatConfig) -> Option<Self> {
         cfg.interval().map(|interval| Self {
             interval,
             misses: cfg.misses.max(1),
@@ -72,22 +73,22 @@ impl Heartbeat {
 
 /// Pool settings.
 #[derive(Clone, Debug)]
-pub(crate) struct MuxSettings {
+pub struct MuxSettings {
     /// Shown in errors and metric labels, e.g. `channel/bolt`.
-    pub(crate) name: String,
+    pub name: String,
     /// Callers writing at once, and so connections open at most.
-    pub(crate) size: usize,
+    pub size: usize,
     /// A connection without calls for this long is closed.
-    pub(crate) idle_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Heartbeats on idle connections, or none.
-    pub(crate) heartbeat: Option<Heartbeat>,
+    pub heartbeat: Option<Heartbeat>,
     /// Caps on what a peer may make a connection buffer.
-    pub(crate) limits: Limits,
+    pub limits: Limits,
 }
 
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum MuxError {
+pub enum MuxError {
     /// No connection: the writers stayed busy, or connecting failed.
     #[error(transparent)]
     Pool(#[from] PoolError<ConnectError>),
@@ -126,6 +127,18 @@ pub(crate) enum MuxError {
         #[source]
         source: EncodeError,
     },
+}
+
+impl Failure for MuxError {
+    fn cause(&self) -> Cause {
+        match self {
+            MuxError::Pool(e) => e.cause(),
+            MuxError::Overflow { .. } => Cause::Overflow,
+            MuxError::Closed { .. } => Cause::Reset,
+            MuxError::Timeout { .. } => Cause::Timeout,
+            MuxError::Encode { .. } => Cause::BadRequest,
+        }
+    }
 }
 
 impl MuxError {
@@ -207,7 +220,7 @@ impl MuxMetrics {
 }
 
 /// A multiplexed pool of connections made by `O`, speaking `W`.
-pub(crate) struct MuxPool<W: Wire, O: Open = Dial> {
+pub struct MuxPool<W: Wire, O: Open = Dial> {
     inner: Arc<PoolInner<W, O>>,
 }
 
@@ -233,7 +246,7 @@ struct PoolInner<W: Wire, O> {
 impl<W: Wire, O: Open> MuxPool<W, O> {
     /// An empty pool; connections are opened on demand. Inside a tokio runtime, a task closes
     /// idle connections and ends with the pool.
-    pub(crate) fn new(settings: MuxSettings, opener: O, metrics: &Metrics) -> Self {
+    pub fn new(settings: MuxSettings, opener: O, metrics: &Metrics) -> Self {
         let size = settings.size.max(1);
         let max_pending = size.saturating_mul(MAX_PENDING_PER_CONNECTION);
         let inner = Arc::new(PoolInner {
@@ -254,7 +267,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
 
     /// Connections open and not handed out.
     #[cfg(test)]
-    pub(crate) fn idle_connections(&self) -> usize {
+    pub fn idle_connections(&self) -> usize {
         self.inner
             .free
             .lock()
@@ -265,7 +278,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
 
     /// Calls waiting for answers on the connections not handed out.
     #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
+    pub fn pending(&self) -> usize {
         let free = self.inner.free.lock();
         free.iter()
             .map(|c| {
@@ -281,7 +294,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
     /// Sends `frame` (a request) on a pooled connection under a fresh request id and waits
     /// for the answer until `deadline`. One-way requests return `None` once queued for
     /// writing. A reused connection found dead before the frame was queued is replaced.
-    pub(crate) async fn call(
+    pub async fn call(
         &self,
         frame: W::Frame,
         deadline: Instant,
@@ -838,7 +851,7 @@ async fn write_loop<W: Wire>(
 /// Writes `first` and every frame queued behind it right now, gathered into as few writes as
 /// the batch bound allows (one for a burst of small frames), then flushes. `batch` is the
 /// caller's scratch buffer, kept between calls so a busy connection does not allocate.
-pub(crate) async fn write_batch<T: tokio::io::AsyncWrite + Unpin>(
+pub async fn write_batch<T: tokio::io::AsyncWrite + Unpin>(
     wr: &mut T,
     first: Bytes,
     rx: &mut mpsc::Receiver<Bytes>,

@@ -9,7 +9,7 @@ use outrigger_codec::{DecodeError, EncodeError, Limits, bolt, dubbo};
 
 /// What a frame is, as a connection sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FrameKind {
+pub enum FrameKind {
     /// A request; `one_way` ones get no answer.
     Request { one_way: bool },
     /// The answer to a request.
@@ -23,7 +23,7 @@ pub(crate) enum FrameKind {
 }
 
 /// A multiplexed wire protocol.
-pub(crate) trait Wire: Send + Sync + 'static {
+pub trait Wire: Send + Sync + 'static {
     /// `bolt` or `dubbo`, for logs, errors and metric labels.
     const NAME: &'static str;
     /// The largest request id the protocol carries.
@@ -51,7 +51,7 @@ pub(crate) trait Wire: Send + Sync + 'static {
 
 /// SOFA Bolt (v1 and v2).
 #[derive(Debug)]
-pub(crate) struct Bolt;
+pub struct Bolt;
 
 impl Wire for Bolt {
     const NAME: &'static str = "bolt";
@@ -106,7 +106,7 @@ impl Wire for Bolt {
 
 /// Dubbo 2.
 #[derive(Debug)]
-pub(crate) struct Dubbo;
+pub struct Dubbo;
 
 impl Wire for Dubbo {
     const NAME: &'static str = "dubbo";

@@ -1,0 +1,26 @@
+//! The bottom layer of Outrigger's data plane: what every other layer shares and none owns — the
+//! one classification of request failures ([`Cause`]) and the typed failure the proxy core hands
+//! an in-process caller ([`ProxyError`]), the markers that carry it over a wire, HTTP header
+//! helpers, the shutdown signal passed down to every server, the one accept loop, and the
+//! metric families. Nothing here knows about pools, the proxy, channels or the gRPC API.
+
+mod error;
+mod metrics;
+mod serve;
+mod shutdown;
+mod wire;
+
+pub use self::{
+    error::{Cause, Failure, ProxyError},
+    metrics::{
+        ConfigLabels, GrpcLabels, HeartbeatLabels, KindLabels, LabelStr, Metrics, MuxCallLabels,
+        NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, StatusLabel,
+        XprotocolLabels,
+    },
+    serve::{accept_loop, serve_http1},
+    shutdown::Shutdown,
+    wire::{
+        ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, parse_error_marker,
+        strip_hop_by_hop,
+    },
+};

@@ -1,0 +1,23 @@
+//! Outrigger's connection pools, below the proxy core and the channels and knowing neither:
+//! where connections go ([`Dial`]: a TCP address, a unix socket, or a listener in this process
+//! reached through the [`LocalListeners`] interface the proxy core implements), the bounded
+//! pool ([`Pool`]) with one HTTP/1.1 exchange on it ([`exchange`]), and the multiplexed pool
+//! for Bolt and Dubbo ([`MuxPool`]) with its framing loops. Every error a pool returns knows
+//! its [`outrigger_core::Cause`].
+
+mod bounded;
+mod dial;
+mod http1;
+mod local;
+mod mux;
+
+pub use self::{
+    bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
+    dial::{ConnectError, Dial, Io, Open},
+    http1::{ExchangeError, Http1Conn, Http1Connector, Http1Pool, MAX_BODY_BYTES, exchange},
+    local::{LocalHttp, LocalListeners},
+    mux::{
+        Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,
+        MuxSettings, Wire, write_batch,
+    },
+};

@@ -1,0 +1,117 @@
+//! The proxy core's state: the immutable routing snapshot of one config version (route tables
+//! by listener, listener protocols, clusters), swapped atomically on reload, and what every
+//! connection of the proxy core shares (the live snapshot, metrics, the shutdown signal). A
+//! request keeps the snapshot it started with.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use outrigger_config::{Protocol, RuntimeConfigSpec};
+use outrigger_core::{Metrics, NameLabels, Shutdown};
+
+use crate::{
+    cluster::Cluster,
+    route::{Route, RouteTable},
+};
+
+/// Immutable routing state of one config version.
+#[derive(Default)]
+pub struct ProxySnapshot {
+    /// Route tables by listener name; the shared keys are the listeners' metric label values.
+    pub(crate) listeners: HashMap<Arc<str>, Arc<RouteTable>>,
+    /// The protocol each listener decodes.
+    pub(crate) protocols: HashMap<String, Protocol>,
+    /// Clusters by name.
+    pub(crate) clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl ProxySnapshot {
+    /// Compiles routes and builds clusters (resolving DNS names once). Fails only on input
+    /// that validation rejects.
+    pub async fn build(spec: &RuntimeConfigSpec, metrics: &Metrics) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut clusters = HashMap::new();
+        for c in &spec.clusters {
+            clusters.insert(c.name.clone(), Cluster::build(c, metrics).await);
+        }
+        let default_timeout = spec.rpc.timeout();
+        let mut tables = HashMap::new();
+        for t in &spec.route_tables {
+            let mut routes = Vec::with_capacity(t.routes.len());
+            for (i, r) in t.routes.iter().enumerate() {
+                let Some(cluster) = clusters.get(&r.cluster) else {
+                    errors.push(format!(
+                        "route table {} route {i}: unknown cluster {}",
+                        t.name, r.cluster
+                    ));
+                    continue;
+                };
+                match Route::compile(r, cluster.clone(), default_timeout) {
+                    Ok(route) => routes.push(route),
+                    Err(e) => errors.push(format!("route table {} route {i}: {e}", t.name)),
+                }
+            }
+            tables.insert(
+                t.name.clone(),
+                Arc::new(RouteTable {
+                    name: t.name.clone(),
+                    routes,
+                }),
+            );
+        }
+        let mut listeners = HashMap::new();
+        let mut protocols = HashMap::new();
+        for l in &spec.listeners {
+            protocols.insert(l.name.clone(), l.protocol);
+            match tables.get(&l.route_table) {
+                Some(t) => {
+                    listeners.insert(Arc::from(l.name.as_str()), t.clone());
+                }
+                None => errors.push(format!(
+                    "listener {}: unknown route table {}",
+                    l.name, l.route_table
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                listeners,
+                protocols,
+                clusters,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The protocol a listener decodes (HTTP for one not in this snapshot).
+    pub(crate) fn listener_protocol(&self, name: &str) -> Protocol {
+        self.protocols.get(name).copied().unwrap_or_default()
+    }
+
+    /// Resolved addresses of a cluster (for the config dump and tests).
+    pub fn cluster_addresses(&self, name: &str) -> Option<Vec<SocketAddr>> {
+        self.clusters.get(name).map(|c| c.addresses())
+    }
+}
+
+/// State shared by every connection of the proxy core.
+pub(crate) struct Shared {
+    /// The routing state new requests start from.
+    pub(crate) live: ArcSwap<ProxySnapshot>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: Shutdown,
+}
+
+impl Shared {
+    /// Counts and logs a retry of a request to `cluster` after try `try_no` failed on `addr`.
+    pub(crate) fn count_retry(&self, cluster: &Cluster, addr: SocketAddr, try_no: u32) {
+        self.metrics
+            .proxy_retries
+            .get_or_create(&NameLabels {
+                name: cluster.name.to_string(),
+            })
+            .inc();
+        tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+    }
+}
