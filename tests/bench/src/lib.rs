@@ -22,10 +22,21 @@ pub use crate::{
     load::{Latency, LoadResult},
     machine::Machine,
     report::{Report, TargetCheck},
-    scenario::{PhaseResult, ProcCost, Role, Scenario, ScenarioResult, Settings, run},
+    scenario::{PhaseResult, ProcCost, Role, Scenario, ScenarioResult, Settings},
     servers::{BODY_LEN, run_bolt_upstream, run_echo, run_upstream},
     sidecar::{build as build_sidecar, sibling_binary as sidecar_next_to},
 };
+
+/// Runs every scenario of `settings`, printing progress to `progress`, and reports them side by
+/// side.
+pub async fn run(
+    settings: &Settings,
+    command: String,
+    progress: &mut (dyn std::io::Write + Send),
+) -> Result<Report, BenchError> {
+    let (machine, results) = scenario::run_all(settings, progress).await?;
+    Ok(report::build(machine, command, settings, results))
+}
 
 /// Why a run could not be carried out (failed requests are results, not errors).
 #[derive(Debug, thiserror::Error)]

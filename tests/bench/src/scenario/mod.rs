@@ -28,7 +28,6 @@ use crate::{
     peers::Peer,
     process::Proc,
     procstat,
-    report::{self, Report},
     sidecar::{self, Setup},
 };
 
@@ -276,12 +275,12 @@ impl Server {
     }
 }
 
-/// Runs every scenario of `settings`, printing progress to `progress`.
-pub async fn run(
+/// Runs every scenario of `settings`, printing progress to `progress`; returns the machine it
+/// ran on and each scenario's results.
+pub(crate) async fn run_all(
     settings: &Settings,
-    command: String,
     progress: &mut (dyn Write + Send),
-) -> Result<Report, BenchError> {
+) -> Result<(Machine, Vec<ScenarioResult>), BenchError> {
     let dir = tempfile::Builder::new()
         .prefix("outrigger-bench-")
         .tempdir()
@@ -306,7 +305,7 @@ pub async fn run(
         results.push(result);
     }
     servers.stop().await;
-    Ok(report::build(machine, command, settings, results))
+    Ok((machine, results))
 }
 
 /// The servers every scenario of a run shares.
