@@ -143,13 +143,19 @@ pub fn validate_runtime_configs(body: &[u8]) -> (Value, Vec<String>) {
         let why = "the request has no object".to_owned();
         return (review(response.deny(&why)), vec![why]);
     };
+    // The request's name is empty on CREATE with `generateName`; the object may still have one.
+    let name = if request.name.is_empty() {
+        object.metadata.name.clone().unwrap_or_default()
+    } else {
+        request.name.clone()
+    };
     let who = format!(
         "RuntimeConfig {}/{}",
         request.namespace.as_deref().unwrap_or("default"),
-        if request.name.is_empty() {
+        if name.is_empty() {
             "<generated>"
         } else {
-            &request.name
+            &name
         }
     );
     let rc: RuntimeConfig = match serde_json::to_value(object).and_then(serde_json::from_value) {
@@ -164,13 +170,15 @@ pub fn validate_runtime_configs(body: &[u8]) -> (Value, Vec<String>) {
         Err(errors) => {
             let mut denied = response;
             denied.allowed = false;
-            denied.result = denial(&who, &errors);
+            denied.result = denial(&who, &name, &errors);
             (review(denied), errors.lines())
         }
     }
 }
 
-fn denial(who: &str, errors: &ValidationErrors) -> Status {
+/// The denial's status. `details.name` and `details.kind` are what `kubectl` prints
+/// (`The RuntimeConfig "web" is invalid: ...`), so they must name the object.
+fn denial(who: &str, name: &str, errors: &ValidationErrors) -> Status {
     let mut message = format!("{who} is invalid: {} problem(s):", errors.0.len());
     for line in errors.lines() {
         message.push_str("\n  - ");
@@ -188,9 +196,9 @@ fn denial(who: &str, errors: &ValidationErrors) -> Status {
     Status::failure(&message, "Invalid")
         .with_code(422)
         .with_details(StatusDetails {
-            name: String::new(),
+            name: name.to_owned(),
             group: crate::names::GROUP.to_owned(),
-            kind: "RuntimeConfig".to_owned(),
+            kind: crate::names::KIND.to_owned(),
             uid: String::new(),
             causes,
             retry_after_seconds: 0,
@@ -244,6 +252,12 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    fn without_request_name(body: Vec<u8>) -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        v["request"]["name"] = json!("");
+        serde_json::to_vec(&v).unwrap()
     }
 
     struct Cluster {
@@ -398,6 +412,10 @@ mod tests {
             "spec": { "rpc": { "channels": [{ "listener": "127.0.0.1:12221" }] } } });
         let invalid = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web" },
             "spec": { "rpc": { "timeoutMs": 0, "channels": [] }, "clusters": [{ "name": "c", "hosts": [] }] } });
+        // CREATE with generateName: the request carries no name, the object (after the API
+        // server's name generation) does.
+        let generated = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web-x7k2p", "generateName": "web-" },
+            "spec": { "rpc": { "timeoutMs": 0, "channels": [{ "listener": "127.0.0.1:12221" }] } } });
         let unknown_field = json!({ "apiVersion": "outrigger.dev/v1alpha1", "kind": "RuntimeConfig", "metadata": { "name": "web" },
             "spec": { "rpcc": {} } });
         // (case, body, allowed, message fragments)
@@ -432,6 +450,12 @@ mod tests {
                 vec!["unknown field `rpcc`"],
             ),
             (
+                "generated name is named by the object",
+                without_request_name(review_of("RuntimeConfig", "CREATE", generated)),
+                false,
+                vec!["RuntimeConfig apps/web-x7k2p is invalid: 1 problem(s):"],
+            ),
+            (
                 "delete is allowed",
                 review_of("RuntimeConfig", "DELETE", Value::Null),
                 true,
@@ -449,6 +473,10 @@ mod tests {
             }
             if case == "invalid lists every error" {
                 assert_eq!(r["status"]["code"], 422);
+                // kubectl prints `The <details.kind> "<details.name>" is invalid`.
+                assert_eq!(r["status"]["details"]["kind"], "RuntimeConfig");
+                assert_eq!(r["status"]["details"]["name"], "web");
+                assert_eq!(r["status"]["details"]["group"], "outrigger.dev");
                 assert_eq!(
                     r["status"]["details"]["causes"][0]["field"],
                     "spec.rpc.timeoutMs"
