@@ -762,8 +762,10 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 }
 
 /// What the operator calls, by source: `reconcile.rs` (controller, SSA, status, Events via kube's
-/// Recorder), `cluster.rs` (namespace and RuntimeConfig metadata reflectors), `certs.rs`
-/// (self-managed Secret and caBundle patches), `leader.rs` (the Lease).
+/// Recorder, the injected-pod metadata watch and list for rollout counts), `cluster.rs`
+/// (namespace, RuntimeConfig and ConfigMap metadata reflectors, live RuntimeConfig/ConfigMap
+/// reads), `skips.rs` (skip Events), `certs.rs` (self-managed Secret and caBundle patches),
+/// `leader.rs` (the Lease, released on shutdown).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -791,6 +793,7 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     }
     for verb in ["list", "watch"] {
         out.insert(g("cluster", "", "namespaces", verb, None));
+        out.insert(g("cluster", "", "pods", verb, None));
     }
     if run.cert_mode == CertMode::SelfManaged {
         for (resource, name) in [
@@ -1003,7 +1006,13 @@ fn webhooks_call_the_chart_service_on_the_operator_paths_and_port() {
                     w["clientConfig"]["caBundle"].is_null(),
                     "{scenario:?} {name}"
                 );
-                assert_eq!(w["sideEffects"], "None");
+                // The injector records an Event about a skipped pod, except on a dry run.
+                let side_effects = if config["kind"] == "MutatingWebhookConfiguration" {
+                    "NoneOnDryRun"
+                } else {
+                    "None"
+                };
+                assert_eq!(w["sideEffects"], side_effects, "{scenario:?} {name}");
                 assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
                 assert_eq!(
                     w["timeoutSeconds"], wh["timeoutSeconds"],
@@ -1267,6 +1276,8 @@ fn admit(r: &Rendered, namespace: &str, ns_labels: &[(&str, &str)], pod: &Value)
     match verdict {
         MutateVerdict::Injected => Admission::Injected,
         MutateVerdict::Skipped(_) => Admission::Skipped,
+        MutateVerdict::Denied(why) => panic!("denied: {why}"),
+        MutateVerdict::Ignored(why) => panic!("a CREATE was ignored: {why}"),
         MutateVerdict::Invalid(why) => panic!("invalid admission request: {why}"),
     }
 }
