@@ -17,15 +17,15 @@ use std::{
 
 use clap::{CommandFactory, Parser};
 use outrigger_operator::{
-    ANNOTATION_CONFIG, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
-    ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST,
-    ANNOTATION_NATIVE_SIDECAR, CertMode, Cli, ClusterView, Command as OperatorCommand,
-    DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME,
-    DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP, LOG_LEVELS,
-    MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, MutateVerdict, NAMESPACE_INJECT_ENABLED,
-    NAMESPACE_LABEL_INJECT, NEVER_INJECT_NAMESPACE, PLURAL, RunArgs, RuntimeConfig,
-    SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT, SIDECAR_RUN_AS_USER, SidecarSettings, Skip,
-    VALIDATE_RUNTIMECONFIGS_PATH, VERSION,
+    ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
+    ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
+    ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR, CertMode, Cli,
+    ClusterView, Command as OperatorCommand, DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME,
+    DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP,
+    LOG_LEVELS, MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, MutateVerdict,
+    NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT, NEVER_INJECT_NAMESPACE, PLURAL, RunArgs,
+    RuntimeConfig, SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT, SIDECAR_RUN_AS_USER, SidecarSettings,
+    Skip, VALIDATE_RUNTIMECONFIGS_PATH, VERSION,
 };
 use outrigger_tests::{require_tool, workspace_root};
 use serde_json::{Value, json};
@@ -2035,6 +2035,9 @@ fn configure_md_documents_every_crd_field() {
         ANNOTATION_CPU_LIMIT,
         ANNOTATION_MEMORY_REQUEST,
         ANNOTATION_MEMORY_LIMIT,
+        ANNOTATION_INJECT_POLICY,
+        ANNOTATION_INJECTION,
+        ANNOTATION_CONFIG_HASH,
     ] {
         assert!(
             doc.contains(&format!("`{annotation}`")),
@@ -2099,6 +2102,35 @@ fn troubleshooting_explains_every_reason_a_pod_is_not_injected() {
             doc.contains(&shown),
             "docs/troubleshooting.md must quote the operator's message: {shown}"
         );
+        assert!(
+            doc.contains(&format!("`{}`", skip.label())),
+            "docs/troubleshooting.md must name the metric label {}",
+            skip.label()
+        );
+    }
+    // How a skip shows, how to fail closed, and how to read the rollout.
+    for needle in [
+        "outrigger.dev/injection: skipped: <reason>",
+        "outrigger.dev/inject-policy: required",
+        "InjectionSkipped",
+        "outrigger_operator_injection_skips_total",
+        "status.rollout",
+        "RolledOut",
+    ] {
+        assert!(
+            doc.contains(needle),
+            "docs/troubleshooting.md must explain {needle}"
+        );
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    for needle in [
+        "outrigger.dev/injection: skipped: <reason>",
+        "outrigger.dev/inject-policy",
+        "InjectionSkipped",
+        "status.rollout",
+        "RolledOut",
+    ] {
+        assert!(readme.contains(needle), "README.md must explain {needle}");
     }
 }
 
