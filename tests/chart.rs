@@ -17,15 +17,15 @@ use std::{
 
 use clap::{CommandFactory, Parser};
 use outrigger_operator::{
-    ANNOTATION_CONFIG, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
-    ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST,
-    ANNOTATION_NATIVE_SIDECAR, CertMode, Cli, ClusterView, Command as OperatorCommand,
-    DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME,
-    DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP, LOG_LEVELS,
-    MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, MutateVerdict, NAMESPACE_INJECT_ENABLED,
-    NAMESPACE_LABEL_INJECT, NEVER_INJECT_NAMESPACE, PLURAL, RunArgs, RuntimeConfig,
-    SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT, SIDECAR_RUN_AS_USER, SidecarSettings, Skip,
-    VALIDATE_RUNTIMECONFIGS_PATH, VERSION,
+    ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
+    ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
+    ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR, CertMode, Cli,
+    ClusterView, Command as OperatorCommand, DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME,
+    DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP,
+    LOG_LEVELS, MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, MutateVerdict,
+    NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT, NEVER_INJECT_NAMESPACE, PLURAL, RunArgs,
+    RuntimeConfig, SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT, SIDECAR_RUN_AS_USER, SidecarSettings,
+    Skip, VALIDATE_RUNTIMECONFIGS_PATH, VERSION,
 };
 use outrigger_tests::{require_tool, workspace_root};
 use serde_json::{Value, json};
@@ -762,8 +762,10 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 }
 
 /// What the operator calls, by source: `reconcile.rs` (controller, SSA, status, Events via kube's
-/// Recorder), `cluster.rs` (namespace and RuntimeConfig metadata reflectors), `certs.rs`
-/// (self-managed Secret and caBundle patches), `leader.rs` (the Lease).
+/// Recorder, the injected-pod metadata watch and list for rollout counts), `cluster.rs`
+/// (namespace, RuntimeConfig and ConfigMap metadata reflectors, live RuntimeConfig/ConfigMap
+/// reads), `skips.rs` (skip Events), `certs.rs` (self-managed Secret and caBundle patches),
+/// `leader.rs` (the Lease, released on shutdown).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -791,6 +793,7 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     }
     for verb in ["list", "watch"] {
         out.insert(g("cluster", "", "namespaces", verb, None));
+        out.insert(g("cluster", "", "pods", verb, None));
     }
     if run.cert_mode == CertMode::SelfManaged {
         for (resource, name) in [
@@ -1003,7 +1006,13 @@ fn webhooks_call_the_chart_service_on_the_operator_paths_and_port() {
                     w["clientConfig"]["caBundle"].is_null(),
                     "{scenario:?} {name}"
                 );
-                assert_eq!(w["sideEffects"], "None");
+                // The injector records an Event about a skipped pod, except on a dry run.
+                let side_effects = if config["kind"] == "MutatingWebhookConfiguration" {
+                    "NoneOnDryRun"
+                } else {
+                    "None"
+                };
+                assert_eq!(w["sideEffects"], side_effects, "{scenario:?} {name}");
                 assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
                 assert_eq!(
                     w["timeoutSeconds"], wh["timeoutSeconds"],
@@ -1267,6 +1276,8 @@ fn admit(r: &Rendered, namespace: &str, ns_labels: &[(&str, &str)], pod: &Value)
     match verdict {
         MutateVerdict::Injected => Admission::Injected,
         MutateVerdict::Skipped(_) => Admission::Skipped,
+        MutateVerdict::Denied(why) => panic!("denied: {why}"),
+        MutateVerdict::Ignored(why) => panic!("a CREATE was ignored: {why}"),
         MutateVerdict::Invalid(why) => panic!("invalid admission request: {why}"),
     }
 }
@@ -2025,6 +2036,9 @@ fn configure_md_documents_every_crd_field() {
         ANNOTATION_CPU_LIMIT,
         ANNOTATION_MEMORY_REQUEST,
         ANNOTATION_MEMORY_LIMIT,
+        ANNOTATION_INJECT_POLICY,
+        ANNOTATION_INJECTION,
+        ANNOTATION_CONFIG_HASH,
     ] {
         assert!(
             doc.contains(&format!("`{annotation}`")),
@@ -2089,6 +2103,35 @@ fn troubleshooting_explains_every_reason_a_pod_is_not_injected() {
             doc.contains(&shown),
             "docs/troubleshooting.md must quote the operator's message: {shown}"
         );
+        assert!(
+            doc.contains(&format!("`{}`", skip.label())),
+            "docs/troubleshooting.md must name the metric label {}",
+            skip.label()
+        );
+    }
+    // How a skip shows, how to fail closed, and how to read the rollout.
+    for needle in [
+        "outrigger.dev/injection: skipped: <reason>",
+        "outrigger.dev/inject-policy: required",
+        "InjectionSkipped",
+        "outrigger_operator_injection_skips_total",
+        "status.rollout",
+        "RolledOut",
+    ] {
+        assert!(
+            doc.contains(needle),
+            "docs/troubleshooting.md must explain {needle}"
+        );
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    for needle in [
+        "outrigger.dev/injection: skipped: <reason>",
+        "outrigger.dev/inject-policy",
+        "InjectionSkipped",
+        "status.rollout",
+        "RolledOut",
+    ] {
+        assert!(readme.contains(needle), "README.md must explain {needle}");
     }
 }
 

@@ -14,7 +14,7 @@ use kube::Client;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    admission::{ClusterView, NoCluster},
+    admission::NoCluster,
     certs::SelfManaged,
     cli::{CertMode, Cli, Command, InjectArgs, RenderArgs, RunArgs, WebhookArgs},
     cluster::ClusterCache,
@@ -25,6 +25,7 @@ use crate::{
     metrics::Metrics,
     reconcile::{Context, run_controller},
     serve::{Readiness, WebhookState, serve_health, serve_webhooks},
+    skips::SkipReporter,
     tls::CertStore,
 };
 
@@ -123,6 +124,8 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         settings: args.sidecar.settings(),
         cluster: Arc::new(NoCluster),
         metrics: Arc::new(Metrics::new()),
+        lookup: None,
+        skips: None,
     });
     serve_webhooks(listener, store.server_config()?, state, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
@@ -161,20 +164,41 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }));
     }
+    // SIGTERM/SIGINT: one signal, seen by every part that stops.
+    let stop = Arc::new(watch::channel(false).0);
     {
-        let (store, ready) = (store.clone(), ready.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.send_replace(true);
+        });
+    }
+    let stopping = {
+        let stop = stop.clone();
+        move || {
+            let mut rx = stop.subscribe();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+    {
+        let (store, ready, stop) = (store.clone(), ready.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
-                ready.set(store.is_loaded());
+                // Not ready once shutdown begins, so the Service stops sending new reviews.
+                ready.set(store.is_loaded() && !*stop.borrow());
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
 
-    let cluster: Arc<dyn ClusterView> = ClusterCache::start(client.clone());
+    let cluster = ClusterCache::start(client.clone());
     let state = Arc::new(WebhookState {
         settings: args.sidecar.settings(),
-        cluster,
+        cluster: cluster.clone(),
+        lookup: Some(cluster),
+        skips: Some(SkipReporter::start(client.clone(), identity.clone())),
         metrics: metrics.clone(),
     });
     let webhook_listener = TcpListener::bind(args.webhook_address)
@@ -184,11 +208,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.metrics_address))?;
     tracing::info!(webhook = %args.webhook_address, metrics = %args.metrics_address, %identity, "operator starting");
-    tokio::spawn(serve_webhooks(
+    // The webhook drains in-flight reviews on shutdown; `run` waits for it before exiting.
+    let webhooks = tokio::spawn(serve_webhooks(
         webhook_listener,
         store.server_config()?,
         state,
-        std::future::pending(),
+        stopping(),
     ));
     tokio::spawn(serve_health(
         health_listener,
@@ -204,28 +229,56 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     ));
     if !args.leader_election {
         metrics.set_leader(true);
-        run_controller(ctx, shutdown_signal()).await;
+        run_controller(ctx, stopping()).await;
+        let _ = webhooks.await;
         return Ok(ExitCode::SUCCESS);
     }
 
-    let (tx, mut leading) = watch::channel(false);
-    tokio::spawn(run_election(
+    let (tx, leading) = watch::channel(false);
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let election = tokio::spawn(run_election(
         client,
         LeaseConfig {
             name: args.lease_name.clone(),
             namespace: args.namespace.clone(),
             identity,
-            duration: Duration::from_secs(15),
-            retry_period: Duration::from_secs(5),
+            duration: LEASE_DURATION,
+            retry_period: LEASE_RETRY,
         },
         tx,
+        async move {
+            let _ = release_rx.await;
+        },
     ));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    // Followers serve the webhook and wait; the leader runs the controller until it shuts down
-    // or loses the lease, and a lost lease ends the process so the pod restarts as a follower.
+    let led = lead_until_stopped(ctx, &metrics, leading, stopping()).await;
+    // The controller has stopped: give the Lease up so a standby takes over at its next retry
+    // (within LEASE_RETRY) instead of after the Lease expires.
+    let _ = release_tx.send(());
+    let _ = election.await;
+    if led.is_err() {
+        // A lost lease ends the process (it restarts as a follower); drain the webhook first.
+        stop.send_replace(true);
+    }
+    let _ = webhooks.await;
+    led.map(|()| ExitCode::SUCCESS)
+}
+
+/// How long the Lease is valid without renewal.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How often the leader renews and standbys retry: a released Lease is taken within this.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// Followers wait; the leader runs the controller until shutdown or until it loses the Lease (an
+/// error: the process exits so it restarts as a follower). Returns once the controller stopped.
+async fn lead_until_stopped(
+    ctx: Arc<Context>,
+    metrics: &Metrics,
+    mut leading: watch::Receiver<bool>,
+    stopping: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stopping);
     tokio::select! {
-        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+        () = &mut stopping => return Ok(()),
         changed = leading.wait_for(|l| *l) => { changed.context("leader election stopped")?; }
     }
     metrics.set_leader(true);
@@ -235,7 +288,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_rx.await;
     }));
     let lost = tokio::select! {
-        () = &mut shutdown => false,
+        () = &mut stopping => false,
         _ = leading.wait_for(|l| !*l) => true,
     };
     let _ = stop_tx.send(());
@@ -244,7 +297,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if lost {
         anyhow::bail!("lost the leader lease; exiting so a new leader takes over cleanly");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,18 +1,20 @@
-//! What the mutating webhook can see of the cluster in `run` mode: namespace labels (namespace
-//! opt-in) and which RuntimeConfigs exist (to warn instead of injecting a sidecar whose ConfigMap
-//! will never appear), from metadata-only reflectors. Until a reflector has synced it answers
-//! "unknown", and injection proceeds as the standalone webhook would. Not for the controller's
-//! own watches (`reconcile`).
+//! What the mutating webhook can see of the cluster in `run` mode: namespace labels and
+//! annotations (namespace opt-in, `inject-policy: required`), which RuntimeConfigs exist (to skip,
+//! visibly, instead of injecting a sidecar whose ConfigMap will never appear) and the config hash
+//! each rendered ConfigMap holds (stamped on injected pods), from metadata-only reflectors. Until
+//! a reflector has synced it answers "unknown", and injection proceeds as the standalone webhook
+//! would. A RuntimeConfig the cache does not know is read live before a pod is skipped for it.
+//! Not for the controller's own watches (`reconcile`).
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use futures_util::{StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
@@ -22,15 +24,21 @@ use kube::{
 };
 
 use crate::{
-    admission::ClusterView,
+    admission::{ClusterView, ConfigLookup, LiveConfig},
     crd::RuntimeConfig,
-    names::{NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT},
+    desired::config_map_name,
+    names::{
+        ANNOTATION_CONFIG_HASH, ANNOTATION_INJECT_POLICY, CONTROLLER_NAME, INJECT_POLICY_REQUIRED,
+        NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT,
+    },
 };
 
-/// Reflector-backed [`ClusterView`].
+/// Reflector-backed [`ClusterView`], and live reads for [`ConfigLookup`].
 pub struct ClusterCache {
+    client: Client,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     configs: Store<PartialObjectMeta<RuntimeConfig>>,
+    config_maps: Store<PartialObjectMeta<ConfigMap>>,
     namespaces_synced: Arc<AtomicBool>,
     configs_synced: Arc<AtomicBool>,
 }
@@ -40,9 +48,24 @@ impl ClusterCache {
     pub fn start(client: Client) -> Arc<Self> {
         let (namespaces, ns_writer) = reflector::store();
         let (configs, rc_writer) = reflector::store();
+        let (config_maps, cm_writer) = reflector::store();
         // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
         let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-        let rc_api: Api<PartialObjectMeta<RuntimeConfig>> = Api::all(client);
+        let rc_api: Api<PartialObjectMeta<RuntimeConfig>> = Api::all(client.clone());
+        let cm_api: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
+        // Only the ConfigMaps the controller renders (their annotation carries the hash).
+        tokio::spawn(
+            reflector::reflector(
+                cm_writer,
+                watcher::watcher(
+                    cm_api,
+                    watcher::Config::default()
+                        .labels(&format!("app.kubernetes.io/managed-by={CONTROLLER_NAME}")),
+                ),
+            )
+            .default_backoff()
+            .for_each(|_| async {}),
+        );
         tokio::spawn(
             reflector::reflector(
                 ns_writer,
@@ -60,8 +83,10 @@ impl ClusterCache {
             .for_each(|_| async {}),
         );
         let cache = Arc::new(Self {
+            client,
             namespaces,
             configs,
+            config_maps,
             namespaces_synced: Arc::default(),
             configs_synced: Arc::default(),
         });
@@ -106,4 +131,56 @@ impl ClusterView for ClusterCache {
                 .is_some(),
         )
     }
+
+    fn namespace_requires_injection(&self, namespace: &str) -> Option<bool> {
+        if !self.namespaces_synced.load(Ordering::Acquire) {
+            return None;
+        }
+        let ns = self.namespaces.get(&ObjectRef::new(namespace))?;
+        let required = |m: Option<&std::collections::BTreeMap<String, String>>| {
+            m.and_then(|m| m.get(ANNOTATION_INJECT_POLICY))
+                .is_some_and(|v| v == INJECT_POLICY_REQUIRED)
+        };
+        Some(required(ns.metadata.labels.as_ref()) || required(ns.metadata.annotations.as_ref()))
+    }
+
+    fn config_hash(&self, namespace: &str, name: &str) -> Option<String> {
+        let cm = self
+            .config_maps
+            .get(&ObjectRef::new(&config_map_name(name)).within(namespace))?;
+        cm.annotations().get(ANNOTATION_CONFIG_HASH).cloned()
+    }
+
+    fn namespace_uid(&self, namespace: &str) -> Option<String> {
+        self.namespaces.get(&ObjectRef::new(namespace))?.uid()
+    }
+}
+
+impl ConfigLookup for ClusterCache {
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<LiveConfig, kube::Error>> {
+        Box::pin(lookup_live(&self.client, namespace, name))
+    }
+}
+
+/// Reads RuntimeConfig `namespace/name` and its ConfigMap's hash from the API server (metadata
+/// only; two GETs).
+pub async fn lookup_live(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<LiveConfig, kube::Error> {
+    let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), namespace);
+    if rcs.get_metadata_opt(name).await?.is_none() {
+        return Ok(LiveConfig::default());
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let hash = cms
+        .get_metadata_opt(&config_map_name(name))
+        .await?
+        .and_then(|cm| cm.annotations().get(ANNOTATION_CONFIG_HASH).cloned());
+    Ok(LiveConfig { exists: true, hash })
 }

@@ -55,7 +55,7 @@ pub struct RuntimeConfigStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Valid`: the spec passes the sidecar's validation. `Ready`: the ConfigMap holds this spec.
+    /// `Valid`: the spec passes the sidecar's validation. `Ready`: the ConfigMap holds this spec. `RolledOut`: every injected pod using it was admitted with the current config.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Hash of the config in the ConfigMap (what the sidecars run); unchanged while the spec is invalid.
@@ -64,6 +64,22 @@ pub struct RuntimeConfigStatus {
     /// Every validation error of the current spec, as `path: message`; empty when valid.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// How many injected pods run the current config: counted from the `outrigger.dev/config-hash`
+    /// each pod was admitted with (a running sidecar's hot reloads are not seen here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// Injected pods using a RuntimeConfig, by whether they were admitted with its current config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Injected pods (not finished, not terminating) whose `outrigger.dev/config` names this RuntimeConfig.
+    pub pods: i32,
+    /// Those admitted with the current `configHash`.
+    pub updated: i32,
+    /// Those admitted with another config, or with none recorded; `pods - updated`.
+    pub stale: i32,
 }
 
 impl RuntimeConfig {
@@ -153,6 +169,30 @@ fn printer_columns() -> Vec<CustomResourceColumnDefinition> {
             "string",
             r#".status.conditions[?(@.type=="Ready")].status"#,
             "Whether the ConfigMap holds the current spec",
+        ),
+        column(
+            "Rolled out",
+            "string",
+            r#".status.conditions[?(@.type=="RolledOut")].status"#,
+            "Whether every injected pod was admitted with the current config",
+        ),
+        column(
+            "Pods",
+            "integer",
+            ".status.rollout.pods",
+            "Injected pods using this RuntimeConfig",
+        ),
+        column(
+            "Updated",
+            "integer",
+            ".status.rollout.updated",
+            "Injected pods admitted with the current config",
+        ),
+        column(
+            "Stale",
+            "integer",
+            ".status.rollout.stale",
+            "Injected pods admitted with another config",
         ),
         column(
             "Config hash",
@@ -389,7 +429,18 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Ready", "Config hash", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Ready",
+                "Rolled out",
+                "Pods",
+                "Updated",
+                "Stale",
+                "Config hash",
+                "Age"
+            ]
+        );
         assert_eq!(RuntimeConfig::api_version(&()), "outrigger.dev/v1alpha1");
         assert_eq!(RuntimeConfig::crd_name(), crd.metadata.name.unwrap());
     }

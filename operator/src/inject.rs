@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 
 use crate::{
     names::{
-        ANNOTATION_CONFIG, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
-        ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST,
-        ANNOTATION_NATIVE_SIDECAR, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
-        DEFAULT_SIDECAR_IMAGE, LABEL_INJECTED, NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN,
-        SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT,
-        SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+        ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
+        ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
+        ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR,
+        CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME, DEFAULT_SIDECAR_IMAGE,
+        INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
+        SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
+        SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
     },
     quantity,
 };
@@ -85,6 +86,9 @@ pub struct Request<'a> {
     pub selection: Selection,
     /// Whether the named RuntimeConfig exists, when the caller can see that.
     pub config_exists: Option<bool>,
+    /// The hash of the config the pod's ConfigMap holds now, when the caller can see it; stamped
+    /// on the pod as `outrigger.dev/config-hash` (rollout status compares it).
+    pub config_hash: Option<&'a str>,
 }
 
 /// Why a pod was left unchanged.
@@ -112,12 +116,28 @@ pub enum Skip {
 }
 
 impl Skip {
-    /// Whether the user should be told (an admission warning), rather than it being expected.
+    /// Whether the user should be told, rather than it being expected: the pod asked for the
+    /// sidecar and did not get it. Such a skip is an admission warning, the pod annotation
+    /// `outrigger.dev/injection: skipped: <reason>` and an Event; under
+    /// `outrigger.dev/inject-policy: required` it is a denial.
     pub fn warns(&self) -> bool {
         !matches!(
             self,
             Skip::NotSelected | Skip::OptedOut | Skip::AlreadyInjected
         )
+    }
+
+    /// A short, fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Skip::NotSelected => "not_selected",
+            Skip::OptedOut => "opted_out",
+            Skip::AlreadyInjected => "already_injected",
+            Skip::SystemNamespace => "system_namespace",
+            Skip::BadInjectAnnotation(_) => "bad_inject_annotation",
+            Skip::ConfigNotFound { .. } => "config_not_found",
+            Skip::VolumeConflict => "volume_conflict",
+        }
     }
 }
 
@@ -220,6 +240,9 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     });
 
     let mut ops = Vec::new();
+    if let Some(hash) = request.config_hash {
+        ops.push(annotation_op(pod, ANNOTATION_CONFIG_HASH, hash));
+    }
     let labels_exist = pod.metadata.labels.is_some();
     ops.push(if labels_exist {
         add(&["metadata", "labels", LABEL_INJECTED], json!("true"))
@@ -245,6 +268,33 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     Injection::Patched {
         patch: Patch(ops),
         warnings,
+    }
+}
+
+/// The patch that marks a skipped pod: `outrigger.dev/injection: skipped: <reason>`. Only for
+/// skips that [`Skip::warns`]; expected ones leave the pod untouched.
+pub fn skip_patch(pod: &Pod, skip: &Skip) -> Option<Patch> {
+    skip.warns().then(|| {
+        Patch(vec![annotation_op(
+            pod,
+            ANNOTATION_INJECTION,
+            &format!("{INJECTION_SKIPPED_PREFIX}{skip}"),
+        )])
+    })
+}
+
+/// Whether the pod asks to be denied rather than run without the sidecar
+/// (`outrigger.dev/inject-policy: required`).
+pub fn policy_required(pod: &Pod) -> bool {
+    annotation(pod, ANNOTATION_INJECT_POLICY) == Some(INJECT_POLICY_REQUIRED)
+}
+
+/// Sets one annotation, creating the map when the pod has none.
+fn annotation_op(pod: &Pod, key: &str, value: &str) -> PatchOperation {
+    if pod.metadata.annotations.is_some() {
+        add(&["metadata", "annotations", key], json!(value))
+    } else {
+        add(&["metadata", "annotations"], json!({ key: value }))
     }
 }
 

@@ -1,17 +1,21 @@
 //! Leader election for the controller on a `coordination.k8s.io/v1` Lease: one replica
 //! reconciles, every replica serves the webhook. Whether to take, keep or leave the lease is a
-//! pure function of the Lease and the clock; the glue writes the Lease with its resourceVersion,
-//! so two replicas can never both win the same term. Not for running the controller (`run`).
+//! pure function of the Lease and of how long this replica has seen it unchanged, by its own
+//! clock (the holder's `renewTime` comes from another machine's clock, so it is only compared for
+//! change, never against our time). The glue writes the Lease with its resourceVersion, so two
+//! replicas can never both win the same term, and a leader that shuts down releases the Lease so
+//! a standby takes over at its next retry instead of waiting for expiry. Not for running the
+//! controller (`app`).
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 /// The lease this replica competes for.
 #[derive(Clone, Debug)]
@@ -42,8 +46,36 @@ pub enum Decision {
     },
 }
 
-/// Decides for `identity` at `now`.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// The Lease as this replica last saw it, and when (by the local clock) it last changed. A
+/// holder that renews changes `renewTime`; one that stopped leaves the record as it was, and
+/// after `leaseDurationSeconds` of local time without change the lease is free.
+#[derive(Clone, Debug)]
+pub struct LeaseObserver {
+    last: Option<LeaseSpec>,
+    changed_at: Instant,
+}
+
+impl LeaseObserver {
+    /// An observer that has seen nothing yet (`now` starts the clock).
+    pub fn new(now: Instant) -> Self {
+        Self {
+            last: None,
+            changed_at: now,
+        }
+    }
+
+    /// Records what was read at `now`; returns how long the record has been unchanged.
+    pub fn observe(&mut self, spec: Option<&LeaseSpec>, now: Instant) -> Duration {
+        if self.last.as_ref() != spec {
+            self.last = spec.cloned();
+            self.changed_at = now;
+        }
+        now.saturating_duration_since(self.changed_at)
+    }
+}
+
+/// Decides for `identity`, given the Lease and how long this replica has seen it unchanged.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -54,14 +86,9 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
     if holder.is_empty() {
         return Decision::Acquire;
     }
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
-        return Decision::Acquire;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    if renewed
-        .saturating_add(duration)
-        .is_ok_and(|expiry| expiry < now)
-    {
+    let seconds = spec.lease_duration_seconds.unwrap_or(15).max(0);
+    let duration = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    if unchanged_for > duration {
         Decision::Acquire
     } else {
         Decision::Follow {
@@ -99,37 +126,53 @@ pub fn next_spec(
     }
 }
 
-/// One round: reads the Lease and takes or renews it if allowed. Returns whether we lead.
-pub async fn try_lead(client: &Client, config: &LeaseConfig) -> Result<bool, kube::Error> {
-    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let current = api.get_opt(&config.name).await?;
-    let now = Timestamp::now();
-    let decision = decide(
-        current.as_ref().and_then(|l| l.spec.as_ref()),
-        &config.identity,
-        now,
-    );
-    if let Decision::Follow { .. } = decision {
-        return Ok(false);
+/// The spec a leader writes when it steps down: no holder (others acquire at once), a one-second
+/// duration, the transition count kept (as client-go's `ReleaseOnCancel` does).
+pub fn released_spec(current: &LeaseSpec, now: Timestamp) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: None,
+        acquire_time: Some(MicroTime(now)),
+        renew_time: Some(MicroTime(now)),
+        lease_duration_seconds: Some(1),
+        lease_transitions: current.lease_transitions,
+        ..LeaseSpec::default()
     }
-    let spec = next_spec(
-        current.as_ref().and_then(|l| l.spec.as_ref()),
-        &config.identity,
-        now,
-        config.duration,
-        &decision,
-    );
-    let lease = Lease {
+}
+
+fn lease_object(config: &LeaseConfig, current: Option<&Lease>, spec: LeaseSpec) -> Lease {
+    Lease {
         metadata: ObjectMeta {
             name: Some(config.name.clone()),
             namespace: Some(config.namespace.clone()),
-            resource_version: current
-                .as_ref()
-                .and_then(|l| l.metadata.resource_version.clone()),
+            resource_version: current.and_then(|l| l.metadata.resource_version.clone()),
             ..ObjectMeta::default()
         },
         spec: Some(spec),
-    };
+    }
+}
+
+/// One round: reads the Lease and takes or renews it if allowed. Returns whether we lead.
+pub async fn try_lead(
+    client: &Client,
+    config: &LeaseConfig,
+    observer: &mut LeaseObserver,
+) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let current = api.get_opt(&config.name).await?;
+    let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+    let unchanged_for = observer.observe(spec, Instant::now());
+    let decision = decide(spec, &config.identity, unchanged_for);
+    if let Decision::Follow { .. } = decision {
+        return Ok(false);
+    }
+    let next = next_spec(
+        spec,
+        &config.identity,
+        Timestamp::now(),
+        config.duration,
+        &decision,
+    );
+    let lease = lease_object(config, current.as_ref(), next);
     let written = match current {
         None => api.create(&PostParams::default(), &lease).await,
         Some(_) => {
@@ -145,16 +188,54 @@ pub async fn try_lead(client: &Client, config: &LeaseConfig) -> Result<bool, kub
     }
 }
 
-/// Competes for the lease forever, publishing whether this replica leads. A leader that cannot
-/// renew for a whole lease duration steps down.
-pub async fn run_election(client: Client, config: LeaseConfig, leading: watch::Sender<bool>) {
-    let mut last_renewal = tokio::time::Instant::now();
+/// Gives the Lease up if this replica holds it. Returns whether it was released (false: someone
+/// else held it, or took it between our read and our write).
+pub async fn release(client: &Client, config: &LeaseConfig) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let Some(current) = api.get_opt(&config.name).await? else {
+        return Ok(false);
+    };
+    let Some(spec) = current
+        .spec
+        .as_ref()
+        .filter(|s| s.holder_identity.as_deref() == Some(config.identity.as_str()))
+    else {
+        return Ok(false);
+    };
+    let lease = lease_object(
+        config,
+        Some(&current),
+        released_spec(spec, Timestamp::now()),
+    );
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Competes for the lease until `shutdown` resolves, publishing whether this replica leads; then
+/// releases the lease if it holds it. A leader that cannot renew for a whole lease duration steps
+/// down. The caller stops the controller before resolving `shutdown`, so the next leader never
+/// overlaps with this one.
+pub async fn run_election(
+    client: Client,
+    config: LeaseConfig,
+    leading: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut observer = LeaseObserver::new(Instant::now());
+    let mut last_renewal = Instant::now();
     loop {
         let was_leading = *leading.borrow();
-        let now_leading = match try_lead(&client, &config).await {
+        let now_leading = match try_lead(&client, &config, &mut observer).await {
             Ok(lead) => {
                 if lead {
-                    last_renewal = tokio::time::Instant::now();
+                    last_renewal = Instant::now();
                 }
                 lead
             }
@@ -167,8 +248,19 @@ pub async fn run_election(client: Client, config: LeaseConfig, leading: watch::S
             tracing::info!(identity = %config.identity, leading = now_leading, "leadership changed");
             leading.send_replace(now_leading);
         }
-        tokio::time::sleep(config.retry_period).await;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(config.retry_period) => {}
+        }
     }
+    match release(&client, &config).await {
+        Ok(true) => tracing::info!(lease = %config.name, "lease released"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, lease = %config.name, "cannot release the lease; it expires on its own");
+        }
+    }
+    leading.send_replace(false);
 }
 
 #[cfg(test)]
@@ -193,25 +285,26 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let s = Duration::from_secs;
         let cases = [
-            ("no lease", None, 100, Decision::Acquire),
+            ("no lease", None, s(0), Decision::Acquire),
             (
-                "empty holder",
+                "empty holder (released)",
                 Some(LeaseSpec::default()),
-                100,
+                s(0),
                 Decision::Acquire,
             ),
-            ("we hold it", Some(held("me", 90)), 100, Decision::Renew),
+            ("we hold it", Some(held("me", 90)), s(0), Decision::Renew),
             (
-                "we hold it even if stale",
+                "we hold it even if unchanged for long",
                 Some(held("me", 10)),
-                100,
+                s(100),
                 Decision::Renew,
             ),
             (
                 "live holder",
                 Some(held("other", 90)),
-                100,
+                s(3),
                 Decision::Follow {
                     holder: "other".into(),
                 },
@@ -219,7 +312,7 @@ mod tests {
             (
                 "exactly at expiry",
                 Some(held("other", 85)),
-                100,
+                s(15),
                 Decision::Follow {
                     holder: "other".into(),
                 },
@@ -227,13 +320,68 @@ mod tests {
             (
                 "expired holder",
                 Some(held("other", 80)),
-                100,
+                s(16),
                 Decision::Acquire,
             ),
         ];
-        for (case, spec, now, expected) in cases {
-            assert_eq!(decide(spec.as_ref(), "me", at(now)), expected, "{case}");
+        for (case, spec, unchanged_for, expected) in cases {
+            assert_eq!(
+                decide(spec.as_ref(), "me", unchanged_for),
+                expected,
+                "{case}"
+            );
         }
+    }
+
+    /// Expiry is measured on our clock from when we saw the record change, whatever the holder's
+    /// clock wrote into renewTime.
+    #[test]
+    fn expiry_uses_the_local_clock_not_the_holders_renew_time() {
+        let t0 = Instant::now();
+        let mut observer = LeaseObserver::new(t0);
+        let secs = Duration::from_secs;
+        // The holder's clock is an hour behind ours: renewTime looks ancient, but it renews.
+        let behind = held("other", 1_000);
+        let d = observer.observe(Some(&behind), t0);
+        assert_eq!(
+            decide(Some(&behind), "me", d),
+            Decision::Follow {
+                holder: "other".into()
+            }
+        );
+        let renewed = held("other", 1_002);
+        let d = observer.observe(Some(&renewed), t0 + secs(14));
+        assert_eq!(d, secs(0), "a renewal restarts the local clock");
+        assert!(matches!(
+            decide(Some(&renewed), "me", d),
+            Decision::Follow { .. }
+        ));
+        // Unchanged for 15 s of our time: still live; for 16 s: expired.
+        let d = observer.observe(Some(&renewed), t0 + secs(29));
+        assert!(matches!(
+            decide(Some(&renewed), "me", d),
+            Decision::Follow { .. }
+        ));
+        let d = observer.observe(Some(&renewed), t0 + secs(30));
+        assert_eq!(decide(Some(&renewed), "me", d), Decision::Acquire);
+        // The holder's clock an hour ahead: renewTime in our future, and still it expires.
+        let mut observer = LeaseObserver::new(t0);
+        let ahead = held("other", 9_999_999);
+        observer.observe(Some(&ahead), t0);
+        let d = observer.observe(Some(&ahead), t0 + secs(16));
+        assert_eq!(decide(Some(&ahead), "me", d), Decision::Acquire);
+    }
+
+    #[test]
+    fn released_lease_is_free_at_once_and_keeps_the_transition_count() {
+        let released = released_spec(&held("me", 90), at(100));
+        assert_eq!(released.holder_identity, None);
+        assert_eq!(released.lease_duration_seconds, Some(1));
+        assert_eq!(released.lease_transitions, Some(2));
+        assert_eq!(
+            decide(Some(&released), "other", Duration::ZERO),
+            Decision::Acquire
+        );
     }
 
     #[test]

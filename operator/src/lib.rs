@@ -19,11 +19,15 @@ mod names;
 mod quantity;
 mod reconcile;
 mod serve;
+mod skips;
 mod status;
 mod tls;
 
 pub use crate::{
-    admission::{ClusterView, MutateVerdict, NoCluster, mutate_pods, validate_runtime_configs},
+    admission::{
+        ClusterView, ConfigLookup, LiveConfig, MutateVerdict, NoCluster, PodAdmission, admit_pod,
+        admit_pod_live, mutate_pods, validate_runtime_configs,
+    },
     app::main,
     certs::{
         CertBundle, CertError, Plan, SelfManaged, ca_bundle_patch, dns_names, from_secret,
@@ -33,14 +37,17 @@ pub use crate::{
         CertMode, Cli, Command, InjectArgs, LogFormat, RenderArgs, RunArgs, SidecarArgs,
         WebhookArgs,
     },
-    cluster::ClusterCache,
-    crd::{CrdError, RuntimeConfig, RuntimeConfigStatus},
+    cluster::{ClusterCache, lookup_live},
+    crd::{CrdError, Rollout, RuntimeConfig, RuntimeConfigStatus},
     desired::{Desired, config_map_name, desired},
     inject::{
         Injection, LOG_LEVELS, Request, Selection, SidecarSettings, Skip, config_name, inject,
-        is_injected,
+        is_injected, policy_required, skip_patch,
     },
-    leader::{Decision, LeaseConfig, decide, next_spec, run_election, try_lead},
+    leader::{
+        Decision, LeaseConfig, LeaseObserver, decide, next_spec, release, released_spec,
+        run_election, try_lead,
+    },
     manifests::{InjectReport, ManifestError, inject_manifests, render},
     metrics::Metrics,
     names::*,
@@ -48,7 +55,11 @@ pub use crate::{
     reconcile::{
         Context, RESYNC, ReconcileError, backoff, error_policy, reconcile, run_controller,
     },
-    serve::{Readiness, WebhookState, serve_health, serve_webhooks},
-    status::{CONDITION_READY, CONDITION_VALID, Outcome, next_status},
+    serve::{DRAIN_TIMEOUT, Readiness, WebhookState, serve_health, serve_webhooks},
+    skips::{OncePer, REMEMBER_FOR, SkipNotice, SkipReporter, publish as publish_skips},
+    status::{
+        CONDITION_READY, CONDITION_ROLLED_OUT, CONDITION_VALID, Outcome, next_status, rollout,
+        with_rollout,
+    },
     tls::{CertStore, TlsError},
 };

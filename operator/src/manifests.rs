@@ -207,6 +207,7 @@ fn inject_document(
         namespace: namespace.as_deref(),
         selection: Selection::AllUnlessOptedOut,
         config_exists: None,
+        config_hash: None,
     };
     match inject(&pod, &request, settings) {
         Injection::Patched { patch, warnings } => {

@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics, built once in `run` and passed to the controller and the
-//! webhook: reconciles and their failures by kind, admissions by webhook and result, leadership.
+//! webhook: reconciles and their failures by kind, admissions by webhook and result, injection
+//! skips by reason, leadership.
 //! Not for serving them (`health`).
 
 use prometheus_client::{
@@ -11,6 +12,11 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,6 +33,7 @@ pub struct Metrics {
     reconcile_failures: Family<KindLabel, Counter>,
     reconcile_seconds: Histogram,
     admissions: Family<AdmissionLabels, Counter>,
+    injection_skips: Family<ReasonLabel, Counter>,
     leader: Gauge,
 }
 
@@ -45,6 +52,7 @@ impl Metrics {
         let reconcile_seconds = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
         let admissions = Family::<AdmissionLabels, Counter>::default();
         let leader = Gauge::default();
+        let injection_skips = Family::<ReasonLabel, Counter>::default();
         registry.register("reconciles", "RuntimeConfig reconciles", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -62,6 +70,11 @@ impl Metrics {
             admissions.clone(),
         );
         registry.register(
+            "injection_skips",
+            "Pods the injector left without the sidecar, by reason (denied ones included)",
+            injection_skips.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the controller lease",
             leader.clone(),
@@ -72,6 +85,7 @@ impl Metrics {
             reconcile_failures,
             reconcile_seconds,
             admissions,
+            injection_skips,
             leader,
         }
     }
@@ -97,6 +111,15 @@ impl Metrics {
             .get_or_create(&AdmissionLabels {
                 webhook: webhook.to_owned(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one pod left without the sidecar, by the skip's label.
+    pub fn injection_skipped(&self, reason: &str) {
+        self.injection_skips
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -49,11 +49,24 @@ pub const ANNOTATION_CPU_LIMIT: &str = "outrigger.dev/cpu-limit";
 pub const ANNOTATION_MEMORY_REQUEST: &str = "outrigger.dev/memory-request";
 /// Pod annotation overriding the sidecar's memory limit.
 pub const ANNOTATION_MEMORY_LIMIT: &str = "outrigger.dev/memory-limit";
+/// Pod annotation the injector sets on an opted-in pod it did not inject:
+/// `skipped: <reason>`.
+pub const ANNOTATION_INJECTION: &str = "outrigger.dev/injection";
+/// Prefix of the [`ANNOTATION_INJECTION`] value.
+pub const INJECTION_SKIPPED_PREFIX: &str = "skipped: ";
+/// Pod annotation, namespace label or namespace annotation: `required` denies an opted-in pod
+/// that cannot be injected instead of letting it start without the sidecar.
+pub const ANNOTATION_INJECT_POLICY: &str = "outrigger.dev/inject-policy";
+/// Value of [`ANNOTATION_INJECT_POLICY`] that fails closed.
+pub const INJECT_POLICY_REQUIRED: &str = "required";
+/// Reason of the Event recorded on a skipped pod's owner (or its namespace).
+pub const EVENT_REASON_INJECTION_SKIPPED: &str = "InjectionSkipped";
 /// Label set on every injected pod.
 pub const LABEL_INJECTED: &str = "outrigger.dev/injected";
 /// Label on the ConfigMap naming the RuntimeConfig it was rendered from.
 pub const LABEL_RUNTIME_CONFIG: &str = "outrigger.dev/runtime-config";
-/// Annotation on the ConfigMap with the rendered config's hash.
+/// Annotation with the rendered config's hash: on the ConfigMap (what it holds) and on each
+/// injected pod (what the ConfigMap held when the pod was admitted).
 pub const ANNOTATION_CONFIG_HASH: &str = "outrigger.dev/config-hash";
 /// Namespace whose pods are never injected.
 pub const NEVER_INJECT_NAMESPACE: &str = "kube-system";

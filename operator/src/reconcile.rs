@@ -1,7 +1,9 @@
 //! The RuntimeConfig controller's I/O: for each object, render the desired ConfigMap (pure, in
-//! `desired`), server-side apply it with one field manager, patch the status (pure, in `status`),
-//! publish an Event when the config changes or is rejected, and return an explicit requeue. An
-//! invalid spec never touches the ConfigMap, so running pods keep their last good config.
+//! `desired`), server-side apply it with one field manager, list the namespace's injected pods to
+//! count the rollout, patch the status (pure, in `status`), publish an Event when the config
+//! changes or is rejected, and return an explicit requeue. Injected pods are watched (metadata
+//! only) so the rollout counts follow pods as they come and go. An invalid spec never touches the
+//! ConfigMap, so running pods keep their last good config.
 //! `error_policy` counts failures by kind and backs off per object. Not for leader election
 //! (`leader`) or anything a unit test can check without a client.
 
@@ -9,15 +11,19 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use k8s_openapi::{
-    api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+    api::core::v1::{ConfigMap, Pod},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{
         Controller,
-        controller::Action,
+        controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -29,8 +35,10 @@ use crate::{
     crd::{RuntimeConfig, RuntimeConfigStatus},
     desired::{config_map_name, desired},
     metrics::Metrics,
-    names::{CONTROLLER_NAME, FIELD_MANAGER},
-    status::{Outcome, next_status},
+    names::{
+        ANNOTATION_CONFIG, CONTROLLER_NAME, DEFAULT_CONFIG_NAME, FIELD_MANAGER, LABEL_INJECTED,
+    },
+    status::{Outcome, next_status, rollout, with_rollout},
 };
 
 /// How long a healthy object waits before it is checked again (drift correction).
@@ -49,6 +57,15 @@ pub enum ReconcileError {
         namespace: String,
         /// ConfigMap name.
         name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing the injected pods (for the rollout counts) failed.
+    #[error("cannot list the injected pods in namespace {namespace}")]
+    ListPods {
+        /// Namespace.
+        namespace: String,
         /// The API error.
         #[source]
         source: kube::Error,
@@ -72,6 +89,7 @@ impl ReconcileError {
         match self {
             ReconcileError::MissingNamespace(_) => "missing_namespace",
             ReconcileError::ApplyConfigMap { .. } => "apply_configmap",
+            ReconcileError::ListPods { .. } => "list_pods",
             ReconcileError::PatchStatus { .. } => "patch_status",
         }
     }
@@ -194,6 +212,17 @@ async fn apply(
         }
     };
 
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let injected = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_INJECTED}=true")))
+        .await
+        .map_err(|source| ReconcileError::ListPods {
+            namespace: namespace.to_owned(),
+            source,
+        })?;
+    let counts = rollout(&injected.items, name, status.config_hash.as_deref());
+    let status = with_rollout(status, previous, counts, &now);
+
     if previous != Some(&status) {
         patch_status(&ctx.client, namespace, name, &status).await?;
     }
@@ -248,13 +277,22 @@ pub async fn run_controller(
 ) {
     let client = ctx.client.clone();
     let configs: Api<RuntimeConfig> = Api::all(client.clone());
-    let config_maps: Api<ConfigMap> = Api::all(client);
+    let config_maps: Api<ConfigMap> = Api::all(client.clone());
+    // Injected pods, metadata only: a pod coming or going re-counts its RuntimeConfig's rollout.
+    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client);
     Controller::new(configs, watcher::Config::default().any_semantic())
         .owns(
             config_maps,
             watcher::Config::default()
                 .labels(&format!("app.kubernetes.io/managed-by={CONTROLLER_NAME}")),
         )
+        .watches(
+            pods,
+            watcher::Config::default().labels(&format!("{LABEL_INJECTED}=true")),
+            runtime_config_of,
+        )
+        // A Deployment rollout touches many pods at once: count once per burst.
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -263,6 +301,20 @@ pub async fn run_controller(
             }
         })
         .await;
+}
+
+/// The RuntimeConfig an injected pod uses.
+fn runtime_config_of(pod: PartialObjectMeta<Pod>) -> Option<ObjectRef<RuntimeConfig>> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let name = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_CONFIG))
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_CONFIG_NAME);
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -10,6 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -17,15 +18,18 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 use tracing::Instrument;
 
 use crate::{
-    admission::{ClusterView, MutateVerdict, mutate_pods, validate_runtime_configs},
+    admission::{
+        ClusterView, ConfigLookup, MutateVerdict, admit_pod_live, validate_runtime_configs,
+    },
     inject::SidecarSettings,
     metrics::Metrics,
     names::{MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, VALIDATE_RUNTIMECONFIGS_PATH},
+    skips::SkipReporter,
 };
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
@@ -39,9 +43,20 @@ pub struct WebhookState {
     pub cluster: Arc<dyn ClusterView>,
     /// Where admissions are counted.
     pub metrics: Arc<Metrics>,
+    /// Live RuntimeConfig reads when the cache says one is missing (`None`: standalone).
+    pub lookup: Option<Arc<dyn ConfigLookup>>,
+    /// Where skip Events go (`None`: standalone, no API server).
+    pub skips: Option<Arc<SkipReporter>>,
 }
 
-/// Serves both webhooks over TLS on `listener` until `shutdown` resolves.
+/// How long in-flight admission reviews may take to finish once shutdown begins (the API
+/// server's own webhook timeout is at most 30 s, 10 s by default).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves both webhooks over TLS on `listener` until `shutdown` resolves, then drains: the
+/// listener is closed, every connection finishes the review it is answering and is closed
+/// (keep-alive connections between requests close at once), and the function returns when all
+/// are done or after [`DRAIN_TIMEOUT`].
 pub async fn serve_webhooks(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -49,24 +64,27 @@ pub async fn serve_webhooks(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let acceptor = acceptor.clone();
         let state = state.clone();
+        let mut drain = drain_rx.clone();
         let span = tracing::debug_span!("webhook connection", %peer);
-        tokio::spawn(
+        connections.spawn(
             async move {
                 let tls = match acceptor.accept(tcp).await {
                     Ok(s) => s,
@@ -79,15 +97,51 @@ pub async fn serve_webhooks(
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(webhook_route(req, &state).await) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(conn);
+                let draining = async {
+                    // A closed channel also means: stop.
+                    let _ = drain.wait_for(|d| *d).await;
+                };
+                let result = tokio::select! {
+                    result = conn.as_mut() => Some(result),
+                    () = draining => None,
+                };
+                // Draining: finish the review in flight, then close.
+                let result = match result {
+                    Some(r) => r,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             }
             .instrument(span),
         );
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let in_flight = connections.len();
+    drain_tx.send_replace(true);
+    tracing::info!(connections = in_flight, "webhook draining");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout = ?DRAIN_TIMEOUT,
+            "webhook connections still open after the drain timeout; closing them"
+        );
+        connections.abort_all();
+    } else {
+        tracing::info!("webhook drained");
     }
 }
 
@@ -100,30 +154,51 @@ async fn webhook_route(req: Request<Incoming>, state: &WebhookState) -> Response
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let (review, verdict) = mutate_pods(
+            let a = admit_pod_live(
                 &body,
                 &state.settings,
                 state.cluster.as_ref(),
+                state.lookup.as_deref(),
                 namespace_opted_in,
-            );
-            let result = match &verdict {
+            )
+            .await;
+            let pod = a.pod.as_deref().unwrap_or_default();
+            let result = match &a.verdict {
                 MutateVerdict::Injected => {
-                    tracing::info!("sidecar injected");
+                    tracing::info!(%pod, "sidecar injected");
                     "injected"
                 }
-                MutateVerdict::Skipped(why) => {
-                    // Most pods are simply not opted in: that is not news. Skips a user should
-                    // hear about also reach them as admission warnings.
-                    tracing::debug!(reason = %why, "pod not injected");
+                MutateVerdict::Skipped(skip) => {
+                    state.metrics.injection_skipped(skip.label());
+                    if skip.warns() {
+                        // The pod asked for the sidecar: the pod is annotated, its owner gets an
+                        // Event, and the log says so at info.
+                        tracing::info!(%pod, reason = %skip, "opted-in pod not injected");
+                    } else {
+                        // Most pods are simply not opted in: that is not news.
+                        tracing::debug!(%pod, reason = %skip, "pod not injected");
+                    }
                     "skipped"
+                }
+                MutateVerdict::Denied(skip) => {
+                    state.metrics.injection_skipped(skip.label());
+                    tracing::info!(%pod, reason = %skip, "pod denied: inject-policy required");
+                    "denied"
+                }
+                MutateVerdict::Ignored(why) => {
+                    tracing::debug!(reason = %why, "admission ignored");
+                    "ignored"
                 }
                 MutateVerdict::Invalid(why) => {
                     tracing::warn!(reason = %why, "invalid admission request");
                     "invalid"
                 }
             };
+            if let (Some(notice), Some(skips)) = (a.notice, &state.skips) {
+                skips.report(notice);
+            }
             state.metrics.admission("mutate-pods", result);
-            json(StatusCode::OK, &review)
+            json(StatusCode::OK, &a.review)
         }
         (&Method::POST, VALIDATE_RUNTIMECONFIGS_PATH) => {
             let body = match read_body(req).await {
@@ -188,7 +263,7 @@ pub async fn serve_health(
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },

@@ -1,17 +1,26 @@
 //! The `RuntimeConfig` status as a pure function of the previous status and what reconcile did:
-//! `observedGeneration`, the `Valid` and `Ready` conditions (transition times kept while a
-//! condition's status does not change), the live config hash and every validation error. Not for
-//! writing it (see `reconcile`).
+//! `observedGeneration`, the `Valid`, `Ready` and `RolledOut` conditions (transition times kept
+//! while a condition's status does not change), the live config hash, every validation error, and
+//! the rollout counts from the injected pods. Not for writing it (see `reconcile`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
 use outrigger_config::ValidationErrors;
 
-use crate::crd::RuntimeConfigStatus;
+use crate::{
+    crd::{Rollout, RuntimeConfigStatus},
+    inject::config_name,
+    names::ANNOTATION_CONFIG_HASH,
+};
 
 /// Condition type: the spec passes the sidecar's validation.
 pub const CONDITION_VALID: &str = "Valid";
 /// Condition type: the ConfigMap holds the current spec.
 pub const CONDITION_READY: &str = "Ready";
+/// Condition type: every injected pod using the RuntimeConfig was admitted with its current config.
+pub const CONDITION_ROLLED_OUT: &str = "RolledOut";
 
 /// What reconcile did with the spec.
 #[derive(Clone, Copy, Debug)]
@@ -78,33 +87,118 @@ pub fn next_status(
             )
         }
     };
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let condition = |type_: &str, (status, reason, message): (&str, &str, String)| {
-        let since = previous_conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time: since,
-        }
-    };
     RuntimeConfigStatus {
         observed_generation: generation,
         conditions: vec![
-            condition(CONDITION_READY, ready),
-            condition(CONDITION_VALID, valid),
+            condition(previous, generation, CONDITION_READY, ready, now),
+            condition(previous, generation, CONDITION_VALID, valid, now),
         ],
         config_hash,
         errors,
+        rollout: None,
     }
+}
+
+/// A condition; its transition time is kept from `previous` while its status is unchanged.
+fn condition(
+    previous: Option<&RuntimeConfigStatus>,
+    generation: Option<i64>,
+    type_: &str,
+    (status, reason, message): (&str, &str, String),
+    now: &Time,
+) -> Condition {
+    let since = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Counts the injected pods of namespace `pods` that use RuntimeConfig `name`, by whether they
+/// were admitted with `hash` (their `outrigger.dev/config-hash` annotation). Pods that finished
+/// (`Succeeded`, `Failed`) or are terminating are not counted.
+pub fn rollout(pods: &[Pod], name: &str, hash: Option<&str>) -> Rollout {
+    let mut r = Rollout::default();
+    for pod in pods {
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if finished || pod.metadata.deletion_timestamp.is_some() || config_name(pod) != name {
+            continue;
+        }
+        r.pods += 1;
+        let admitted_with = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_CONFIG_HASH))
+            .map(String::as_str);
+        if hash.is_some() && admitted_with == hash {
+            r.updated += 1;
+        } else {
+            r.stale += 1;
+        }
+    }
+    r
+}
+
+/// `status` with the rollout counts and the `RolledOut` condition (against its live hash).
+pub fn with_rollout(
+    mut status: RuntimeConfigStatus,
+    previous: Option<&RuntimeConfigStatus>,
+    rollout: Rollout,
+    now: &Time,
+) -> RuntimeConfigStatus {
+    let rolled_out = match (&status.config_hash, rollout) {
+        (None, _) => (
+            "Unknown",
+            "NoConfig",
+            "no valid config has been written yet".to_owned(),
+        ),
+        (Some(_), Rollout { pods: 0, .. }) => (
+            "True",
+            "NoPods",
+            "no injected pod uses this RuntimeConfig".to_owned(),
+        ),
+        (Some(h), Rollout { pods, stale: 0, .. }) => (
+            "True",
+            "PodsUpdated",
+            format!("all {pods} injected pod(s) were admitted with config {h}"),
+        ),
+        (Some(h), Rollout { pods, stale, .. }) => (
+            "False",
+            "PodsStale",
+            format!(
+                "{stale} of {pods} injected pod(s) were admitted with another config than {h}; \
+                 restart their workloads to update them (a sidecar's own reload is not counted)"
+            ),
+        ),
+    };
+    let generation = status.observed_generation;
+    status
+        .conditions
+        .retain(|c| c.type_ != CONDITION_ROLLED_OUT);
+    status.conditions.push(condition(
+        previous,
+        generation,
+        CONDITION_ROLLED_OUT,
+        rolled_out,
+        now,
+    ));
+    status.rollout = Some(rollout);
+    status
 }
 
 #[cfg(test)]
@@ -259,6 +353,152 @@ mod tests {
         assert_eq!(
             get(&fixed, CONDITION_READY).message,
             "ConfigMap outrigger-a holds config h3"
+        );
+    }
+
+    fn pod(config: Option<&str>, hash: Option<&str>, phase: &str, terminating: bool) -> Pod {
+        let mut annotations = serde_json::Map::new();
+        if let Some(c) = config {
+            annotations.insert("outrigger.dev/config".into(), c.into());
+        }
+        if let Some(h) = hash {
+            annotations.insert("outrigger.dev/config-hash".into(), h.into());
+        }
+        let mut v = serde_json::json!({
+            "metadata": { "name": "p", "labels": { "outrigger.dev/injected": "true" }, "annotations": annotations },
+            "status": { "phase": phase },
+        });
+        if terminating {
+            v["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn rollout_counts_pods_of_this_config_by_admitted_hash() {
+        let pods = [
+            pod(Some("web"), Some("h2"), "Running", false),
+            pod(Some("web"), Some("h2"), "Pending", false),
+            pod(Some("web"), Some("h1"), "Running", false),
+            pod(Some("web"), None, "Running", false),
+            pod(Some("web"), Some("h1"), "Succeeded", false),
+            pod(Some("web"), Some("h1"), "Failed", false),
+            pod(Some("web"), Some("h1"), "Running", true),
+            pod(Some("other"), Some("h1"), "Running", false),
+            pod(None, Some("h1"), "Running", false),
+        ];
+        assert_eq!(
+            rollout(&pods, "web", Some("h2")),
+            Rollout {
+                pods: 4,
+                updated: 2,
+                stale: 2
+            }
+        );
+        assert_eq!(
+            rollout(&pods, "default", Some("h1")),
+            Rollout {
+                pods: 1,
+                updated: 1,
+                stale: 0
+            },
+            "no annotation means the RuntimeConfig named default"
+        );
+        assert_eq!(
+            rollout(&pods, "web", None),
+            Rollout {
+                pods: 4,
+                updated: 0,
+                stale: 4
+            },
+            "without a live hash nothing is up to date"
+        );
+        assert_eq!(rollout(&[], "web", Some("h2")), Rollout::default());
+    }
+
+    #[test]
+    fn rolled_out_condition() {
+        let applied = next_status(
+            None,
+            Some(1),
+            Outcome::Applied {
+                config_map: "outrigger-a",
+                hash: "h2",
+            },
+            &t(100),
+        );
+        let errs = errors();
+        let never_valid = next_status(None, Some(1), Outcome::Invalid { errors: &errs }, &t(100));
+        let r = |pods, updated, stale| Rollout {
+            pods,
+            updated,
+            stale,
+        };
+        // (case, status, rollout, condition status, reason, message fragment)
+        let cases = [
+            (
+                "all updated",
+                &applied,
+                r(3, 3, 0),
+                "True",
+                "PodsUpdated",
+                "all 3 injected pod(s) were admitted with config h2",
+            ),
+            (
+                "no pods",
+                &applied,
+                r(0, 0, 0),
+                "True",
+                "NoPods",
+                "no injected pod",
+            ),
+            (
+                "stale pods",
+                &applied,
+                r(3, 1, 2),
+                "False",
+                "PodsStale",
+                "2 of 3 injected pod(s) were admitted with another config than h2",
+            ),
+            (
+                "no config yet",
+                &never_valid,
+                r(2, 0, 2),
+                "Unknown",
+                "NoConfig",
+                "no valid config",
+            ),
+        ];
+        for (case, status, rollout, want, reason, fragment) in cases {
+            let s = with_rollout(status.clone(), None, rollout, &t(200));
+            let c = get(&s, CONDITION_ROLLED_OUT);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (want, reason),
+                "{case}"
+            );
+            assert!(c.message.contains(fragment), "{case}: {}", c.message);
+            assert_eq!(s.rollout, Some(rollout), "{case}");
+            assert_eq!(s.conditions.len(), status.conditions.len() + 1, "{case}");
+        }
+        // The transition time is kept while the status stays, and moves when it changes.
+        let first = with_rollout(applied.clone(), None, r(2, 1, 1), &t(200));
+        let still = with_rollout(applied.clone(), Some(&first), r(2, 0, 2), &t(300));
+        assert_eq!(
+            get(&still, CONDITION_ROLLED_OUT).last_transition_time,
+            t(200)
+        );
+        let done = with_rollout(applied, Some(&still), r(2, 2, 0), &t(400));
+        assert_eq!(
+            get(&done, CONDITION_ROLLED_OUT).last_transition_time,
+            t(400)
+        );
+        assert_eq!(
+            done.conditions
+                .iter()
+                .filter(|c| c.type_ == CONDITION_ROLLED_OUT)
+                .count(),
+            1
         );
     }
 }

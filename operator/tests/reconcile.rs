@@ -9,8 +9,8 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Client, client::Body, runtime::controller::Action};
 use outrigger_config::{RuntimeConfigSpec, config_hash, parse_yaml};
 use outrigger_operator::{
-    Context, Metrics, Outcome, RESYNC, ReconcileError, RuntimeConfig, error_policy, next_status,
-    reconcile,
+    Context, Metrics, Outcome, RESYNC, ReconcileError, Rollout, RuntimeConfig, error_policy,
+    next_status, reconcile, with_rollout,
 };
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
@@ -88,6 +88,33 @@ fn reply(send: mock::SendResponse<Response<Body>>, status: u16, body: &Value) {
 const CM_PATH: &str = "/api/v1/namespaces/apps/configmaps/outrigger-web";
 const STATUS_PATH: &str = "/apis/outrigger.dev/v1alpha1/namespaces/apps/runtimeconfigs/web/status";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
+const PODS_PATH: &str = "/api/v1/namespaces/apps/pods";
+
+/// An injected pod as the API server lists it.
+fn injected_pod(name: &str, config: &str, hash: Option<&str>) -> Value {
+    let mut annotations = json!({ "outrigger.dev/config": config });
+    if let Some(h) = hash {
+        annotations["outrigger.dev/config-hash"] = json!(h);
+    }
+    json!({ "metadata": { "name": name, "namespace": "apps",
+        "labels": { "outrigger.dev/injected": "true" }, "annotations": annotations },
+        "spec": { "containers": [{ "name": "app", "image": "app" }] },
+        "status": { "phase": "Running" } })
+}
+
+/// The injected-pod list reconcile makes for the rollout counts.
+async fn expect_pod_list(handle: &mut ApiHandle, pods: Vec<Value>) {
+    let (query, _, send) = expect(handle, Method::GET, PODS_PATH).await;
+    assert!(
+        query.contains("labelSelector=outrigger.dev%2Finjected%3Dtrue"),
+        "{query}"
+    );
+    reply(
+        send,
+        200,
+        &json!({ "apiVersion": "v1", "kind": "PodList", "metadata": { "resourceVersion": "7" }, "items": pods }),
+    );
+}
 
 async fn expect_apply(handle: &mut ApiHandle, spec: &RuntimeConfigSpec) {
     let (query, body, send) = expect(handle, Method::PATCH, CM_PATH).await;
@@ -153,8 +180,15 @@ async fn create_applies_the_config_map_then_status_then_event() {
     let run = tokio::spawn(reconcile(rc, ctx));
 
     expect_apply(&mut handle, &spec()).await;
+    expect_pod_list(&mut handle, vec![]).await;
     let status = expect_status(&mut handle).await;
     assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        status["rollout"],
+        json!({ "pods": 0, "updated": 0, "stale": 0 })
+    );
+    assert_eq!(condition(&status, "RolledOut")["status"], "True");
+    assert_eq!(condition(&status, "RolledOut")["reason"], "NoPods");
     assert_eq!(status["configHash"], config_hash(&spec()));
     assert_eq!(status["errors"], json!([]));
     assert_eq!(condition(&status, "Ready")["status"], "True");
@@ -210,7 +244,35 @@ async fn update_rewrites_the_config_map_and_reports_the_new_hash() {
     let run = tokio::spawn(reconcile(rc, ctx));
 
     expect_apply(&mut handle, &new_spec).await;
+    // Two pods admitted with the old config, one with the new, one of another RuntimeConfig.
+    let (old_hash, new_hash) = (config_hash(&old), config_hash(&new_spec));
+    expect_pod_list(
+        &mut handle,
+        vec![
+            injected_pod("a", "web", Some(&old_hash)),
+            injected_pod("b", "web", Some(&old_hash)),
+            injected_pod("c", "web", Some(&new_hash)),
+            injected_pod("d", "other", Some(&new_hash)),
+        ],
+    )
+    .await;
     let status = expect_status(&mut handle).await;
+    assert_eq!(
+        status["rollout"],
+        json!({ "pods": 3, "updated": 1, "stale": 2 })
+    );
+    let rolled_out = condition(&status, "RolledOut");
+    assert_eq!(rolled_out["status"], "False");
+    assert_eq!(rolled_out["reason"], "PodsStale");
+    assert!(
+        rolled_out["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "2 of 3 injected pod(s) were admitted with another config than {new_hash}"
+            )),
+        "{rolled_out}"
+    );
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["configHash"], config_hash(&new_spec));
     assert_ne!(status["configHash"], config_hash(&old));
@@ -234,17 +296,25 @@ async fn update_rewrites_the_config_map_and_reports_the_new_hash() {
 async fn resync_without_change_only_applies() {
     let (ctx, mut handle, _) = setup();
     let since = Time(Timestamp::from_second(1_700_000_000).unwrap());
+    let hash = config_hash(&spec());
     let current = next_status(
         None,
         Some(3),
         Outcome::Applied {
             config_map: "outrigger-web",
-            hash: &config_hash(&spec()),
+            hash: &hash,
         },
         &since,
     );
+    let rollout = Rollout {
+        pods: 1,
+        updated: 1,
+        stale: 0,
+    };
+    let current = with_rollout(current, None, rollout, &since);
     let run = tokio::spawn(reconcile(Arc::new(object(spec(), 3, Some(current))), ctx));
     expect_apply(&mut handle, &spec()).await;
+    expect_pod_list(&mut handle, vec![injected_pod("a", "web", Some(&hash))]).await;
     assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
     expect_no_more_calls(&mut handle).await;
 }
@@ -269,8 +339,17 @@ async fn invalid_spec_keeps_the_config_map_and_reports_every_error() {
     bad.rpc.timeout_ms = 0;
     let run = tokio::spawn(reconcile(Arc::new(object(bad, 2, Some(previous))), ctx));
 
-    // No PATCH of the ConfigMap: the first call is the status.
+    // No PATCH of the ConfigMap: the first call counts the pods (against the live hash).
+    expect_pod_list(
+        &mut handle,
+        vec![injected_pod("a", "web", Some(&good_hash))],
+    )
+    .await;
     let status = expect_status(&mut handle).await;
+    assert_eq!(
+        status["rollout"],
+        json!({ "pods": 1, "updated": 1, "stale": 0 })
+    );
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(
         status["configHash"], good_hash,
@@ -346,6 +425,29 @@ async fn api_failure_is_an_error_that_backs_off_and_is_counted() {
         "{}",
         metrics.encode()
     );
+    drop(ctx);
+    expect_no_more_calls(&mut handle).await;
+}
+
+#[tokio::test]
+async fn pod_list_failure_is_an_error_and_nothing_is_patched() {
+    let (ctx, mut handle, _) = setup();
+    let rc = Arc::new(object(spec(), 1, None));
+    let run = tokio::spawn(reconcile(rc, ctx.clone()));
+    expect_apply(&mut handle, &spec()).await;
+    let (_, _, send) = expect(&mut handle, Method::GET, PODS_PATH).await;
+    reply(
+        send,
+        403,
+        &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "pods is forbidden", "reason": "Forbidden", "code": 403 }),
+    );
+    let err = run.await.unwrap().unwrap_err();
+    assert!(matches!(err, ReconcileError::ListPods { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot list the injected pods in namespace apps"
+    );
+    assert_eq!(err.kind(), "list_pods");
     drop(ctx);
     expect_no_more_calls(&mut handle).await;
 }

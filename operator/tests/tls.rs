@@ -79,6 +79,8 @@ async fn generated_certificates_are_served_trusted_and_renewed_without_restart()
         settings: SidecarSettings::default(),
         cluster: Arc::new(NoCluster),
         metrics: Arc::new(Metrics::new()),
+        lookup: None,
+        skips: None,
     });
     tokio::spawn(serve_webhooks(
         listener,

@@ -348,7 +348,9 @@ async fn mutate_pods_over_https_produces_valid_pods() {
     .await;
     assert!(by_ns["response"]["patch"].is_string());
 
-    // kube-system: allowed without a patch, and the user is told why.
+    // kube-system: allowed without the sidecar, and the user is told why: a warning, and the
+    // pod says so in its annotation.
+    let pod_json = app_pod(json!({ "outrigger.dev/inject": "true" }));
     let system = review(
         &hook,
         "/mutate-pods",
@@ -360,11 +362,23 @@ async fn mutate_pods_over_https_produces_valid_pods() {
         ),
     )
     .await;
-    assert!(system["response"].get("patch").is_none());
     assert_eq!(
         system["response"]["warnings"][0],
         "outrigger: pods in kube-system are never injected"
     );
+    let mut marked = pod_json;
+    let patch: json_patch::Patch = serde_json::from_slice(
+        &serde_json::from_value::<ByteString>(system["response"]["patch"].clone())
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    json_patch::patch(&mut marked, &patch).unwrap();
+    assert_eq!(
+        marked["metadata"]["annotations"]["outrigger.dev/injection"],
+        "skipped: pods in kube-system are never injected"
+    );
+    assert_eq!(patch.0.len(), 1, "only the annotation: {patch:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

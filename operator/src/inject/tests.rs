@@ -23,6 +23,7 @@ fn webhook(namespace_opted_in: bool) -> Request<'static> {
         namespace: Some("apps"),
         selection: Selection::OptIn { namespace_opted_in },
         config_exists: None,
+        config_hash: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn skipped_pods_say_why() {
         namespace: None,
         selection: Selection::AllUnlessOptedOut,
         config_exists: None,
+        config_hash: None,
     };
 
     let cases = [
@@ -147,10 +149,34 @@ fn skipped_pods_say_why() {
         ),
     ];
     for (case, v, request, expected, warns) in cases {
-        let got = inject(&pod(v), &request, &SidecarSettings::default());
+        let got = inject(&pod(v.clone()), &request, &SidecarSettings::default());
         assert_eq!(got, Injection::Unchanged(expected.clone()), "{case}");
         assert_eq!(expected.warns(), warns, "{case}");
         assert!(!expected.to_string().is_empty(), "{case}");
+        // A skip the user should hear about marks the pod; an expected one leaves it alone.
+        match skip_patch(&pod(v.clone()), &expected) {
+            Some(patch) => {
+                assert!(warns, "{case}");
+                let mut doc = v.clone();
+                json_patch::patch(&mut doc, &patch).unwrap();
+                assert_eq!(
+                    doc["metadata"]["annotations"]["outrigger.dev/injection"],
+                    format!("skipped: {expected}"),
+                    "{case}"
+                );
+                // Everything else is as it was.
+                doc["metadata"]["annotations"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("outrigger.dev/injection");
+                let mut before = v.clone();
+                if before["metadata"].get("annotations").is_none() {
+                    before["metadata"]["annotations"] = json!({});
+                }
+                assert_eq!(doc, before, "{case}");
+            }
+            None => assert!(!warns, "{case}"),
+        }
     }
     assert_eq!(
         Skip::ConfigNotFound {
@@ -191,6 +217,7 @@ fn injected_pods_field_by_field() {
         namespace: None,
         selection: Selection::AllUnlessOptedOut,
         config_exists: None,
+        config_hash: None,
     };
     let config_known = Request {
         config_exists: Some(true),
@@ -553,4 +580,75 @@ fn image_pull_policy_is_set_only_when_configured() {
         sidecar(&doc, true).image_pull_policy.as_deref(),
         Some("Always")
     );
+}
+
+#[test]
+fn skip_annotation_is_added_to_pods_without_annotations() {
+    let bare = json!({
+        "metadata": { "generateName": "web-" },
+        "spec": { "containers": [{ "name": "app" }] },
+    });
+    let patch = skip_patch(&pod(bare.clone()), &Skip::SystemNamespace).unwrap();
+    let mut doc = bare;
+    json_patch::patch(&mut doc, &patch).unwrap();
+    assert_eq!(
+        doc["metadata"]["annotations"],
+        json!({ "outrigger.dev/injection": "skipped: pods in kube-system are never injected" })
+    );
+}
+
+#[test]
+fn injected_pods_carry_the_config_hash_they_were_admitted_with() {
+    let v = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let with_hash = Request {
+        config_exists: Some(true),
+        config_hash: Some("3f9a0c1d2e4b5a67"),
+        ..webhook(false)
+    };
+    let (doc, _) = injected(&v, &with_hash, &SidecarSettings::default());
+    assert_eq!(
+        doc["metadata"]["annotations"]["outrigger.dev/config-hash"],
+        "3f9a0c1d2e4b5a67"
+    );
+    assert_eq!(
+        doc["metadata"]["annotations"]["outrigger.dev/inject"],
+        "true"
+    );
+    let bare =
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "app" }] } });
+    let (doc, _) = injected(
+        &bare,
+        &Request {
+            selection: Selection::AllUnlessOptedOut,
+            ..with_hash
+        },
+        &SidecarSettings::default(),
+    );
+    assert_eq!(
+        doc["metadata"]["annotations"],
+        json!({ "outrigger.dev/config-hash": "3f9a0c1d2e4b5a67" })
+    );
+    // Unknown hash (standalone webhook, offline inject): no annotation.
+    let (doc, _) = injected(&v, &webhook(false), &SidecarSettings::default());
+    assert!(
+        doc["metadata"]["annotations"]
+            .get("outrigger.dev/config-hash")
+            .is_none()
+    );
+}
+
+#[test]
+fn inject_policy_required_is_read_from_the_pod() {
+    let cases = [
+        (json!({ "outrigger.dev/inject-policy": "required" }), true),
+        (json!({ "outrigger.dev/inject-policy": "optional" }), false),
+        (json!({}), false),
+    ];
+    for (annotations, required) in cases {
+        assert_eq!(
+            policy_required(&pod(plain_pod(annotations.clone()))),
+            required,
+            "{annotations}"
+        );
+    }
 }
