@@ -97,7 +97,8 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
             .await
             .map(|r| text(r.into_inner().data))
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The call is in flight once the upstream has it.
+    up.received(1).await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -414,7 +414,8 @@ async fn full_channel_pool_past_the_deadline_is_resource_exhausted() {
             .invoke_service(layotto_req("svc", "hold", "{}", 0, ""))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first call holds the only connection once the upstream has it.
+    up.received(1).await;
     let mut req = Request::new(layotto_req("svc", "wait", "{}", 0, ""));
     req.metadata_mut()
         .insert("rpc_request_timeout", "200".parse().unwrap());

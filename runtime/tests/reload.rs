@@ -54,12 +54,14 @@ async fn reload_under_load_moves_traffic_with_zero_failures() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Load is flowing: the old upstream has served a good number of calls.
+    a.received(50).await;
     let next = outrigger_config::load_yaml(&config(&[b.addr], "", "")).expect("valid");
     let version = rt.sidecar.reloader().apply(next).await.expect("applied");
     assert_eq!(version, Some(2));
     let served_by_a = a.count();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And keeps flowing to the new one.
+    b.received(50).await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.expect("join");

@@ -165,3 +165,91 @@ where
         futures_util::future::Either::Left(self.inner.call(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower_test::mock;
+
+    use super::*;
+
+    fn grpc_answer(code: Option<i32>) -> Response<tonic::body::Body> {
+        let mut resp = Response::new(tonic::body::Body::empty());
+        if let Some(c) = code {
+            resp.headers_mut()
+                .insert("grpc-status", c.to_string().parse().expect("value"));
+        }
+        resp
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_by_path_and_code_and_stamped_with_their_arrival() {
+        let metrics = Metrics::new();
+        let (svc, mut handle) = mock::pair::<Request<()>, Response<tonic::body::Body>>();
+        let mut svc = GrpcMetricsLayer {
+            metrics: metrics.clone(),
+        }
+        .layer(svc);
+        for (path, code) in [
+            ("/spec.proto.runtime.v1.Runtime/InvokeService", None),
+            ("/dapr.proto.runtime.v1.Dapr/InvokeService", Some(14)),
+            ("/some.Other/Thing", Some(12)),
+        ] {
+            handle.allow(1);
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .expect("ready");
+            let call = svc.call(request(path));
+            let (req, send) = handle.next_request().await.expect("forwarded");
+            assert!(
+                req.extensions().get::<Arrival>().is_some(),
+                "the arrival time travels with the request"
+            );
+            send.send_response(grpc_answer(code));
+            call.await.expect("answered");
+        }
+        let text = metrics.encode();
+        for line in [
+            "outrigger_grpc_requests_total{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\",code=\"ok\"} 1",
+            "outrigger_grpc_requests_total{path=\"/dapr.proto.runtime.v1.Dapr/InvokeService\",code=\"unavailable\"} 1",
+            "outrigger_grpc_requests_total{path=\"other\",code=\"unimplemented\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn layotto_rpcs_not_served_answer_unimplemented_naming_the_api() {
+        let (svc, mut handle) = mock::pair::<Request<()>, Response<tonic::body::Body>>();
+        let mut svc = UnimplementedLayer.layer(svc);
+        handle.allow(1);
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .expect("ready");
+        let resp = svc
+            .call(request("/spec.proto.runtime.v1.Runtime/GetState"))
+            .await
+            .expect("answered here");
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert!(
+            status.message().starts_with(
+                "spec.proto.runtime.v1.Runtime/GetState is not implemented by outrigger"
+            ),
+            "{}",
+            status.message()
+        );
+
+        // Served rpcs go through.
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .expect("ready");
+        let call = svc.call(request("/spec.proto.runtime.v1.Runtime/InvokeService"));
+        let (_, send) = handle.next_request().await.expect("forwarded");
+        send.send_response(grpc_answer(None));
+        call.await.expect("answered by the service");
+    }
+}

@@ -214,3 +214,154 @@ pub async fn exchange(
         return Ok(Response::from_parts(parts, body));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io, time::Duration};
+
+    use futures_util::future::BoxFuture;
+    use outrigger_core::Metrics;
+    use parking_lot::Mutex;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::{bounded::PoolSettings, local::LocalListeners};
+
+    /// What the fake listener does with a request.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Echo,
+        Fail(Cause),
+        Hang,
+    }
+
+    struct Listener {
+        behaviour: Behaviour,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl LocalHttp for Listener {
+        fn dispatch(
+            &self,
+            req: Request<Bytes>,
+        ) -> BoxFuture<'_, Result<Response<Bytes>, ProxyError>> {
+            self.seen.lock().push(req.uri().path().to_owned());
+            let behaviour = self.behaviour;
+            Box::pin(async move {
+                match behaviour {
+                    Behaviour::Echo => Ok(Response::new(req.into_body())),
+                    Behaviour::Fail(c) => Err(ProxyError::new(c, "the proxy says no")),
+                    Behaviour::Hang => std::future::pending().await,
+                }
+            })
+        }
+
+        fn is_open(&self) -> bool {
+            true
+        }
+    }
+
+    struct Listeners(Arc<Listener>);
+
+    impl LocalListeners for Listeners {
+        fn http(&self, name: &str) -> io::Result<Arc<dyn LocalHttp>> {
+            match name {
+                "egress" => Ok(self.0.clone()),
+                _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such listener")),
+            }
+        }
+
+        fn connect(&self, _: &str) -> io::Result<DuplexStream> {
+            Err(io::Error::other("http only"))
+        }
+    }
+
+    fn setup(behaviour: Behaviour, name: &str) -> (Http1Pool, Dial, Arc<Listener>) {
+        let listener = Arc::new(Listener {
+            behaviour,
+            seen: Mutex::new(Vec::new()),
+        });
+        let dial = Dial::InProcess {
+            listeners: Arc::new(Listeners(listener.clone())),
+            name: name.to_owned(),
+        };
+        let pool = Http1Pool::new(
+            PoolSettings {
+                name: "test".to_owned(),
+                size: 1,
+                idle_timeout: Duration::from_secs(60),
+            },
+            Http1Connector { dial: dial.clone() },
+            &Metrics::new(),
+        );
+        (pool, dial, listener)
+    }
+
+    fn req(path: &str) -> Request<Bytes> {
+        Request::builder()
+            .uri(path)
+            .body(Bytes::from_static(b"payload"))
+            .expect("request")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_in_process_listener_answers_without_a_socket() {
+        let (pool, dial, listener) = setup(Behaviour::Echo, "egress");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for path in ["/a", "/b"] {
+            let resp = exchange(&pool, &dial, req(path), deadline)
+                .await
+                .expect("answered");
+            assert_eq!(resp.body(), "payload");
+        }
+        assert_eq!(*listener.seen.lock(), ["/a", "/b"], "one slot, reused");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_proxys_own_failure_comes_back_typed() {
+        let (pool, dial, _) = setup(Behaviour::Fail(Cause::NoRoute), "egress");
+        let err = exchange(
+            &pool,
+            &dial,
+            req("/a"),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await
+        .expect_err("no route");
+        assert_eq!(err.cause(), Cause::NoRoute);
+        assert!(matches!(&err, ExchangeError::Local(p) if p.message() == "the proxy says no"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_listener_is_a_connect_failure_and_a_silent_one_times_out() {
+        let (pool, dial, _) = setup(Behaviour::Echo, "nowhere");
+        let err = exchange(
+            &pool,
+            &dial,
+            req("/a"),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await
+        .expect_err("no listener");
+        assert_eq!(err.cause(), Cause::ConnectFailure);
+        assert!(err.to_string().contains("listener nowhere"), "{err}");
+
+        let (pool, dial, _) = setup(Behaviour::Hang, "egress");
+        let start = Instant::now();
+        let err = exchange(&pool, &dial, req("/a"), start + Duration::from_millis(250))
+            .await
+            .expect_err("deadline");
+        assert_eq!(err.cause(), Cause::Timeout);
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        // The slot went back with the abandoned call: the next caller is not stuck behind it.
+        let err = exchange(
+            &pool,
+            &dial,
+            req("/b"),
+            Instant::now() + Duration::from_millis(10),
+        )
+        .await
+        .expect_err("still silent");
+        assert_eq!(err.cause(), Cause::Timeout, "{err}");
+    }
+}

@@ -133,7 +133,10 @@ impl Cluster {
                 ),
             }
         }
-        resolved.dedup_by_key(|(a, _)| *a);
+        // The same address twice (a name resolving to an address listed too) is one host, with
+        // the first entry's weight.
+        let mut seen = std::collections::HashSet::with_capacity(resolved.len());
+        resolved.retain(|(a, _)| seen.insert(*a));
         let current = self.hosts.load();
         let hosts: Vec<Arc<Host>> = resolved
             .into_iter()
@@ -238,5 +241,110 @@ async fn refresh(cluster: Weak<Cluster>, every: Duration) {
         tokio::time::sleep(every).await;
         let Some(c) = cluster.upgrade() else { return };
         c.resolve().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lb: &str, hosts: &[(&str, u32)]) -> ClusterConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": "users",
+            "lb": lb,
+            "hosts": hosts
+                .iter()
+                .map(|(a, w)| serde_json::json!({"address": a, "weight": w}))
+                .collect::<Vec<_>>(),
+        }))
+        .expect("cluster")
+    }
+
+    #[tokio::test]
+    async fn hosts_are_resolved_once_and_kept_with_their_pools() {
+        let cluster = Cluster::build(
+            &config(
+                "round_robin",
+                &[
+                    ("127.0.0.1:7001", 1),
+                    ("127.0.0.1:7002", 1),
+                    ("127.0.0.1:7001", 1),
+                ],
+            ),
+            &Metrics::new(),
+        )
+        .await;
+        let addrs: Vec<String> = cluster
+            .addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.1:7001", "127.0.0.1:7002"],
+            "duplicates collapse"
+        );
+        let before: Vec<*const Host> = cluster.hosts.load().hosts.iter().map(Arc::as_ptr).collect();
+        cluster.resolve().await;
+        let after: Vec<*const Host> = cluster.hosts.load().hosts.iter().map(Arc::as_ptr).collect();
+        assert_eq!(
+            before, after,
+            "a refresh that finds the same hosts keeps them (and their pools)"
+        );
+        assert!(matches!(
+            cluster.hosts.load().hosts[0].pool,
+            UpstreamPool::Http(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn picks_follow_the_policy_and_count_requests_in_flight() {
+        let rr = Cluster::build(
+            &config(
+                "round_robin",
+                &[("127.0.0.1:7001", 1), ("127.0.0.1:7002", 1)],
+            ),
+            &Metrics::new(),
+        )
+        .await;
+        let picks: Vec<u16> = (0..4)
+            .map(|_| rr.pick().expect("a host").addr.port())
+            .collect();
+        assert_eq!(picks, [7001, 7002, 7001, 7002]);
+
+        let lr = Cluster::build(
+            &config(
+                "least_request",
+                &[("127.0.0.1:7001", 1), ("127.0.0.1:7002", 1)],
+            ),
+            &Metrics::new(),
+        )
+        .await;
+        let busy = lr.pick().expect("a host");
+        let busy_port = busy.addr.port();
+        for _ in 0..20 {
+            assert_ne!(
+                lr.pick().expect("a host").addr.port(),
+                busy_port,
+                "the host with a request in flight is avoided"
+            );
+        }
+        drop(busy);
+        let set = lr.hosts.load();
+        assert!(
+            set.hosts
+                .iter()
+                .all(|h| h.in_flight.load(Ordering::Relaxed) == 0)
+        );
+
+        let weighted = Cluster::build(
+            &config("weighted", &[("127.0.0.1:7001", 3), ("127.0.0.1:7002", 1)]),
+            &Metrics::new(),
+        )
+        .await;
+        let first = (0..8)
+            .filter(|_| weighted.pick().expect("a host").addr.port() == 7001)
+            .count();
+        assert_eq!(first, 6, "weights 3:1");
     }
 }

@@ -117,7 +117,23 @@ pub(crate) async fn forward<U: Upstream>(
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        cell::RefCell,
+        collections::VecDeque,
+        net::SocketAddr,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use arc_swap::ArcSwap;
+    use outrigger_config::{ClusterConfig, RouteConfig};
+    use outrigger_core::{Metrics, Shutdown};
+
     use super::*;
+    use crate::{cluster::Cluster, snapshot::ProxySnapshot};
 
     #[test]
     fn failures_meet_retry_conditions() {
@@ -140,5 +156,217 @@ mod tests {
         ] {
             assert_eq!(failed(c, true), None, "{c}");
         }
+    }
+
+    /// What one scripted try does.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        /// Answers with this status.
+        Answer(u16),
+        /// Fails with this cause.
+        Fail(Cause),
+        /// Never answers (the try's deadline cuts it).
+        Hang,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("scripted {0}")]
+    struct Scripted(Cause);
+
+    impl Failure for Scripted {
+        fn cause(&self) -> Cause {
+            self.0
+        }
+    }
+
+    thread_local! {
+        /// The steps left, and the hosts each try went to.
+        static SCRIPT: RefCell<(VecDeque<Step>, Vec<SocketAddr>)> = RefCell::default();
+    }
+
+    /// A request that counts its copies.
+    #[derive(Debug)]
+    struct Req(Arc<AtomicUsize>);
+
+    impl Clone for Req {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Req(self.0.clone())
+        }
+    }
+
+    /// An upstream whose tries follow [`SCRIPT`].
+    struct Fake;
+
+    impl Upstream for Fake {
+        const NAME: &'static str = "fake";
+        type Pool = Host;
+        type Request = Req;
+        type Response = u16;
+        type Error = Scripted;
+
+        fn pool(host: &Host) -> Option<&Host> {
+            Some(host)
+        }
+
+        async fn exchange(
+            _: &Host,
+            host: &Host,
+            _: Req,
+            deadline: Instant,
+        ) -> Result<u16, Scripted> {
+            let step = SCRIPT.with_borrow_mut(|(steps, hosts)| {
+                hosts.push(host.addr);
+                steps.pop_front().unwrap_or(Step::Answer(200))
+            });
+            match step {
+                Step::Answer(s) => Ok(s),
+                Step::Fail(c) => Err(Scripted(c)),
+                Step::Hang => {
+                    tokio::time::sleep_until(deadline).await;
+                    Err(Scripted(Cause::Timeout))
+                }
+            }
+        }
+
+        fn answered(resp: &u16) -> Option<RetryOn> {
+            Some(RetryOn::Status(*resp))
+        }
+    }
+
+    async fn setup(retry: &str, hosts: &[&str]) -> (Shared, Route) {
+        let metrics = Metrics::new();
+        let cluster: ClusterConfig = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "hosts": hosts.iter().map(|h| serde_json::json!({"address": h})).collect::<Vec<_>>(),
+        }))
+        .expect("cluster");
+        let cfg: RouteConfig = serde_json::from_str(&format!(
+            r#"{{"match": {{}}, "cluster": "c", "timeoutMs": 1000{retry}}}"#
+        ))
+        .expect("route");
+        let cluster = Cluster::build(&cluster, &metrics).await;
+        let route = Route::compile(&cfg, cluster, Duration::from_secs(3)).expect("compiles");
+        let shared = Shared {
+            live: ArcSwap::from_pointee(ProxySnapshot::default()),
+            metrics,
+            shutdown: Shutdown::new(),
+        };
+        (shared, route)
+    }
+
+    fn script(steps: &[Step]) {
+        SCRIPT.with_borrow_mut(|(s, h)| {
+            *s = steps.iter().copied().collect();
+            h.clear();
+        });
+    }
+
+    fn tries() -> Vec<SocketAddr> {
+        SCRIPT.with_borrow(|(_, h)| h.clone())
+    }
+
+    fn retries(shared: &Shared) -> String {
+        shared.metrics.encode()
+    }
+
+    async fn send(shared: &Shared, route: &Route) -> (Result<u16, ProxyError>, usize) {
+        let copies = Arc::new(AtomicUsize::new(0));
+        let deadline = Instant::now() + route.timeout;
+        let out = forward::<Fake>(shared, route, Req(copies.clone()), deadline).await;
+        (out, copies.load(Ordering::Relaxed))
+    }
+
+    const RETRY: &str = r#", "retry": {"attempts": 2, "on": ["connect-failure", "reset", "503"]}"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn listed_conditions_are_retried_on_the_next_host_until_tries_run_out() {
+        let (shared, route) = setup(RETRY, &["127.0.0.1:1", "127.0.0.1:2"]).await;
+        script(&[
+            Step::Fail(Cause::ConnectFailure),
+            Step::Answer(503),
+            Step::Answer(200),
+        ]);
+        let (out, copies) = send(&shared, &route).await;
+        assert_eq!(out, Ok(200));
+        assert_eq!(tries().len(), 3);
+        assert_eq!(tries()[0], tries()[2], "round robin over two hosts");
+        assert_ne!(tries()[0], tries()[1]);
+        assert_eq!(copies, 2, "the last try takes the request itself");
+        assert!(
+            retries(&shared).contains("outrigger_proxy_retries_total{name=\"c\"} 2"),
+            "{}",
+            retries(&shared)
+        );
+
+        script(&[
+            Step::Answer(503),
+            Step::Answer(503),
+            Step::Answer(503),
+            Step::Answer(200),
+        ]);
+        let (out, _) = send(&shared, &route).await;
+        assert_eq!(
+            out,
+            Ok(503),
+            "after attempts + 1 tries the last answer stands"
+        );
+        assert_eq!(tries().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlisted_conditions_and_routes_without_a_policy_are_not_retried() {
+        let (shared, route) = setup(RETRY, &["127.0.0.1:1"]).await;
+        script(&[Step::Answer(500)]);
+        assert_eq!(send(&shared, &route).await.0, Ok(500));
+        assert_eq!(tries().len(), 1);
+        script(&[Step::Fail(Cause::Overflow)]);
+        let err = send(&shared, &route).await.0.expect_err("overflow");
+        assert_eq!(err.cause(), Cause::Overflow);
+        assert_eq!(
+            err.message(),
+            "cluster c host 127.0.0.1:1: scripted overflow"
+        );
+        assert_eq!(tries().len(), 1);
+
+        let (shared, plain) = setup("", &["127.0.0.1:1"]).await;
+        script(&[Step::Fail(Cause::Reset)]);
+        let (out, copies) = send(&shared, &plain).await;
+        assert_eq!(out.expect_err("reset").cause(), Cause::Reset);
+        assert_eq!((tries().len(), copies), (1, 0), "one try, no copy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_cut_by_its_own_deadline_is_retried_but_not_the_last_one() {
+        let per_try = r#", "retry": {"attempts": 3, "perTryTimeoutMs": 300, "on": ["reset"]}"#;
+        let (shared, route) = setup(per_try, &["127.0.0.1:1"]).await;
+        script(&[Step::Hang, Step::Answer(200)]);
+        let start = Instant::now();
+        assert_eq!(send(&shared, &route).await.0, Ok(200));
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert_eq!(tries().len(), 2);
+
+        // Every try hangs: three 300 ms tries, the fourth ends at the route timeout (1000 ms)
+        // and is not retried — the request's deadline has passed.
+        script(&[Step::Hang, Step::Hang, Step::Hang, Step::Hang]);
+        let start = Instant::now();
+        let err = send(&shared, &route).await.0.expect_err("timeout");
+        assert_eq!(start.elapsed(), Duration::from_millis(1000));
+        assert_eq!(tries().len(), 4);
+        assert_eq!(err.cause(), Cause::Timeout);
+        assert_eq!(
+            err.message(),
+            "cluster c host 127.0.0.1:1: no answer within the route timeout of 1000 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_without_hosts_fails_fast() {
+        let (shared, route) = setup(RETRY, &[]).await;
+        script(&[]);
+        let err = send(&shared, &route).await.0.expect_err("no hosts");
+        assert_eq!(err.cause(), Cause::NoHealthyHost);
+        assert_eq!(err.message(), "cluster c has no resolved hosts");
+        assert!(tries().is_empty());
     }
 }

@@ -67,6 +67,8 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     in_flight: Arc<AtomicUsize>,
     pub max_in_flight: Arc<AtomicUsize>,
+    /// Requests received so far; [`Upstream::received`] waits on it.
+    arrivals: tokio::sync::watch::Receiver<usize>,
     task: JoinHandle<()>,
 }
 
@@ -86,24 +88,28 @@ impl Upstream {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
         let behaviour: Behaviour = Arc::new(behaviour);
+        let (arrived, arrivals) = tokio::sync::watch::channel(0usize);
+        let arrived = Arc::new(arrived);
         let task = {
             let (seen, in_flight, max_in_flight) =
                 (seen.clone(), in_flight.clone(), max_in_flight.clone());
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let (seen, in_flight, max_in_flight, behaviour) = (
+                    let (seen, in_flight, max_in_flight, behaviour, arrived) = (
                         seen.clone(),
                         in_flight.clone(),
                         max_in_flight.clone(),
                         behaviour.clone(),
+                        arrived.clone(),
                     );
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
-                            let (seen, in_flight, max_in_flight, behaviour) = (
+                            let (seen, in_flight, max_in_flight, behaviour, arrived) = (
                                 seen.clone(),
                                 in_flight.clone(),
                                 max_in_flight.clone(),
                                 behaviour.clone(),
+                                arrived.clone(),
                             );
                             async move {
                                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -123,6 +129,7 @@ impl Upstream {
                                 };
                                 let reply = behaviour(&s);
                                 seen.lock().push(s);
+                                arrived.send_modify(|n| *n += 1);
                                 tokio::time::sleep(reply.delay).await;
                                 in_flight.fetch_sub(1, Ordering::SeqCst);
                                 let mut resp = Response::new(Full::new(reply.body));
@@ -146,8 +153,19 @@ impl Upstream {
             seen,
             in_flight,
             max_in_flight,
+            arrivals,
             task,
         }
+    }
+
+    /// Waits until the upstream has received `n` requests in all (a readiness signal, not a
+    /// guess of how long that takes); panics after 10 s.
+    pub async fn received(&self, n: usize) {
+        let mut rx = self.arrivals.clone();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&c| c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("the upstream did not receive {n} request(s) within 10 s"))
+            .expect("the upstream is running");
     }
 
     /// An upstream answering `body` with 200 to everything.
