@@ -467,7 +467,9 @@ async fn retries_skip_a_dead_host_and_a_503() {
     // Round robin puts the first try of every call on the dead host, the retry on the live one.
     let metrics = rt.metrics.encode();
     assert!(
-        metrics.contains("outrigger_proxy_retries_total{name=\"backend\"} 4"),
+        metrics.contains(
+            "outrigger_proxy_retries_total{cluster=\"backend\",reason=\"connect_failure\"} 4"
+        ),
         "{metrics}"
     );
 
@@ -497,6 +499,51 @@ async fn retries_skip_a_dead_host_and_a_503() {
         .await
         .expect("the second try answers");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_sent_post_is_not_replayed_unless_the_route_opts_in() {
+    // Every other request answers 503; the route retries 503s.
+    fn flaky() -> impl Fn(&support::Seen) -> Reply + Send + Sync + 'static {
+        let calls = Arc::new(AtomicUsize::new(0));
+        move |_| {
+            if calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                Reply {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    ..Reply::ok("busy")
+                }
+            } else {
+                Reply::ok("{}")
+            }
+        }
+    }
+    const POST: i32 = 3;
+    const PUT: i32 = 4;
+    for (methods, verb, want_seen, ok) in [
+        ("", POST, 1, false),
+        ("", PUT, 2, true),
+        ("", 0, 2, true),
+        (", methods: [POST]", POST, 2, true),
+    ] {
+        let up = Upstream::start(flaky()).await;
+        let yaml = config(
+            &[up.addr],
+            "",
+            &format!("        retry: {{attempts: 3, on: [\"503\"]{methods}}}"),
+        );
+        let mut rt = start(&yaml).await;
+        let out = rt
+            .layotto
+            .invoke_service(layotto_req("svc", "m", "{}", verb, ""))
+            .await;
+        assert_eq!(out.is_ok(), ok, "verb {verb} {methods}: {out:?}");
+        assert_eq!(
+            up.count(),
+            want_seen,
+            "verb {verb} {methods}: requests at the upstream"
+        );
+        rt.sidecar.shutdown().await;
+    }
 }
 
 #[tokio::test]

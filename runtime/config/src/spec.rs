@@ -488,6 +488,58 @@ pub struct RetryPolicy {
     /// Conditions that allow a retry: `connect-failure`, `reset`, or an HTTP status like `"503"`.
     #[serde(default, rename = "on")]
     pub retry_on: Vec<RetryOn>,
+    /// HTTP methods whose requests may be replayed after they were sent (a reset, a timeout or
+    /// a status). Default: the idempotent ones, `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`; list
+    /// `POST` (or `PATCH`) here to opt in. A connect failure is retried for every method, since
+    /// nothing was sent. Bolt and Dubbo calls are retried as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// A request body larger than this many bytes is never replayed. Default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 16777216))]
+    pub replay_buffer_bytes: Option<u64>,
+    /// Wait before each retry: exponential from `baseMs`, capped at `maxMs`, with full jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<RetryBackoff>,
+}
+
+/// Backoff between retries (the wait before retry n is a random duration up to
+/// `min(maxMs, baseMs · 2^(n-1))`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBackoff {
+    /// The first retry waits up to this long. Default 25.
+    #[serde(default = "default_backoff_base_ms")]
+    pub base_ms: u64,
+    /// No retry waits longer. Default 250.
+    #[serde(default = "default_backoff_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            base_ms: DEFAULT_BACKOFF_BASE_MS,
+            max_ms: DEFAULT_BACKOFF_MAX_MS,
+        }
+    }
+}
+
+/// Default of `retry.backoff.baseMs`.
+pub const DEFAULT_BACKOFF_BASE_MS: u64 = 25;
+/// Default of `retry.backoff.maxMs`.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 250;
+/// Default of `retry.replayBufferBytes`.
+pub const DEFAULT_REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
+/// The HTTP methods retried after a request was sent, unless a route lists its own.
+pub const IDEMPOTENT_METHODS: [&str; 5] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
+
+fn default_backoff_base_ms() -> u64 {
+    DEFAULT_BACKOFF_BASE_MS
+}
+
+fn default_backoff_max_ms() -> u64 {
+    DEFAULT_BACKOFF_MAX_MS
 }
 
 /// A condition that allows a retry: one entry of `retry.on`, written `connect-failure`, `reset`

@@ -385,6 +385,27 @@ impl Validator {
                     "must be greater than 0",
                 );
             }
+            if let Some(methods) = &retry.methods {
+                for (j, m) in methods.iter().enumerate() {
+                    if m.is_empty() || is_lowercase_http_method(m) || http_header_name(m).is_err() {
+                        self.err(
+                            format!("{path}.retry.methods[{j}]"),
+                            format!("{m:?} is not an HTTP method (upper case, e.g. POST)"),
+                        );
+                    }
+                }
+            }
+            if let Some(b) = &retry.backoff {
+                if b.base_ms == 0 {
+                    self.err(format!("{path}.retry.backoff.baseMs"), "must be at least 1");
+                }
+                if b.max_ms < b.base_ms {
+                    self.err(
+                        format!("{path}.retry.backoff.maxMs"),
+                        "must be at least baseMs",
+                    );
+                }
+            }
             if retry.attempts > 0 && retry.retry_on.is_empty() {
                 self.err(
                     format!("{path}.retry.on"),

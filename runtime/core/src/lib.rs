@@ -14,8 +14,8 @@ pub use self::{
     error::{Cause, Failure, ProxyError},
     metrics::{
         ConfigLabels, GrpcLabels, HeartbeatLabels, KindLabels, LabelStr, Metrics, MuxCallLabels,
-        NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, StatusLabel,
-        XprotocolLabels,
+        NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, RetryLabels,
+        StatusLabel, XprotocolLabels,
     },
     serve::{accept_loop, serve_http1},
     shutdown::Shutdown,

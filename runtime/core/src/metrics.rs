@@ -131,6 +131,15 @@ pub struct ProxyLabels {
     pub status: u16,
 }
 
+/// Labels of a retry made by the proxy core.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// The cluster retried.
+    pub cluster: LabelStr,
+    /// The condition the failed try met: `connect_failure`, `reset`, or the HTTP status.
+    pub reason: StatusLabel,
+}
+
 /// Labels of one Bolt or Dubbo thing: a multiplexed pool or a listener.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
@@ -209,8 +218,8 @@ pub struct Metrics {
     pub pool_connections: Family<NameLabels, Gauge>,
     /// Requests through the proxy core.
     pub proxy_requests: Family<ProxyLabels, Counter>,
-    /// Retries made by the proxy core, by cluster.
-    pub proxy_retries: Family<NameLabels, Counter>,
+    /// Retries made by the proxy core, by cluster and reason.
+    pub proxy_retries: Family<RetryLabels, Counter>,
     /// The live config's version (1 for the first, +1 per applied reload).
     pub config_version: Gauge,
     /// Always 1, labelled with the live config's hash.

@@ -1,8 +1,11 @@
 //! The one forwarding pipeline of the proxy core, for every upstream protocol: pick a host of
 //! the route's cluster, exchange the request on that host's pool within the try's deadline, and
 //! retry while the route's policy allows it ([`Route::may_retry`]: a listed condition, tries
-//! left, time left). What differs by protocol — which pool a host has, one exchange on it, the
-//! retry condition a successful answer meets — is an [`Upstream`]. Failures come back as the
+//! left, time left) and the request is safe to send again (nothing was sent, or the request
+//! is replayable: an idempotent or opted-in HTTP method with a body within the replay buffer),
+//! after an exponential backoff with full jitter that never runs past the deadline. What
+//! differs by protocol — which pool a host has, one exchange on it, whether a request may be
+//! replayed, the retry condition a successful answer meets — is an [`Upstream`]. Failures come back as the
 //! proxy's own [`ProxyError`], with the [`Cause`] the pool classified; nothing here looks at
 //! messages to find out what happened.
 
@@ -12,7 +15,11 @@ use outrigger_config::RetryOn;
 use outrigger_core::{Cause, Failure, ProxyError};
 use tokio::time::Instant;
 
-use crate::{cluster::Host, route::Route, snapshot::Shared};
+use crate::{
+    cluster::Host,
+    route::{Retry, Route},
+    snapshot::Shared,
+};
 
 /// One upstream protocol, as the forwarding pipeline sees it.
 pub(crate) trait Upstream {
@@ -38,6 +45,9 @@ pub(crate) trait Upstream {
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send + 'a;
     /// The retry condition a successful exchange's answer meets (an HTTP status), if any.
     fn answered(resp: &Self::Response) -> Option<RetryOn>;
+    /// Whether `req` may be sent again after it was sent once (a connect failure is always
+    /// retried: nothing was sent).
+    fn replayable(req: &Self::Request, retry: &Retry) -> bool;
 }
 
 /// The retry condition a failure meets. A try cut short by its own (per-try) deadline while
@@ -94,10 +104,26 @@ pub(crate) async fn forward<U: Upstream>(
         let condition = match &outcome {
             Ok(resp) => U::answered(resp),
             Err(e) => failed(e.cause(), try_deadline < deadline),
-        };
-        if route.may_retry(try_no, deadline, condition) {
-            shared.count_retry(cluster, addr, try_no);
-            continue;
+        }
+        .filter(|&c| {
+            c == RetryOn::ConnectFailure
+                || route
+                    .retry
+                    .as_ref()
+                    .zip(req.as_ref())
+                    .is_some_and(|(retry, req)| U::replayable(req, retry))
+        });
+        if let Some(reason) = condition
+            && route.may_retry(try_no, deadline, condition)
+        {
+            let resume = Instant::now().checked_add(route.backoff(try_no));
+            if resume.is_some_and(|t| t < deadline) {
+                if let Some(t) = resume {
+                    tokio::time::sleep_until(t).await;
+                }
+                shared.count_retry(cluster, addr, try_no, reason);
+                continue;
+            }
         }
         return outcome.map_err(|e| {
             let cause = e.cause();
@@ -182,6 +208,8 @@ mod tests {
     thread_local! {
         /// The steps left, and the hosts each try went to.
         static SCRIPT: RefCell<(VecDeque<Step>, Vec<SocketAddr>)> = RefCell::default();
+        /// Whether the fake's requests may be replayed.
+        static REPLAYABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
     }
 
     /// A request that counts its copies.
@@ -232,6 +260,10 @@ mod tests {
         fn answered(resp: &u16) -> Option<RetryOn> {
             Some(RetryOn::Status(*resp))
         }
+
+        fn replayable(_: &Req, _: &Retry) -> bool {
+            REPLAYABLE.with(std::cell::Cell::get)
+        }
     }
 
     async fn setup(retry: &str, hosts: &[&str]) -> (Shared, Route) {
@@ -241,8 +273,13 @@ mod tests {
             "hosts": hosts.iter().map(|h| serde_json::json!({"address": h})).collect::<Vec<_>>(),
         }))
         .expect("cluster");
+        let timeout = if retry.contains("timeoutMs") {
+            ""
+        } else {
+            r#", "timeoutMs": 1000"#
+        };
         let cfg: RouteConfig = serde_json::from_str(&format!(
-            r#"{{"match": {{}}, "cluster": "c", "timeoutMs": 1000{retry}}}"#
+            r#"{{"match": {{}}, "cluster": "c"{timeout}{retry}}}"#
         ))
         .expect("route");
         let cluster = Cluster::build(&cluster, &metrics).await;
@@ -294,7 +331,10 @@ mod tests {
         assert_ne!(tries()[0], tries()[1]);
         assert_eq!(copies, 2, "the last try takes the request itself");
         assert!(
-            retries(&shared).contains("outrigger_proxy_retries_total{name=\"c\"} 2"),
+            retries(&shared).contains(
+                "outrigger_proxy_retries_total{cluster=\"c\",reason=\"connect_failure\"} 1"
+            ) && retries(&shared)
+                .contains("outrigger_proxy_retries_total{cluster=\"c\",reason=\"503\"} 1"),
             "{}",
             retries(&shared)
         );
@@ -343,20 +383,96 @@ mod tests {
         script(&[Step::Hang, Step::Answer(200)]);
         let start = Instant::now();
         assert_eq!(send(&shared, &route).await.0, Ok(200));
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took <= Duration::from_millis(325),
+            "one 300 ms try and a backoff of at most 25 ms: {took:?}"
+        );
         assert_eq!(tries().len(), 2);
 
-        // Every try hangs: three 300 ms tries, the fourth ends at the route timeout (1000 ms)
-        // and is not retried — the request's deadline has passed.
-        script(&[Step::Hang, Step::Hang, Step::Hang, Step::Hang]);
+        // Every try hangs: 300 ms tries with backoffs between them until the route timeout
+        // (1000 ms) ends the last one, which is not retried: the request's deadline has passed.
+        script(&[Step::Hang; 4]);
         let start = Instant::now();
         let err = send(&shared, &route).await.0.expect_err("timeout");
-        assert_eq!(start.elapsed(), Duration::from_millis(1000));
-        assert_eq!(tries().len(), 4);
+        assert!(
+            start.elapsed() <= Duration::from_millis(1000),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(tries().len() >= 3, "{}", tries().len());
         assert_eq!(err.cause(), Cause::Timeout);
         assert_eq!(
             err.message(),
             "cluster c host 127.0.0.1:1: no answer within the route timeout of 1000 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_not_safe_to_replay_are_retried_only_when_nothing_was_sent() {
+        let (shared, route) = setup(RETRY, &["127.0.0.1:1"]).await;
+        REPLAYABLE.with(|r| r.set(false));
+        script(&[Step::Answer(503), Step::Answer(200)]);
+        assert_eq!(
+            send(&shared, &route).await.0,
+            Ok(503),
+            "a sent POST is not replayed"
+        );
+        assert_eq!(tries().len(), 1);
+        script(&[Step::Fail(Cause::Reset), Step::Answer(200)]);
+        assert_eq!(
+            send(&shared, &route).await.0.expect_err("reset").cause(),
+            Cause::Reset
+        );
+        assert_eq!(tries().len(), 1);
+        script(&[Step::Fail(Cause::ConnectFailure), Step::Answer(200)]);
+        assert_eq!(send(&shared, &route).await.0, Ok(200), "nothing was sent");
+        assert_eq!(tries().len(), 2);
+        REPLAYABLE.with(|r| r.set(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially_with_jitter_within_the_deadline() {
+        let slow = r#", "retry": {"attempts": 3, "on": ["503"], "backoff": {"baseMs": 100, "maxMs": 150}}"#;
+        let (shared, route) = setup(slow, &["127.0.0.1:1"]).await;
+        for n in 1..=3 {
+            let cap = Duration::from_millis([100, 150, 150][n - 1]);
+            for _ in 0..50 {
+                assert!(route.backoff(u32::try_from(n).expect("small")) <= cap);
+            }
+        }
+        script(&[
+            Step::Answer(503),
+            Step::Answer(503),
+            Step::Answer(503),
+            Step::Answer(200),
+        ]);
+        let start = Instant::now();
+        assert_eq!(send(&shared, &route).await.0, Ok(200));
+        assert!(
+            start.elapsed() <= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(tries().len(), 4);
+
+        // A backoff that would end past the deadline ends the retries instead.
+        let long = r#", "timeoutMs": 100, "retry": {"attempts": 3, "on": ["503"], "backoff": {"baseMs": 10000, "maxMs": 10000}}"#;
+        let (shared, route) = setup(long, &["127.0.0.1:1"]).await;
+        let mut gave_up_early = false;
+        for _ in 0..20 {
+            script(&[Step::Answer(503), Step::Answer(200)]);
+            let start = Instant::now();
+            let out = send(&shared, &route).await.0;
+            if out == Ok(503) {
+                assert_eq!(tries().len(), 1);
+                assert!(start.elapsed() < Duration::from_millis(100));
+                gave_up_early = true;
+            }
+        }
+        assert!(
+            gave_up_early,
+            "a jittered wait beyond the deadline ends the retries"
         );
     }
 

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::{
     cluster::{Host, UpstreamPool},
     forward::{Upstream, forward},
+    route::Retry,
     snapshot::Shared,
 };
 
@@ -203,6 +204,10 @@ impl Upstream for Http {
 
     fn answered(resp: &Response<Bytes>) -> Option<RetryOn> {
         Some(RetryOn::Status(resp.status().as_u16()))
+    }
+
+    fn replayable(req: &HttpRequest, retry: &Retry) -> bool {
+        retry.methods.contains(&req.parts.method) && req.body.len() <= retry.replay_limit
     }
 }
 

@@ -8,7 +8,10 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, Method};
-use outrigger_config::{Protocol, RetryOn, RouteConfig, RouteMatch, ValueMatch};
+use outrigger_config::{
+    DEFAULT_REPLAY_BUFFER_BYTES, IDEMPOTENT_METHODS, Protocol, RetryOn, RouteConfig, RouteMatch,
+    ValueMatch,
+};
 use regex::Regex;
 use tokio::time::Instant;
 
@@ -76,6 +79,13 @@ pub(crate) struct Retry {
     pub(crate) attempts: u32,
     pub(crate) per_try_timeout: Option<Duration>,
     pub(crate) on: Vec<RetryOn>,
+    /// HTTP methods replayed after they were sent.
+    pub(crate) methods: Vec<Method>,
+    /// Larger request bodies are never replayed.
+    pub(crate) replay_limit: usize,
+    /// Backoff before retry n: up to `min(backoff_max, backoff_base · 2^(n-1))`.
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
 }
 
 impl Retry {
@@ -184,11 +194,37 @@ impl Route {
         cluster: Arc<Cluster>,
         default_timeout: Duration,
     ) -> Result<Self, String> {
-        let retry = cfg.retry.as_ref().map(|r| Retry {
-            attempts: r.attempts,
-            per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
-            on: r.retry_on.clone(),
-        });
+        let retry = match &cfg.retry {
+            None => None,
+            Some(r) => {
+                let methods = match &r.methods {
+                    Some(list) => list
+                        .iter()
+                        .map(|m| {
+                            Method::from_bytes(m.as_bytes())
+                                .map_err(|_| format!("invalid retry method {m:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    None => IDEMPOTENT_METHODS
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                };
+                let backoff = r.backoff.unwrap_or_default();
+                Some(Retry {
+                    attempts: r.attempts,
+                    per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
+                    on: r.retry_on.clone(),
+                    methods,
+                    replay_limit: usize::try_from(
+                        r.replay_buffer_bytes.unwrap_or(DEFAULT_REPLAY_BUFFER_BYTES),
+                    )
+                    .unwrap_or(usize::MAX),
+                    backoff_base: Duration::from_millis(backoff.base_ms),
+                    backoff_max: Duration::from_millis(backoff.max_ms.max(backoff.base_ms)),
+                })
+            }
+        };
         Ok(Self {
             matcher: Matcher::compile(&cfg.matcher)?,
             cluster,
@@ -215,6 +251,19 @@ impl Route {
             .and_then(|r| r.per_try_timeout)
             .and_then(|t| Instant::now().checked_add(t))
             .map_or(deadline, |t| t.min(deadline))
+    }
+
+    /// The wait before retry `retry_no` (1 for the first): a random duration up to
+    /// `min(max, base · 2^(retry_no - 1))` (full jitter, so retries of many callers spread).
+    pub(crate) fn backoff(&self, retry_no: u32) -> Duration {
+        let Some(r) = &self.retry else {
+            return Duration::ZERO;
+        };
+        let factor = 1u32
+            .checked_shl(retry_no.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        let cap = r.backoff_base.saturating_mul(factor).min(r.backoff_max);
+        cap.mul_f64(fastrand::f64())
     }
 
     /// Whether a failed try may be retried: the policy lists the condition, tries are left, and

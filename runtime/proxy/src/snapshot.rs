@@ -6,8 +6,8 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use outrigger_config::{Protocol, RuntimeConfigSpec};
-use outrigger_core::{Metrics, NameLabels, Shutdown};
+use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
+use outrigger_core::{LabelStr, Metrics, RetryLabels, Shutdown, StatusLabel};
 
 use crate::{
     cluster::Cluster,
@@ -104,12 +104,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Counts and logs a retry of a request to `cluster` after try `try_no` failed on `addr`.
-    pub(crate) fn count_retry(&self, cluster: &Cluster, addr: SocketAddr, try_no: u32) {
+    /// Counts and logs a retry of a request to `cluster` after try `try_no` failed on `addr`
+    /// meeting `reason`.
+    pub(crate) fn count_retry(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        try_no: u32,
+        reason: RetryOn,
+    ) {
+        let reason = match reason {
+            RetryOn::ConnectFailure => StatusLabel::Word("connect_failure"),
+            RetryOn::Reset => StatusLabel::Word("reset"),
+            RetryOn::Status(s) => StatusLabel::Code(u32::from(s)),
+        };
         self.metrics
             .proxy_retries
-            .get_or_create(&NameLabels {
-                name: cluster.name.to_string(),
+            .get_or_create(&RetryLabels {
+                cluster: LabelStr::from(&cluster.name),
+                reason,
             })
             .inc();
         tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");

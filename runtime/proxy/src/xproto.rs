@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::{
     cluster::Host,
     forward::{Upstream, forward},
-    route::RequestView,
+    route::{RequestView, Retry},
     snapshot::Shared,
 };
 
@@ -311,5 +311,10 @@ impl<P: ServerProtocol> Upstream for Mux<P> {
     fn answered(_: &Option<P::Frame>) -> Option<RetryOn> {
         // Bolt and Dubbo statuses are not retry conditions (yet).
         None
+    }
+
+    fn replayable(_: &P::Frame, _: &Retry) -> bool {
+        // An RPC is retried as the route says: routes opt in with `retry.on`.
+        true
     }
 }
