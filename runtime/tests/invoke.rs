@@ -502,6 +502,31 @@ async fn retries_skip_a_dead_host_and_a_503() {
 }
 
 #[tokio::test]
+async fn the_upstream_is_sent_its_own_host_and_an_upstream_marker_is_not_trusted() {
+    let up = Upstream::start(|_| Reply {
+        status: StatusCode::NOT_FOUND,
+        // An upstream pretending to be the proxy: its 404 must stay the upstream's 404.
+        headers: vec![("x-outrigger-error", "no_route".to_owned())],
+        ..Reply::ok("nope")
+    })
+    .await;
+    let mut rt = start(&config(&[up.addr], "", "")).await;
+    let err = rt
+        .layotto
+        .invoke_service(layotto_req("svc", "m", "", 0, ""))
+        .await
+        .expect_err("404");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("upstream answered 404"),
+        "{}",
+        err.message()
+    );
+    let seen = up.requests();
+    assert_eq!(seen[0].headers["host"], up.addr.to_string().as_str());
+}
+
+#[tokio::test]
 async fn a_sent_post_is_not_replayed_unless_the_route_opts_in() {
     // Every other request answers 503; the route retries 503s.
     fn flaky() -> impl Fn(&support::Seen) -> Reply + Send + Sync + 'static {

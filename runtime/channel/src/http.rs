@@ -20,6 +20,9 @@ const MAX_QUOTED_BODY: usize = 1024;
 pub(crate) struct HttpChannel {
     pool: Http1Pool,
     dial: Dial,
+    /// The `Host` header: the target's authority on a socket; none for a listener in this
+    /// process (the proxy then sends the upstream host's).
+    host: Option<HeaderValue>,
 }
 
 impl HttpChannel {
@@ -33,14 +36,19 @@ impl HttpChannel {
             Http1Connector { dial: dial.clone() },
             metrics,
         );
-        Self { pool, dial }
+        let host = match &dial {
+            Dial::InProcess { .. } => None,
+            Dial::Tcp { addr, .. } => HeaderValue::from_str(&addr.to_string()).ok(),
+            Dial::Unix(_) => Some(HeaderValue::from_static("localhost")),
+        };
+        Self { pool, dial, host }
     }
 }
 
 impl Carrier for HttpChannel {
     async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
-        let http_req = to_http(req)?;
+        let http_req = to_http(req, self.host.as_ref())?;
         let resp = exchange(&self.pool, &self.dial, http_req, deadline)
             .await
             .map_err(classify)?;
@@ -62,7 +70,7 @@ fn invalid(msg: String) -> InvokeError {
 }
 
 /// Builds the HTTP request for a call.
-fn to_http(req: RpcRequest) -> Result<Request<Bytes>, InvokeError> {
+fn to_http(req: RpcRequest, host: Option<&HeaderValue>) -> Result<Request<Bytes>, InvokeError> {
     let mut target = String::with_capacity(req.method.len() + req.query.len() + 2);
     if !req.method.starts_with('/') {
         target.push('/');
@@ -87,7 +95,14 @@ fn to_http(req: RpcRequest) -> Result<Request<Bytes>, InvokeError> {
     let headers = http_req.headers_mut();
     *headers = req.headers;
     headers.insert("id", id);
-    headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    match host {
+        Some(h) => {
+            headers.insert(header::HOST, h.clone());
+        }
+        None => {
+            headers.remove(header::HOST);
+        }
+    }
     if !req.content_type.is_empty() {
         let ct = HeaderValue::from_str(&req.content_type).map_err(|_| {
             invalid(format!(

@@ -21,10 +21,6 @@ use crate::{
     xproto::ServerProtocol,
 };
 
-const SERVICE: &str = "service";
-const TARGET_SERVICE: &str = "sofa_head_target_service";
-const METHOD_NAME: &str = "sofa_head_method_name";
-
 /// A Bolt request as routes see it.
 pub(crate) struct BoltView<'a> {
     frame: &'a bolt::Frame,
@@ -32,10 +28,7 @@ pub(crate) struct BoltView<'a> {
 
 impl BoltView<'_> {
     fn service(&self) -> Option<&str> {
-        self.frame
-            .headers
-            .get_str(SERVICE)
-            .or_else(|| self.frame.headers.get_str(TARGET_SERVICE))
+        bolt::sofa::service(&self.frame.headers)
     }
 }
 
@@ -45,7 +38,7 @@ impl RequestView for BoltView<'_> {
     }
 
     fn method(&self) -> Option<&str> {
-        self.frame.headers.get_str(METHOD_NAME)
+        bolt::sofa::method(&self.frame.headers)
     }
 
     fn path(&self) -> Option<&str> {
@@ -80,24 +73,19 @@ impl ServerProtocol for Bolt {
         )
     }
 
-    fn caller_timeout(request: &bolt::Frame) -> Option<Duration> {
-        match request.kind {
-            bolt::Kind::Request { timeout_ms } | bolt::Kind::OneWay { timeout_ms } => {
-                u64::try_from(timeout_ms)
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .map(Duration::from_millis)
-            }
-            _ => None,
-        }
+    fn caller_timeout(request: &bolt::Frame, _: &Limits) -> Option<Duration> {
+        request.timeout()
     }
 
     fn error_answer(request: &bolt::Frame, error: &ProxyError) -> bolt::Frame {
         let mut answer = request.response(status(error.cause()));
         answer.headers.insert(ERROR_HEADER, error.cause().as_str());
-        answer
-            .headers
-            .insert(ERROR_MESSAGE_HEADER, error.message().as_bytes().to_vec());
+        answer.headers.insert(
+            ERROR_MESSAGE_HEADER,
+            bounded(error.message(), MAX_ERROR_MESSAGE)
+                .as_bytes()
+                .to_vec(),
+        );
         answer
     }
 
@@ -107,6 +95,22 @@ impl ServerProtocol for Bolt {
             _ => None,
         }
     }
+}
+
+/// The longest error message put in a Bolt answer's header map (whose fields have 16-bit
+/// lengths in places); longer ones are cut at a character boundary.
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn bounded(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The Bolt status of the proxy's own answer.
@@ -220,7 +224,23 @@ mod tests {
             assert_eq!(answer.headers.get_str(ERROR_MESSAGE_HEADER), Some("why"));
             assert!(answer.content.is_empty());
         }
-        assert_eq!(Bolt::caller_timeout(&req), Some(Duration::from_millis(700)));
-        assert_eq!(Bolt::caller_timeout(&bolt::Frame::heartbeat(1)), None);
+        assert_eq!(
+            Bolt::caller_timeout(&req, &Limits::default()),
+            Some(Duration::from_millis(700))
+        );
+        // A huge message (a long upstream error, say) still makes an encodable answer.
+        let long = "é".repeat(60 * 1024);
+        let answer = Bolt::error_answer(&req, &ProxyError::new(Cause::Reset, long));
+        let message = answer
+            .headers
+            .get_str(ERROR_MESSAGE_HEADER)
+            .expect("message");
+        assert!(message.len() <= MAX_ERROR_MESSAGE && message.starts_with("éé"));
+        let mut buf = bytes::BytesMut::new();
+        bolt::encode(&answer, &mut buf).expect("encodable");
+        assert_eq!(
+            Bolt::caller_timeout(&bolt::Frame::heartbeat(1), &Limits::default()),
+            None
+        );
     }
 }

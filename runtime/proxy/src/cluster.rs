@@ -27,6 +27,9 @@ use crate::lb::{Balancer, weighted_schedule};
 /// One upstream address with its pool.
 pub(crate) struct Host {
     pub(crate) addr: SocketAddr,
+    /// The host as configured (`name:port` or `ip:port`): the `Host` header of requests that
+    /// arrive without one.
+    pub(crate) authority: http::HeaderValue,
     pub(crate) weight: u32,
     pub(crate) dial: Dial,
     pub(crate) pool: UpstreamPool,
@@ -119,14 +122,14 @@ impl Cluster {
     /// Resolves every host entry and swaps in the new host set, keeping the pools of hosts
     /// that are still there.
     async fn resolve(&self) {
-        let mut resolved: Vec<(SocketAddr, u32)> = Vec::new();
+        let mut resolved: Vec<(SocketAddr, u32, &str)> = Vec::new();
         for h in &self.cfg.hosts {
             if let Ok(addr) = h.address.parse::<SocketAddr>() {
-                resolved.push((addr, h.weight));
+                resolved.push((addr, h.weight, &h.address));
                 continue;
             }
             match tokio::net::lookup_host(h.address.as_str()).await {
-                Ok(addrs) => resolved.extend(addrs.map(|a| (a, h.weight))),
+                Ok(addrs) => resolved.extend(addrs.map(|a| (a, h.weight, h.address.as_str()))),
                 Err(e) => tracing::warn!(
                     cluster = %self.name, host = %h.address, error = %e,
                     "dns resolution failed; keeping no address for this host until the next refresh"
@@ -136,17 +139,17 @@ impl Cluster {
         // The same address twice (a name resolving to an address listed too) is one host, with
         // the first entry's weight.
         let mut seen = std::collections::HashSet::with_capacity(resolved.len());
-        resolved.retain(|(a, _)| seen.insert(*a));
+        resolved.retain(|(a, _, _)| seen.insert(*a));
         let current = self.hosts.load();
         let hosts: Vec<Arc<Host>> = resolved
             .into_iter()
-            .map(|(addr, weight)| {
+            .map(|(addr, weight, configured)| {
                 current
                     .hosts
                     .iter()
                     .find(|h| h.addr == addr && h.weight == weight)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(self.new_host(addr, weight)))
+                    .unwrap_or_else(|| Arc::new(self.new_host(addr, weight, configured)))
             })
             .collect();
         let unchanged = hosts.len() == current.hosts.len()
@@ -165,7 +168,7 @@ impl Cluster {
         }));
     }
 
-    fn new_host(&self, addr: SocketAddr, weight: u32) -> Host {
+    fn new_host(&self, addr: SocketAddr, weight: u32, configured: &str) -> Host {
         let dial = Dial::Tcp {
             addr,
             connect_timeout: self.cfg.connect_timeout(),
@@ -200,8 +203,12 @@ impl Cluster {
                 &self.metrics,
             )),
         };
+        let authority = http::HeaderValue::from_str(configured)
+            .or_else(|_| http::HeaderValue::from_str(&addr.to_string()))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
         Host {
             addr,
+            authority,
             weight,
             dial,
             pool,

@@ -121,10 +121,9 @@ impl ServerProtocol for Dubbo {
         )
     }
 
-    fn caller_timeout(_: &dubbo::Frame) -> Option<Duration> {
-        // Dubbo carries it in an attachment, past the arguments; the route's timeout bounds
-        // the exchange, the caller's own deadline bounds its wait.
-        None
+    fn caller_timeout(request: &dubbo::Frame, limits: &Limits) -> Option<Duration> {
+        // The `timeout` attachment a Dubbo consumer sends (the channel sends the time left).
+        dubbo::request_timeout(request, limits)
     }
 
     fn error_answer(request: &dubbo::Frame, error: &ProxyError) -> dubbo::Frame {
@@ -246,6 +245,21 @@ mod tests {
                 Dubbo::describe(&view)
             );
         }
+    }
+
+    #[test]
+    fn the_callers_timeout_attachment_bounds_the_exchange() {
+        let limits = Limits::default();
+        let with = call("sayHello", vec![Value::string("w")], "Ljava/lang/String;");
+        assert_eq!(
+            Dubbo::caller_timeout(&with, &limits),
+            Some(Duration::from_millis(300))
+        );
+        let generic = dubbo::Frame::request(
+            8,
+            dubbo::RpcInvocation::generic("S", "", "m", &[], vec![]).encode(),
+        );
+        assert_eq!(Dubbo::caller_timeout(&generic, &limits), None);
     }
 
     #[test]

@@ -193,13 +193,14 @@ impl Upstream for Http {
         req: HttpRequest,
         deadline: Instant,
     ) -> Result<Response<Bytes>, ExchangeError> {
-        exchange(
-            pool,
-            &host.dial,
-            Request::from_parts(req.parts, req.body),
-            deadline,
-        )
-        .await
+        let mut req = Request::from_parts(req.parts, req.body);
+        // A request that names no host (the channel's, handed over in process) is for the
+        // upstream host as configured.
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, host.authority.clone());
+        }
+        exchange(pool, &host.dial, req, deadline).await
     }
 
     fn answered(resp: &Response<Bytes>) -> Option<RetryOn> {

@@ -49,7 +49,7 @@ pub(crate) trait ServerProtocol: Wire + Sized {
     /// The request's fields that routes match, for messages.
     fn describe(view: &Self::View<'_>) -> String;
     /// How long the caller said it will wait, if the request says.
-    fn caller_timeout(request: &Self::Frame) -> Option<Duration>;
+    fn caller_timeout(request: &Self::Frame, limits: &Limits) -> Option<Duration>;
     /// The proxy's own answer to `request`, in the protocol's status codes, marked as the
     /// proxy's.
     fn error_answer(request: &Self::Frame, error: &ProxyError) -> Self::Frame;
@@ -277,7 +277,8 @@ async fn forward_request<P: ServerProtocol>(
             }
         }
     };
-    let timeout = P::caller_timeout(request).map_or(route.timeout, |t| t.min(route.timeout));
+    let timeout =
+        P::caller_timeout(request, limits).map_or(route.timeout, |t| t.min(route.timeout));
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + route.timeout);

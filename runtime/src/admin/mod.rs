@@ -1,10 +1,13 @@
 //! The admin HTTP endpoint: `/healthz` (the process answers), `/readyz` (config loaded and
-//! listeners bound, and not shutting down), `/metrics` (Prometheus text) and `/config_dump`
-//! (the live config, its version and hash, the last rejected config's errors, bound listeners
-//! and resolved cluster hosts). Not for anything on the request path.
+//! listeners bound, and not shutting down) and `/metrics` (Prometheus text) for kubelet probes
+//! and scrapers on whatever address it binds, and `/config_dump` (the live config with secrets
+//! redacted, its version and hash, the last rejected config's errors, bound listeners and
+//! resolved cluster hosts) for loopback peers only — in a pod, the app's containers and
+//! `kubectl port-forward`/`exec`, never another pod. Not for anything on the request path.
 
 use std::{
     convert::Infallible,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -77,7 +80,7 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         "version": s.version,
         "hash": s.hash,
         "loadedAt": secs(s.loaded_at),
-        "config": &*s.spec,
+        "config": redacted(serde_json::to_value(&*s.spec).unwrap_or_default()),
         "lastRejected": state.live.last_rejection().map(|r| serde_json::json!({
             "at": secs(r.at),
             "errors": r.errors,
@@ -87,7 +90,55 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
     })
 }
 
-async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether a peer may read the config dump: loopback only (an IPv4 peer of a dual-stack socket
+/// arrives as `::ffff:127.0.0.1`).
+fn dump_allowed(peer: std::net::IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
+
+/// What the config dump shows instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// The config with secrets replaced: every value a header filter sets (injected credentials
+/// live there) and every string under a key that names a secret (`apiToken`, `password`, …).
+fn redacted(mut config: serde_json::Value) -> serde_json::Value {
+    fn secret_key(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        [
+            "token",
+            "secret",
+            "password",
+            "authorization",
+            "credential",
+            "apikey",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
+    }
+    fn walk(v: &mut serde_json::Value, in_header_set: bool) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if in_header_set || (secret_key(k) && child.is_string()) {
+                        *child = serde_json::Value::String(REDACTED.to_owned());
+                    } else {
+                        walk(child, k == "set");
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, false)),
+            _ => {}
+        }
+    }
+    walk(&mut config, false);
+    config
+}
+
+async fn handle(
+    state: AdminState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
     }
@@ -105,6 +156,12 @@ async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Byte
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             state.metrics.encode(),
         ),
+        "/config_dump" if !dump_allowed(peer.ip()) => text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "/config_dump is served to loopback peers only \
+             (in a pod: kubectl port-forward, or curl from a container of the pod)\n",
+        ),
         "/config_dump" => {
             let body = serde_json::to_vec_pretty(&config_dump(&state)).unwrap_or_default();
             text(StatusCode::OK, "application/json", body)
@@ -120,13 +177,59 @@ async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Byte
 /// Serves the admin endpoint on `listener` until `shutdown`.
 pub(crate) async fn serve(listener: TcpListener, state: AdminState, shutdown: Shutdown) {
     let conn_shutdown = shutdown.clone();
-    accept_loop(listener, "admin", shutdown, move |stream, _| {
+    accept_loop(listener, "admin", shutdown, move |stream, peer| {
         let state = state.clone();
         let svc = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req).await) }
+            async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
         });
         serve_http1(stream, svc, conn_shutdown.clone())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_peers_may_read_the_dump() {
+        for (peer, allowed) in [
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.244.1.7", false),
+            ("192.168.0.5", false),
+            ("::ffff:10.0.0.1", false),
+            ("fd00::1", false),
+        ] {
+            let ip: std::net::IpAddr = peer.parse().expect("ip");
+            assert_eq!(dump_allowed(ip), allowed, "{peer}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_the_dump() {
+        let config = serde_json::json!({
+            "rpc": {"beforeInvoke": [{"name": "headers", "config": {
+                "request": {"set": {"authorization": "Bearer s3cr3t", "x-tenant": "blue"}, "remove": ["cookie"]},
+            }}]},
+            "httpApi": {"address": "127.0.0.1:3500", "apiToken": "t0k3n"},
+            "clusters": [{"name": "users", "hosts": [{"address": "10.0.0.1:80"}]}],
+        });
+        let out = redacted(config).to_string();
+        for secret in ["s3cr3t", "blue", "t0k3n"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        for kept in [
+            "cookie",
+            "127.0.0.1:3500",
+            "10.0.0.1:80",
+            "x-tenant",
+            "authorization",
+        ] {
+            assert!(out.contains(kept), "{kept} in {out}");
+        }
+    }
 }
