@@ -198,6 +198,9 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             protocol: Protocol::Http,
             address: None,
             route_table: "missing".into(),
+            max_connections: None,
+            header_read_timeout_ms: None,
+            idle_timeout_ms: None,
         });
         bad.route_tables.push(RouteTableConfig {
             name: "t2".into(),

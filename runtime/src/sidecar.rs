@@ -131,6 +131,8 @@ impl Sidecar {
             max_message_bytes: usize::try_from(spec.grpc.max_message_bytes).unwrap_or(usize::MAX),
             max_concurrent_requests: usize::try_from(spec.grpc.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
+            max_connections: spec.grpc.connection_limit(),
+            max_concurrent_streams: spec.grpc.stream_limit(),
         };
         let api_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -251,3 +251,74 @@ async fn file_watcher_follows_a_configmap_symlink_swap() {
 fn text_of(any: Option<prost_types::Any>) -> String {
     text(any)
 }
+
+/// One HTTP/1.1 request on a fresh connection to the proxy listener; whether it got a 200.
+async fn get_through(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut c) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if c.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nid: svc\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out).await;
+    out.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn a_renamed_listener_keeps_its_socket_and_a_reload_under_load_fails_no_request() {
+    let a = Upstream::fixed("a").await;
+    let b = Upstream::fixed("b").await;
+    let port = dead_address().await.port();
+    let with = |listener: &str, hosts: &[std::net::SocketAddr]| {
+        config(hosts, "", "").replace(
+            "  - {name: egress, protocol: http, routeTable: main}",
+            &format!(
+                "  - {{name: egress, protocol: http, routeTable: main}}\n  - {{name: {listener}, protocol: http, routeTable: main, address: \"127.0.0.1:{port}\"}}"
+            ),
+        )
+    };
+    let rt = start(&with("edge", &[a.addr])).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(get_through(addr).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures) = (stop.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    if !get_through(addr).await {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    a.received(20).await;
+    // Rename the listener on the same address and move the cluster to another host: the
+    // address is never bound twice, so the reload cannot fail on it.
+    let next = outrigger_config::load_yaml(&with("edge-v2", &[b.addr])).expect("valid");
+    assert_eq!(
+        rt.sidecar.reloader().apply(next).await.expect("applied"),
+        Some(2)
+    );
+    b.received(20).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("join");
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no request fails across the reload"
+    );
+    let bound = rt.sidecar.proxy().bound_addresses();
+    assert_eq!(bound, vec![("edge-v2".to_owned(), addr)]);
+    rt.sidecar.shutdown().await;
+}

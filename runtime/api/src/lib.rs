@@ -4,6 +4,7 @@
 //! into an `RpcRequest` with its deadline, hands it to the live invoker, and maps the outcome
 //! to a gRPC response or status. Not for what happens after the invoker (filters, channels).
 
+mod incoming;
 mod layers;
 mod status;
 
@@ -12,7 +13,7 @@ use std::{panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
-use outrigger_core::{KindLabels, Metrics, Shutdown, strip_hop_by_hop};
+use outrigger_core::{KindLabels, LabelStr, Metrics, ServerLimits, Shutdown, strip_hop_by_hop};
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
     dapr::proto::{common::v1 as dapr_common, runtime::v1 as dapr},
@@ -409,7 +410,16 @@ pub struct GrpcSettings {
     pub max_message_bytes: usize,
     /// Calls served at once; more wait.
     pub max_concurrent_requests: usize,
+    /// Connections served at once; one more is closed as it arrives.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take, so that a
+/// peer that vanished without closing frees its connection.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves both APIs and reflection on `listener` until `shutdown` is signalled, then stops
 /// accepting and lets in-flight calls finish.
@@ -456,6 +466,9 @@ pub async fn serve(
         ))
         .layer(layers::UnimplementedLayer);
     let mut router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(grpc.max_concurrent_streams))
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(layers)
         .add_service(layotto_svc)
         .add_service(dapr_svc);
@@ -468,9 +481,15 @@ pub async fn serve(
     let signal = shutdown.signalled_owned();
     match listener {
         ApiListener::Tcp(l) => {
-            // Small unary answers must not wait for the peer's delayed ACK (Nagle).
-            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-            router.serve_with_incoming_shutdown(incoming, signal).await
+            let limits = ServerLimits::new(
+                LabelStr::Static("grpc"),
+                grpc.max_connections,
+                Duration::ZERO,
+                &api.metrics,
+            );
+            router
+                .serve_with_incoming_shutdown(incoming::accept(l, limits), signal)
+                .await
         }
         ApiListener::Unix(l, path) => {
             let r = router

@@ -53,7 +53,38 @@ pub struct GrpcConfig {
     #[serde(default = "default_max_concurrent_requests")]
     #[schemars(range(min = 1))]
     pub max_concurrent_requests: u32,
+    /// Connections accepted at once; more are closed as they arrive. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u32>,
+    /// HTTP/2 streams (calls) one connection may have open at once. Default 256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_streams: Option<u32>,
 }
+
+impl GrpcConfig {
+    /// `maxConnections` or its default.
+    pub fn connection_limit(&self) -> usize {
+        usize::try_from(self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// `maxConcurrentStreams` or its default.
+    pub fn stream_limit(&self) -> u32 {
+        self.max_concurrent_streams
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS)
+    }
+}
+
+/// Default of `grpc.maxConnections` and `listeners[].maxConnections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Default of `grpc.maxConcurrentStreams`.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default of `listeners[].headerReadTimeoutMs`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default of `listeners[].idleTimeoutMs`.
+pub const DEFAULT_LISTENER_IDLE_TIMEOUT_MS: u64 = 300_000;
 
 /// The admin HTTP server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -307,6 +338,45 @@ pub struct ListenerConfig {
     pub address: Option<String>,
     /// The route table requests on this listener are matched against.
     pub route_table: String,
+    /// Connections accepted on `address` at once; more are closed as they arrive. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u32>,
+    /// How long a client on `address` may take to send a request head (HTTP; also how long a
+    /// keep-alive connection may sit idle between requests), its first frame (Bolt, Dubbo) or
+    /// the bytes that tell its protocol (`auto`). Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub header_read_timeout_ms: Option<u64>,
+    /// A Bolt or Dubbo connection on `address` with no frame either way for this long is
+    /// closed (clients' heartbeats keep healthy ones open). Default 300000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl ListenerConfig {
+    /// `maxConnections` or its default.
+    pub fn connection_limit(&self) -> usize {
+        usize::try_from(self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// `headerReadTimeoutMs` or its default.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.header_read_timeout_ms
+                .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_MS),
+        )
+    }
+
+    /// `idleTimeoutMs` or its default.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.idle_timeout_ms
+                .unwrap_or(DEFAULT_LISTENER_IDLE_TIMEOUT_MS),
+        )
+    }
 }
 
 /// An ordered list of routes; the first match wins.
@@ -727,6 +797,8 @@ impl Default for GrpcConfig {
             address: default_grpc_address(),
             max_message_bytes: default_max_message_bytes(),
             max_concurrent_requests: default_max_concurrent_requests(),
+            max_connections: None,
+            max_concurrent_streams: None,
         }
     }
 }

@@ -15,9 +15,9 @@ pub use self::{
     metrics::{
         ConfigLabels, GrpcLabels, HeartbeatLabels, KindLabels, LabelStr, Metrics, MuxCallLabels,
         NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, RetryLabels,
-        StatusLabel, XprotocolLabels,
+        ServerLabels, StatusLabel, XprotocolLabels,
     },
-    serve::{accept_loop, serve_http1},
+    serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,
     wire::{
         ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, parse_error_marker,

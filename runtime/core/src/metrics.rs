@@ -131,6 +131,16 @@ pub struct ProxyLabels {
     pub status: u16,
 }
 
+/// Labels of a connection a server closed on a limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// `grpc`, `admin` or `listener/<name>`.
+    pub server: LabelStr,
+    /// What fired: `max_connections`, `header_timeout`, `first_frame_timeout`, `idle_timeout`,
+    /// `sniff_timeout`.
+    pub limit: &'static str,
+}
+
 /// Labels of a retry made by the proxy core.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
@@ -218,6 +228,8 @@ pub struct Metrics {
     pub pool_connections: Family<NameLabels, Gauge>,
     /// Requests through the proxy core.
     pub proxy_requests: Family<ProxyLabels, Counter>,
+    /// Connections a server closed on one of its limits, by server and limit.
+    pub server_limits: Family<ServerLabels, Counter>,
     /// Retries made by the proxy core, by cluster and reason.
     pub proxy_retries: Family<RetryLabels, Counter>,
     /// The live config's version (1 for the first, +1 per applied reload).
@@ -258,6 +270,7 @@ impl Metrics {
             pool_wait_seconds: Family::new_with_constructor(latency_histogram),
             pool_connections: Family::default(),
             proxy_requests: Family::default(),
+            server_limits: Family::default(),
             proxy_retries: Family::default(),
             config_version: Gauge::default(),
             config_info: Family::default(),
@@ -303,6 +316,11 @@ impl Metrics {
             "proxy_requests",
             "requests through the proxy core",
             m.proxy_requests.clone(),
+        );
+        registry.register(
+            "server_limits",
+            "connections closed on a server limit (max connections, header/first-frame/idle/sniff timeouts)",
+            m.server_limits.clone(),
         );
         registry.register(
             "proxy_retries",

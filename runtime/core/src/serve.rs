@@ -2,35 +2,80 @@
 //! admin endpoint) and the one way an HTTP/1.1 connection is served until shutdown. Not for what
 //! a connection's requests mean.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{
     body::{Body, Incoming},
     service::HttpService,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
+    sync::Semaphore,
 };
 
-use crate::Shutdown;
+use crate::{LabelStr, Metrics, ServerLabels, Shutdown};
+
+/// The limits of one server the sidecar owns, and where it counts them firing.
+#[derive(Clone)]
+pub struct ServerLimits {
+    /// Metric label: `grpc`, `admin`, `listener/<name>`.
+    pub server: LabelStr,
+    /// Connections served at once; one more is closed as it arrives.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head (and, between requests, stay idle).
+    pub header_read_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl ServerLimits {
+    /// Limits of `server`, counted in `metrics`.
+    pub fn new(
+        server: LabelStr,
+        max_connections: usize,
+        header_read_timeout: Duration,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            server,
+            max_connections,
+            header_read_timeout,
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Counts `limit` firing (`header_timeout`, `idle_timeout`, …).
+    pub fn fired(&self, limit: &'static str) {
+        self.metrics
+            .server_limits
+            .get_or_create(&ServerLabels {
+                server: self.server.clone(),
+                limit,
+            })
+            .inc();
+    }
+}
 
 /// How long accepting pauses after an error (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections on `listener` until `shutdown`, and runs `serve` on each in its own task
-/// (TCP_NODELAY set: answers are small and must not wait for the peer's delayed ACK). An accept
-/// error is logged and retried after a short pause; the loop never spins.
+/// (TCP_NODELAY set: answers are small and must not wait for the peer's delayed ACK). Beyond
+/// `limits.max_connections` served at once, a new connection is closed as it arrives (and
+/// counted), so a flood cannot take the sidecar's memory or file descriptors. An accept error is
+/// logged and retried after a short pause; the loop never spins.
 pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    name: &str,
+    listener: &TcpListener,
+    limits: &ServerLimits,
     shutdown: Shutdown,
     mut serve: F,
 ) where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let name = limits.server.as_str();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -38,21 +83,39 @@ pub async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    limits.fired("max_connections");
+                    tracing::debug!(
+                        server = name,
+                        %peer,
+                        limit = limits.max_connections,
+                        "connection limit reached; closing a new connection"
+                    );
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tracing::trace!(listener = name, %peer, "accepted");
-                tokio::spawn(serve(stream, peer));
+                tracing::trace!(server = name, %peer, "accepted");
+                let conn = serve(stream, peer);
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
-                tracing::warn!(listener = name, error = %e, "accept failed");
+                tracing::warn!(server = name, error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-/// Serves HTTP/1.1 (keep-alive) on `io` with `svc` until the peer closes or `shutdown`; then
-/// the request in flight is answered and the connection closed.
-pub async fn serve_http1<I, S, B>(io: I, svc: S, shutdown: Shutdown)
+/// Serves HTTP/1.1 (keep-alive) on `io` with `svc` until the peer closes, `shutdown` (then
+/// the request in flight is answered and the connection closed), or the client takes longer
+/// than `limits.header_read_timeout` to send a request head — or to start the next one on an
+/// idle keep-alive connection (counted as `header_timeout`). Without limits (the sidecar's own
+/// in-process connections) no timeout applies.
+pub async fn serve_http1<I, S, B>(io: I, svc: S, limits: Option<&ServerLimits>, shutdown: Shutdown)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     S: HttpService<Incoming, ResBody = B>,
@@ -60,13 +123,23 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).keep_alive(true);
+    match limits {
+        Some(l) => builder.header_read_timeout(l.header_read_timeout),
+        // The sidecar's own in-process connections.
+        None => builder.header_read_timeout(None),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
+                if e.is_timeout()
+                    && let Some(l) = limits
+                {
+                    l.fired("header_timeout");
+                }
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         }

@@ -71,6 +71,7 @@ impl LocalListeners for InProcess {
             server,
             Arc::from(name),
             self.shared.clone(),
+            None,
         ));
         Ok(client)
     }
@@ -130,9 +131,11 @@ impl ProxyCore {
         }
     }
 
-    /// Makes `snapshot` live: binds sockets for new listener addresses first (so a bind error
-    /// rejects the whole config and the old one keeps serving), swaps the routing state, then
-    /// closes sockets of listeners that are gone.
+    /// Makes `snapshot` live. Sockets for addresses not bound yet are bound first, so a bind
+    /// error rejects the whole config while the old one keeps serving; an address already bound
+    /// keeps its socket, whichever listener it now belongs to (a rename, a move onto a freed
+    /// address, changed limits); then the routing state is swapped and sockets no listener
+    /// wants any more are closed.
     pub async fn apply(
         &self,
         snapshot: ProxySnapshot,
@@ -143,19 +146,18 @@ impl ProxyCore {
             .iter()
             .filter(|l| l.address.is_some())
             .collect();
-        let mut new = Vec::new();
-        let mut errors = Vec::new();
-        {
+        let fresh: Vec<&ListenerConfig> = {
             let bound = self.bound.lock();
-            for l in &wanted {
-                if !bound.iter().any(|b| b.is(l)) {
-                    new.push((*l).clone());
-                }
-            }
-        }
+            wanted
+                .iter()
+                .copied()
+                .filter(|l| !bound.iter().any(|b| b.holds(l)))
+                .collect()
+        };
         let mut started = Vec::new();
-        for l in new {
-            match BoundListener::bind(&l, self.shared.clone()).await {
+        let mut errors = Vec::new();
+        for l in fresh {
+            match BoundListener::bind(l, self.shared.clone()).await {
                 Ok(b) => started.push(b),
                 Err(e) => errors.push(e),
             }
@@ -165,7 +167,16 @@ impl ProxyCore {
         }
         self.shared.live.store(Arc::new(snapshot));
         let mut bound = self.bound.lock();
-        bound.retain(|b| wanted.iter().any(|l| b.is(l)));
+        let mut kept = Vec::with_capacity(wanted.len());
+        for l in &wanted {
+            if let Some(i) = bound.iter().position(|b| b.holds(l)) {
+                let mut b = bound.swap_remove(i);
+                b.adopt(l, self.shared.clone());
+                kept.push(b);
+            }
+        }
+        // What is left in `bound` no listener wants: dropped here, it stops accepting.
+        *bound = kept;
         bound.extend(started);
         Ok(())
     }

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use outrigger_codec::{Sniffed, sniff};
 use outrigger_config::{ListenerConfig, Protocol};
-use outrigger_core::{accept_loop, serve_http1};
+use outrigger_core::{LabelStr, ServerLimits, accept_loop, serve_http1};
 use outrigger_pool::{Bolt, Dubbo, Io};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
@@ -30,19 +30,61 @@ use crate::{http, snapshot::Shared, xproto};
 
 /// Serves the requests arriving on `io` for the named listener, in the listener's protocol,
 /// until the peer closes or the sidecar shuts down (then in-flight requests finish first).
-pub(crate) async fn serve<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>) {
+pub(crate) async fn serve<I: Io>(
+    io: I,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    limits: Option<Arc<SocketLimits>>,
+) {
     let protocol = shared.live.load().listener_protocol(&listener);
     match protocol {
-        Protocol::Http => serve_http(io, listener, shared).await,
-        Protocol::Bolt => xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared).await,
-        Protocol::Dubbo => xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared).await,
-        Protocol::Auto => serve_auto(io, listener, shared).await,
+        Protocol::Http => serve_http(io, listener, shared, limits).await,
+        Protocol::Bolt => {
+            xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared, limits).await;
+        }
+        Protocol::Dubbo => {
+            xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared, limits).await;
+        }
+        Protocol::Auto => serve_auto(io, listener, shared, limits).await,
     }
 }
 
-/// Reads until the first bytes tell the protocol, then serves the connection in it.
-async fn serve_auto<I: Io>(mut io: I, listener: Arc<str>, shared: Arc<Shared>) {
+/// The limits of connections accepted on a listener's socket (connections from this process
+/// have none: they come from the sidecar's own channels).
+pub(crate) struct SocketLimits {
+    /// Connection cap and header read timeout, and where they are counted.
+    pub(crate) server: ServerLimits,
+    /// A Bolt or Dubbo connection without frames for this long (and no request in flight) is
+    /// closed.
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
+impl SocketLimits {
+    fn of(l: &ListenerConfig, shared: &Shared) -> Self {
+        Self {
+            server: ServerLimits::new(
+                LabelStr::Shared(Arc::from(format!("listener/{}", l.name))),
+                l.connection_limit(),
+                l.header_read_timeout(),
+                &shared.metrics,
+            ),
+            idle_timeout: l.idle_timeout(),
+        }
+    }
+}
+
+/// Reads until the first bytes tell the protocol, then serves the connection in it. A socket
+/// client gets the header read timeout to send them.
+async fn serve_auto<I: Io>(
+    mut io: I,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    limits: Option<Arc<SocketLimits>>,
+) {
     let mut buf = BytesMut::with_capacity(1024);
+    let deadline = limits
+        .as_ref()
+        .and_then(|l| tokio::time::Instant::now().checked_add(l.server.header_read_timeout));
     let sniffed = loop {
         if let Some(s) = sniff(&buf) {
             break s;
@@ -53,13 +95,30 @@ async fn serve_auto<I: Io>(mut io: I, listener: Arc<str>, shared: Arc<Shared>) {
                 Ok(_) => {}
             },
             () = shared.shutdown.signalled() => return,
+            () = until(deadline) => {
+                if let Some(l) = &limits {
+                    l.server.fired("sniff_timeout");
+                }
+                tracing::debug!(listener = %listener, "no protocol told within the header read timeout; closing");
+                return;
+            }
         }
     };
     tracing::trace!(listener = %listener, protocol = ?sniffed, "sniffed");
     match sniffed {
-        Sniffed::Http => serve_http(Prefixed::new(buf.freeze(), io), listener, shared).await,
-        Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared).await,
-        Sniffed::Dubbo => xproto::serve::<Dubbo, I>(io, buf, listener, shared).await,
+        Sniffed::Http => {
+            serve_http(Prefixed::new(buf.freeze(), io), listener, shared, limits).await;
+        }
+        Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits).await,
+        Sniffed::Dubbo => xproto::serve::<Dubbo, I>(io, buf, listener, shared, limits).await,
+    }
+}
+
+/// Resolves at `deadline`, or never.
+pub(crate) async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -123,7 +182,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 
 /// Serves HTTP/1.1 requests arriving on `io` for the named listener until the peer closes or
 /// the sidecar shuts down (then in-flight requests finish first).
-async fn serve_http<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>) {
+async fn serve_http<I: Io>(
+    io: I,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    limits: Option<Arc<SocketLimits>>,
+) {
     let span = tracing::debug_span!("proxy_conn", listener = %listener);
     let shutdown = shared.shutdown.clone();
     let svc = service_fn(move |req| {
@@ -131,13 +195,17 @@ async fn serve_http<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>) {
         let listener = listener.clone();
         async move { Ok::<_, Infallible>(http::handle(&shared, &listener, req).await) }
     });
-    serve_http1(io, svc, shutdown).instrument(span).await;
+    serve_http1(io, svc, limits.as_ref().map(|l| &l.server), shutdown)
+        .instrument(span)
+        .await;
 }
 
-/// A listener bound to a real socket, with its accept loop.
+/// A listener bound to a real socket, with its accept loop. The socket outlives a rename or a
+/// change of limits: the accept loop is restarted on it, so a reload never has to bind an
+/// address the sidecar already holds.
 pub(crate) struct BoundListener {
-    name: String,
-    address: String,
+    cfg: ListenerConfig,
+    socket: Arc<TcpListener>,
     local: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -151,24 +219,36 @@ impl BoundListener {
         let local = socket
             .local_addr()
             .map_err(|e| format!("listeners {}: {e}", l.name))?;
-        let name: Arc<str> = Arc::from(l.name.as_str());
-        tracing::info!(listener = %name, address = %local, "proxy listener bound");
-        let task = tokio::spawn(accept(socket, name, shared));
+        tracing::info!(listener = %l.name, address = %local, "proxy listener bound");
+        let socket = Arc::new(socket);
+        let task = tokio::spawn(accept(socket.clone(), l, shared));
         Ok(Self {
-            name: l.name.clone(),
-            address,
+            cfg: l.clone(),
+            socket,
             local,
             task,
         })
     }
 
-    /// Whether this socket serves the listener as configured.
-    pub(crate) fn is(&self, l: &ListenerConfig) -> bool {
-        self.name == l.name && Some(&self.address) == l.address.as_ref()
+    /// Whether this socket was bound for the address `l` asks for.
+    pub(crate) fn holds(&self, l: &ListenerConfig) -> bool {
+        self.cfg.address == l.address
+    }
+
+    /// Serves `l` on this socket from now on (a renamed listener, changed limits); connections
+    /// already accepted keep being served as they were.
+    pub(crate) fn adopt(&mut self, l: &ListenerConfig, shared: Arc<Shared>) {
+        if self.cfg == *l {
+            return;
+        }
+        self.task.abort();
+        tracing::info!(listener = %l.name, was = %self.cfg.name, address = %self.local, "proxy listener socket kept for the new config");
+        self.task = tokio::spawn(accept(self.socket.clone(), l, shared));
+        self.cfg = l.clone();
     }
 
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        &self.cfg.name
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -183,10 +263,19 @@ impl Drop for BoundListener {
     }
 }
 
-async fn accept(socket: TcpListener, name: Arc<str>, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
-    accept_loop(socket, &name.clone(), shutdown, |stream, _| {
-        serve(stream, name.clone(), shared.clone())
-    })
-    .await;
+fn accept(
+    socket: Arc<TcpListener>,
+    l: &ListenerConfig,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let name: Arc<str> = Arc::from(l.name.as_str());
+    let limits = Arc::new(SocketLimits::of(l, &shared));
+    async move {
+        let shutdown = shared.shutdown.clone();
+        let server = limits.server.clone();
+        accept_loop(&socket, &server, shutdown, |stream, _| {
+            serve(stream, name.clone(), shared.clone(), Some(limits.clone()))
+        })
+        .await;
+    }
 }

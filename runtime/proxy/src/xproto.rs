@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::{
     cluster::Host,
     forward::{Upstream, forward},
+    listener::{SocketLimits, until},
     route::{RequestView, Retry},
     snapshot::Shared,
 };
@@ -65,9 +66,10 @@ pub(crate) async fn serve<P: ServerProtocol, I: Io>(
     buf: BytesMut,
     listener: Arc<str>,
     shared: Arc<Shared>,
+    limits: Option<Arc<SocketLimits>>,
 ) {
     let span = tracing::debug_span!("proxy_conn", listener = %listener, protocol = P::NAME);
-    serve_inner::<P, I>(io, buf, listener, shared)
+    serve_inner::<P, I>(io, buf, listener, shared, limits)
         .instrument(span)
         .await;
 }
@@ -77,7 +79,12 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
     mut buf: BytesMut,
     listener: Arc<str>,
     shared: Arc<Shared>,
+    socket: Option<Arc<SocketLimits>>,
 ) {
+    // A socket client must send its first frame within the header read timeout, and may then
+    // stay silent (no frame, no request in flight) for at most the idle timeout.
+    let mut first_frame = true;
+    let mut quiet_since = Instant::now();
     let limits = Limits::default();
     let (mut rd, wr) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -92,6 +99,7 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                 Ok(None) => break,
                 Err(e) => break 'conn Some(e.to_string()),
             };
+            first_frame = false;
             match P::kind(&frame) {
                 FrameKind::Heartbeat => {
                     if let Ok(ack) = P::encode(&P::heartbeat_ack(&frame))
@@ -141,7 +149,23 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUFFER);
         }
+        let quiet_deadline = socket.as_ref().and_then(|l| {
+            if first_frame {
+                quiet_since.checked_add(l.server.header_read_timeout)
+            } else if tasks.is_empty() {
+                quiet_since.checked_add(l.idle_timeout)
+            } else {
+                None
+            }
+        });
         tokio::select! {
+            () = until(quiet_deadline) => {
+                if let Some(l) = &socket {
+                    l.server.fired(if first_frame { "first_frame_timeout" } else { "idle_timeout" });
+                }
+                tracing::debug!(first_frame, "closing a silent connection");
+                break None;
+            }
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
@@ -153,10 +177,10 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                     tracing::debug!(error = %e, "read failed");
                     break None;
                 }
-                Ok(_) => {}
+                Ok(_) => quiet_since = Instant::now(),
             },
             () = shared.shutdown.signalled() => break None,
-            Some(_) = tasks.join_next() => {}
+            Some(_) = tasks.join_next() => quiet_since = Instant::now(),
         }
     };
     match garbage {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
-use outrigger_core::{Metrics, Shutdown, accept_loop, serve_http1};
+use outrigger_core::{LabelStr, Metrics, ServerLimits, Shutdown, accept_loop, serve_http1};
 use outrigger_proxy::ProxyCore;
 use tokio::net::TcpListener;
 
@@ -174,16 +174,29 @@ async fn handle(
     }
 }
 
+/// Connections the admin endpoint serves at once (probes and a scraper need a handful).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// How long an admin client may take to send a request head.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the admin endpoint on `listener` until `shutdown`.
 pub(crate) async fn serve(listener: TcpListener, state: AdminState, shutdown: Shutdown) {
     let conn_shutdown = shutdown.clone();
-    accept_loop(listener, "admin", shutdown, move |stream, peer| {
+    let limits = ServerLimits::new(
+        LabelStr::Static("admin"),
+        ADMIN_MAX_CONNECTIONS,
+        ADMIN_HEADER_READ_TIMEOUT,
+        &state.metrics,
+    );
+    let conn_limits = limits.clone();
+    accept_loop(&listener, &limits, shutdown, move |stream, peer| {
         let state = state.clone();
         let svc = service_fn(move |req| {
             let state = state.clone();
             async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
         });
-        serve_http1(stream, svc, conn_shutdown.clone())
+        let (limits, shutdown) = (conn_limits.clone(), conn_shutdown.clone());
+        async move { serve_http1(stream, svc, Some(&limits), shutdown).await }
     })
     .await;
 }
