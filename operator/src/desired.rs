@@ -198,6 +198,7 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             protocol: Protocol::Http,
             address: None,
             route_table: "missing".into(),
+            rate_limit: None,
         });
         bad.route_tables.push(RouteTableConfig {
             name: "t2".into(),

@@ -8,10 +8,10 @@ mod validate;
 
 pub use crate::{
     spec::{
-        AdminConfig, ChannelConfig, ChannelExt, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
+        AdminConfig, ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
         DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
         HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, LbPolicy,
-        ListenerConfig, Protocol, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
+        ListenerConfig, OutlierDetection, Protocol, RateLimit, RetryBudget, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
         RpcConfig, RuntimeConfigSpec, ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
