@@ -13,9 +13,9 @@ mod wire;
 pub use self::{
     error::{Cause, Failure, ProxyError},
     metrics::{
-        ConfigLabels, GrpcLabels, HeartbeatLabels, KindLabels, LabelStr, Metrics, MuxCallLabels,
-        NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, StatusLabel,
-        XprotocolLabels,
+        BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
+        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, ProtocolLabels, ProxyLabels,
+        RateLimitLabels, ReloadLabels, StatusLabel, XprotocolLabels,
     },
     serve::{accept_loop, serve_http1},
     shutdown::Shutdown,

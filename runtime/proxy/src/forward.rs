@@ -4,7 +4,9 @@
 //! left, time left). What differs by protocol — which pool a host has, one exchange on it, the
 //! retry condition a successful answer meets — is an [`Upstream`]. Failures come back as the
 //! proxy's own [`ProxyError`], with the [`Cause`] the pool classified; nothing here looks at
-//! messages to find out what happened.
+//! messages to find out what happened. Resilience hooks in at three points: admission (rate
+//! limit, circuit breaker, retry budget: see `resilience`), host choice and the verdict on each
+//! try (outlier detection: see `cluster`), and each retry (breaker and budget again).
 
 use std::future::Future;
 
@@ -12,7 +14,13 @@ use outrigger_config::RetryOn;
 use outrigger_core::{Cause, Failure, ProxyError};
 use tokio::time::Instant;
 
-use crate::{cluster::Host, route::Route, snapshot::Shared};
+use crate::{
+    cluster::Host,
+    outlier::{Health, verdict},
+    resilience,
+    route::Route,
+    snapshot::Shared,
+};
 
 /// One upstream protocol, as the forwarding pipeline sees it.
 pub(crate) trait Upstream {
@@ -22,8 +30,8 @@ pub(crate) trait Upstream {
     type Pool;
     /// What is sent on each try (cloned for every try but the last).
     type Request: Clone + Send;
-    /// What a successful exchange brings back.
-    type Response: Send;
+    /// What a successful exchange brings back; it tells whether the host is unwell.
+    type Response: Send + Health;
     /// Why an exchange failed; it knows its cause.
     type Error: Failure;
 
@@ -59,6 +67,7 @@ pub(crate) async fn forward<U: Upstream>(
     deadline: Instant,
 ) -> Result<U::Response, ProxyError> {
     let cluster = &route.cluster;
+    let mut admission = resilience::admit(route)?;
     let tries = route.tries();
     // The last try takes the request instead of a copy of it.
     let mut req = Some(req);
@@ -66,10 +75,7 @@ pub(crate) async fn forward<U: Upstream>(
     loop {
         try_no += 1;
         let Some(host) = cluster.pick() else {
-            return Err(ProxyError::new(
-                Cause::NoHealthyHost,
-                format!("cluster {} has no resolved hosts", cluster.name),
-            ));
+            return Err(cluster.no_healthy_host());
         };
         let Some(pool) = U::pool(&host) else {
             // Routes only take requests of their cluster's protocol; this is a bug guard.
@@ -89,13 +95,14 @@ pub(crate) async fn forward<U: Upstream>(
             return Err(ProxyError::new(Cause::Reset, "request lost before a retry"));
         };
         let outcome = U::exchange(pool, &host, this, try_deadline).await;
+        cluster.observe(&host, verdict(&outcome));
         let addr = host.addr;
         drop(host);
         let condition = match &outcome {
             Ok(resp) => U::answered(resp),
             Err(e) => failed(e.cause(), try_deadline < deadline),
         };
-        if route.may_retry(try_no, deadline, condition) {
+        if route.may_retry(try_no, deadline, condition) && admission.retry(route) {
             shared.count_retry(cluster, addr, try_no);
             continue;
         }

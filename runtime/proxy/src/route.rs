@@ -12,7 +12,7 @@ use outrigger_config::{Protocol, RetryOn, RouteConfig, RouteMatch, ValueMatch};
 use regex::Regex;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::{budget::RetryBudget, cluster::Cluster, ratelimit::TokenBucket};
 
 /// What a matcher sees of a request, whatever its protocol.
 pub(crate) trait RequestView {
@@ -68,6 +68,8 @@ pub(crate) struct Route {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) timeout: Duration,
     pub(crate) retry: Option<Retry>,
+    /// The route's local rate limit, if any.
+    pub(crate) rate_limit: Option<TokenBucket>,
 }
 
 /// A compiled retry policy.
@@ -76,6 +78,8 @@ pub(crate) struct Retry {
     pub(crate) attempts: u32,
     pub(crate) per_try_timeout: Option<Duration>,
     pub(crate) on: Vec<RetryOn>,
+    /// Caps retries at a share of the route's recent requests, if set.
+    pub(crate) budget: Option<Arc<RetryBudget>>,
 }
 
 impl Retry {
@@ -188,6 +192,10 @@ impl Route {
             attempts: r.attempts,
             per_try_timeout: r.per_try_timeout_ms.map(Duration::from_millis),
             on: r.retry_on.clone(),
+            budget: r
+                .budget
+                .as_ref()
+                .map(|b| Arc::new(RetryBudget::new(b, cluster.budget_exhausted.clone()))),
         });
         Ok(Self {
             matcher: Matcher::compile(&cfg.matcher)?,
@@ -197,6 +205,7 @@ impl Route {
                 .map(Duration::from_millis)
                 .unwrap_or(default_timeout),
             retry,
+            rate_limit: None,
         })
     }
 }

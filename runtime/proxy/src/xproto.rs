@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::{
     cluster::Host,
     forward::{Upstream, forward},
+    outlier::Health,
     route::RequestView,
     snapshot::Shared,
 };
@@ -40,7 +41,7 @@ const WRITE_QUEUE: usize = 256;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// What the proxy core needs of a multiplexed protocol beyond its framing.
-pub(crate) trait ServerProtocol: Wire + Sized {
+pub(crate) trait ServerProtocol: Wire<Frame: Health> + Sized {
     /// What routes see of a request.
     type View<'a>: RequestView;
 
@@ -252,6 +253,9 @@ async fn forward_request<P: ServerProtocol>(
             LabelStr::Static(""),
         );
     };
+    if let Err(e) = snapshot.admit_listener(listener) {
+        return (Err(e), LabelStr::Static(""));
+    }
     let route = {
         let view = match P::view(request, limits) {
             Ok(v) => v,
