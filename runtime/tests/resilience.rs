@@ -373,7 +373,13 @@ async fn bolt_call(conn: &mut TcpStream, buf: &mut BytesMut, id: u32) -> u16 {
     let mut h = bolt::HeaderMap::new();
     h.insert("service", "com.example.Echo:1.0".to_owned());
     h.insert("sofa_head_method_name", "get");
-    let req = bolt::Frame::request(id, 2000, "com.alipay.sofa.rpc.core.request.SofaRequest", h, "x");
+    let req = bolt::Frame::request(
+        id,
+        2000,
+        "com.alipay.sofa.rpc.core.request.SofaRequest",
+        h,
+        "x",
+    );
     let mut out = BytesMut::new();
     bolt::encode(&req, &mut out).unwrap();
     conn.write_all(&out).await.unwrap();
@@ -446,7 +452,10 @@ async fn bolt_and_dubbo_outlier_detection_route_around_busy_and_dead_hosts() {
     .await;
     eprintln!("bolt: {learning} failures in the first {LEARNING_CALLS} calls, {after} after");
     assert!(learning <= MAX_LEARNING_FAILURES, "bolt: {learning}");
-    assert_eq!(after, 0, "bolt: every call after the learning phase succeeds");
+    assert_eq!(
+        after, 0,
+        "bolt: every call after the learning phase succeeds"
+    );
     assert_eq!(bolt_busy.count(), 3);
     assert_eq!(bolt_ok.count(), 90 - learning);
 
@@ -463,7 +472,10 @@ async fn bolt_and_dubbo_outlier_detection_route_around_busy_and_dead_hosts() {
     .await;
     eprintln!("dubbo: {learning} failures in the first {LEARNING_CALLS} calls, {after} after");
     assert!(learning <= MAX_LEARNING_FAILURES, "dubbo: {learning}");
-    assert_eq!(after, 0, "dubbo: every call after the learning phase succeeds");
+    assert_eq!(
+        after, 0,
+        "dubbo: every call after the learning phase succeeds"
+    );
     assert_eq!(dubbo_busy.count(), 3);
 
     let m = rt.metrics.encode();
@@ -624,7 +636,10 @@ async fn a_circuit_breaker_caps_what_reaches_a_slow_upstream_and_sheds_the_rest_
     );
     slow.open.send_replace(true);
     while let Some(done) = calls.join_next().await {
-        assert_eq!(done.expect("joined").expect("admitted calls succeed"), "slow");
+        assert_eq!(
+            done.expect("joined").expect("admitted calls succeed"),
+            "slow"
+        );
     }
     assert_eq!(slow.max_in_flight.load(Ordering::SeqCst), 4);
     assert_eq!(slow.seen.load(Ordering::SeqCst), 4);
@@ -661,7 +676,10 @@ async fn a_circuit_breaker_caps_the_requests_waiting_for_a_connection() {
     .await;
     slow.open.send_replace(true);
     while let Some(done) = calls.join_next().await {
-        assert_eq!(done.expect("joined").expect("admitted calls succeed"), "slow");
+        assert_eq!(
+            done.expect("joined").expect("admitted calls succeed"),
+            "slow"
+        );
     }
     assert_eq!(slow.max_in_flight.load(Ordering::SeqCst), 1);
     assert_eq!(slow.seen.load(Ordering::SeqCst), 3);

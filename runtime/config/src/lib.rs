@@ -8,11 +8,12 @@ mod validate;
 
 pub use crate::{
     spec::{
-        AdminConfig, ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
-        DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
-        HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, LbPolicy,
-        ListenerConfig, OutlierDetection, Protocol, RateLimit, RetryBudget, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
-        RpcConfig, RuntimeConfigSpec, ValueMatch,
+        AdminConfig, ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig,
+        DEFAULT_ADMIN_ADDRESS, DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind,
+        GrpcConfig, HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig,
+        LbPolicy, ListenerConfig, OutlierDetection, Protocol, RateLimit, RetryBudget, RetryOn,
+        RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig, RpcConfig, RuntimeConfigSpec,
+        ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

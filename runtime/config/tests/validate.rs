@@ -562,11 +562,18 @@ clusters:
 #[test]
 fn resilience_settings_load_with_defaults() {
     let spec = load_yaml(RESILIENT).expect("valid");
-    let l = &spec.listeners[0].rate_limit.as_ref().expect("listener limit");
+    let l = &spec.listeners[0]
+        .rate_limit
+        .as_ref()
+        .expect("listener limit");
     assert_eq!((l.requests_per_second, l.burst()), (500, 1000));
     let route = &spec.route_tables[0].routes[0];
     let rl = route.rate_limit.as_ref().expect("route limit");
-    assert_eq!((rl.requests_per_second, rl.burst()), (50, 50), "burst defaults to the rate");
+    assert_eq!(
+        (rl.requests_per_second, rl.burst()),
+        (50, 50),
+        "burst defaults to the rate"
+    );
     let budget = route
         .retry
         .as_ref()

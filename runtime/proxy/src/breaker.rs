@@ -135,7 +135,10 @@ mod tests {
         assert!(b.admit_retry().is_none());
         drop(retry);
         assert!(b.admit_retry().is_some());
-        assert!(b.waiters.enter().is_none(), "maxPendingRequests 0: nobody waits");
+        assert!(
+            b.waiters.enter().is_none(),
+            "maxPendingRequests 0: nobody waits"
+        );
         let m = metrics.encode();
         for limit in ["max_requests", "max_retries", "max_pending_requests"] {
             assert!(

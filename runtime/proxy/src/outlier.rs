@@ -267,7 +267,10 @@ impl Outlier {
                     return;
                 }
                 let on_probation = h.probation.swap(false, Ordering::AcqRel);
-                let failures = h.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+                let failures = h
+                    .consecutive
+                    .fetch_add(1, Ordering::AcqRel)
+                    .saturating_add(1);
                 if on_probation || failures >= self.consecutive_failures {
                     self.eject(host, hosts, why, now);
                 }
@@ -395,7 +398,10 @@ mod tests {
         fail(&o, &hs, 0, 2);
         o.observe(&hs[0], &hs, Verdict::Healthy, Instant::now());
         fail(&o, &hs, 0, 2);
-        assert!(available(&o, &hs, 0), "a success in between resets the count");
+        assert!(
+            available(&o, &hs, 0),
+            "a success in between resets the count"
+        );
         fail(&o, &hs, 0, 1);
         assert!(!available(&o, &hs, 0), "third failure in a row ejects");
         // First ejection: base time.
@@ -442,7 +448,10 @@ mod tests {
         fail(&o, &hs, 0, 1);
         o.observe(&hs[0], &hs, Verdict::Unknown, Instant::now());
         fail(&o, &hs, 0, 1);
-        assert!(!available(&o, &hs, 0), "unknown verdicts neither count nor reset");
+        assert!(
+            !available(&o, &hs, 0),
+            "unknown verdicts neither count nor reset"
+        );
         // Failures of requests sent before the ejection do not lengthen it.
         fail(&o, &hs, 0, 5);
         tokio::time::advance(Duration::from_millis(1000)).await;

@@ -20,7 +20,12 @@ pub(crate) fn admit(route: &Route) -> Result<Admission<'_>, ProxyError> {
     if let Some(limit) = &route.rate_limit {
         limit.admit()?;
     }
-    let request = route.cluster.breaker.as_ref().map(|b| b.admit()).transpose()?;
+    let request = route
+        .cluster
+        .breaker
+        .as_ref()
+        .map(|b| b.admit())
+        .transpose()?;
     if let Some(budget) = route.retry.as_ref().and_then(|r| r.budget.as_ref()) {
         budget.deposit();
     }

@@ -158,9 +158,20 @@ async fn waiters_over_a_shared_cap_are_turned_away_at_once() {
         }
         other => panic!("expected WaitersFull, got {:?}", other.map(|_| ())),
     }
-    assert_eq!(start.elapsed(), Duration::ZERO, "turned away without waiting");
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "turned away without waiting"
+    );
     assert_eq!(rejected.get(), 1);
     drop(held_a);
-    waiter.await.expect("joined").expect("the waiter got a's slot");
-    assert_eq!(limit.waiting(), 0, "a waiter that got its slot no longer counts");
+    waiter
+        .await
+        .expect("joined")
+        .expect("the waiter got a's slot");
+    assert_eq!(
+        limit.waiting(),
+        0,
+        "a waiter that got its slot no longer counts"
+    );
 }
