@@ -353,6 +353,10 @@ pub struct ListenerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub idle_timeout_ms: Option<u64>,
+    /// A local token-bucket limit on the requests this listener takes, whatever their route;
+    /// requests over it are answered at once (HTTP 429, Bolt and Dubbo overflow statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ListenerConfig {
@@ -406,6 +410,10 @@ pub struct RouteConfig {
     /// Retry policy; no retries when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// A local token-bucket limit on the requests this route takes; requests over it are
+    /// answered at once (HTTP 429, Bolt and Dubbo overflow statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Conditions on a request; all given conditions must hold. A route only takes requests of
@@ -571,6 +579,10 @@ pub struct RetryPolicy {
     /// Wait before each retry: exponential from `baseMs`, capped at `maxMs`, with full jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<RetryBackoff>,
+    /// Caps retries at a share of recent requests, so that a failing cluster is not sent a
+    /// multiple of its usual load; a retry beyond the budget is not made. No cap when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RetryBudget>,
 }
 
 /// Backoff between retries (the wait before retry n is a random duration up to
@@ -610,6 +622,43 @@ fn default_backoff_base_ms() -> u64 {
 
 fn default_backoff_max_ms() -> u64 {
     DEFAULT_BACKOFF_MAX_MS
+}
+
+/// A retry budget (as Linkerd and tower's `TpsBudget` keep it): over the last 10 seconds,
+/// retries may be at most `ratio` times the requests, plus `minPerSecond` retries every second
+/// whatever the traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Retries allowed per request, from 0 to 10 (`0.2`: one retry per five requests).
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub ratio: f64,
+    /// Retries allowed every second even without traffic to earn them. Default 10.
+    #[serde(default = "default_budget_min_per_second")]
+    pub min_per_second: u32,
+}
+
+/// A local rate limit: a token bucket holding up to `burst` tokens, refilled at
+/// `requestsPerSecond`; each request takes one, and one finding the bucket empty is rejected at
+/// once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Tokens added per second: the sustained rate allowed.
+    #[schemars(range(min = 1))]
+    pub requests_per_second: u32,
+    /// Tokens the bucket holds: requests allowed at once after a quiet spell. Default
+    /// `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests_per_second)
+    }
 }
 
 /// A condition that allows a retry: one entry of `retry.on`, written `connect-failure`, `reset`
@@ -753,6 +802,95 @@ pub struct ClusterConfig {
     /// Heartbeats on idle upstream connections (Bolt and Dubbo clusters).
     #[serde(default, skip_serializing_if = "HeartbeatConfig::is_default")]
     pub heartbeat: HeartbeatConfig,
+    /// Ejects hosts that keep failing (in any protocol) from load balancing for a while. Off
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Caps on the requests, connection waiters and retries the cluster takes at once; a
+    /// request over a cap is rejected at once. No caps when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// Outlier detection: a host whose requests fail `consecutiveFailures` times in a row (connect
+/// failure, reset, timeout, HTTP 5xx, gRPC UNAVAILABLE or RESOURCE_EXHAUSTED, Bolt
+/// SERVER_THREADPOOL_BUSY or SERVER_EXCEPTION, Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR,
+/// SERVER_ERROR or SERVICE_ERROR) is ejected: load balancers skip it for `baseEjectionMs` times
+/// the number of times it was ejected, at most `maxEjectionMs`. It then returns on probation: a
+/// failure of its first request ejects it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject a host. Default 5.
+    #[serde(default = "default_consecutive_failures")]
+    #[schemars(range(min = 1))]
+    pub consecutive_failures: u32,
+    /// Ejection time of a first ejection, in milliseconds; each further ejection of the same
+    /// host adds as much. Default 30000.
+    #[serde(default = "default_base_ejection_ms")]
+    #[schemars(range(min = 1))]
+    pub base_ejection_ms: u64,
+    /// Longest ejection, in milliseconds. Default 300000.
+    #[serde(default = "default_max_ejection_ms")]
+    #[schemars(range(min = 1))]
+    pub max_ejection_ms: u64,
+    /// Share of the cluster's hosts ejected at most, in percent (rounded down, but above 0 at
+    /// least one host of several may be ejected); below 100 at least one host is always kept.
+    /// Default 50.
+    #[serde(default = "default_max_ejection_percent")]
+    #[schemars(range(max = 100))]
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierDetection {
+    /// The first ejection's length.
+    pub fn base_ejection(&self) -> Duration {
+        Duration::from_millis(self.base_ejection_ms)
+    }
+
+    /// The longest ejection.
+    pub fn max_ejection(&self) -> Duration {
+        Duration::from_millis(self.max_ejection_ms)
+    }
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_ms: default_base_ejection_ms(),
+            max_ejection_ms: default_max_ejection_ms(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
+}
+
+/// Circuit breaking of a cluster (Envoy's thresholds): requests over a cap are rejected at once
+/// with the cap named, never queued.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Requests to the cluster's hosts in flight at once. Default 1024.
+    #[serde(default = "default_breaker_max_requests")]
+    #[schemars(range(min = 1))]
+    pub max_requests: u32,
+    /// Requests waiting at once for a connection (every connection of the chosen host busy,
+    /// `maxConnections` reached), across the cluster; 0 means none waits. Default 1024.
+    #[serde(default = "default_breaker_max_pending")]
+    pub max_pending_requests: u32,
+    /// Retries in flight at once to the cluster; a retry over the cap is not made. Default 3.
+    #[serde(default = "default_breaker_max_retries")]
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            max_requests: default_breaker_max_requests(),
+            max_pending_requests: default_breaker_max_pending(),
+            max_retries: default_breaker_max_retries(),
+        }
+    }
 }
 
 /// One upstream host.
@@ -859,6 +997,30 @@ fn default_heartbeat_interval_ms() -> u64 {
     15_000
 }
 fn default_heartbeat_misses() -> u32 {
+    3
+}
+fn default_budget_min_per_second() -> u32 {
+    10
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection_ms() -> u64 {
+    30_000
+}
+fn default_max_ejection_ms() -> u64 {
+    300_000
+}
+fn default_max_ejection_percent() -> u32 {
+    50
+}
+fn default_breaker_max_requests() -> u32 {
+    1024
+}
+fn default_breaker_max_pending() -> u32 {
+    1024
+}
+fn default_breaker_max_retries() -> u32 {
     3
 }
 

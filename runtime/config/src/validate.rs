@@ -8,7 +8,7 @@ use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
     ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, HeartbeatConfig,
-    ListenerConfig, Protocol, RouteConfig, RuntimeConfigSpec, ValueMatch,
+    ListenerConfig, Protocol, RateLimit, RouteConfig, RuntimeConfigSpec, ValueMatch,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -316,6 +316,18 @@ impl Validator {
                 format!("unknown route table \"{}\"", l.route_table),
             );
         }
+        if let Some(r) = &l.rate_limit {
+            self.rate_limit(&format!("{path}.rateLimit"), r);
+        }
+    }
+
+    fn rate_limit(&mut self, path: &str, r: &RateLimit) {
+        if r.requests_per_second == 0 {
+            self.err(format!("{path}.requestsPerSecond"), "must be at least 1");
+        }
+        if r.burst == Some(0) {
+            self.err(format!("{path}.burst"), "must be at least 1");
+        }
     }
 
     fn route(&mut self, path: &str, r: &RouteConfig, clusters: &HashSet<&str>) {
@@ -412,6 +424,17 @@ impl Validator {
                     "list at least one condition (connect-failure, reset, or a status like \"503\")",
                 );
             }
+            if let Some(b) = &retry.budget
+                && !(0.0..=10.0).contains(&b.ratio)
+            {
+                self.err(
+                    format!("{path}.retry.budget.ratio"),
+                    format!("must be between 0 and 10, not {}", b.ratio),
+                );
+            }
+        }
+        if let Some(rl) = &r.rate_limit {
+            self.rate_limit(&format!("{path}.rateLimit"), rl);
         }
     }
 
@@ -474,6 +497,38 @@ impl Validator {
         }
         if c.dns_refresh_ms < 100 {
             self.err(format!("{path}.dnsRefreshMs"), "must be at least 100");
+        }
+        if let Some(o) = &c.outlier_detection {
+            let path = format!("{path}.outlierDetection");
+            if o.consecutive_failures == 0 {
+                self.err(format!("{path}.consecutiveFailures"), "must be at least 1");
+            }
+            if o.base_ejection_ms == 0 {
+                self.err(format!("{path}.baseEjectionMs"), "must be greater than 0");
+            }
+            if o.max_ejection_ms < o.base_ejection_ms {
+                self.err(
+                    format!("{path}.maxEjectionMs"),
+                    format!(
+                        "must be at least baseEjectionMs ({} ms), not {} ms",
+                        o.base_ejection_ms, o.max_ejection_ms
+                    ),
+                );
+            }
+            if o.max_ejection_percent > 100 {
+                self.err(
+                    format!("{path}.maxEjectionPercent"),
+                    format!("must be at most 100, not {}", o.max_ejection_percent),
+                );
+            }
+        }
+        if let Some(b) = &c.circuit_breaker
+            && b.max_requests == 0
+        {
+            self.err(
+                format!("{path}.circuitBreaker.maxRequests"),
+                "must be at least 1",
+            );
         }
     }
 }

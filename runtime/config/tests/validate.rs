@@ -535,3 +535,141 @@ clusters: [{{name: c, hosts: [{{address: "127.0.0.1:1"}}]}}]
         "{err}"
     );
 }
+
+const RESILIENT: &str = r#"
+rpc:
+  channels: [{protocol: http, listener: egress}]
+listeners:
+  - name: egress
+    routeTable: main
+    rateLimit: {requestsPerSecond: 500, burst: 1000}
+routeTables:
+  - name: main
+    routes:
+      - cluster: users
+        rateLimit: {requestsPerSecond: 50}
+        retry:
+          attempts: 2
+          on: [connect-failure, "503"]
+          budget: {ratio: 0.2, minPerSecond: 5}
+clusters:
+  - name: users
+    hosts: [{address: "127.0.0.1:20001"}]
+    outlierDetection: {consecutiveFailures: 3, baseEjectionMs: 10000, maxEjectionMs: 60000, maxEjectionPercent: 67}
+    circuitBreaker: {maxRequests: 100, maxPendingRequests: 10, maxRetries: 5}
+"#;
+
+#[test]
+fn resilience_settings_load_with_defaults() {
+    let spec = load_yaml(RESILIENT).expect("valid");
+    let l = &spec.listeners[0]
+        .rate_limit
+        .as_ref()
+        .expect("listener limit");
+    assert_eq!((l.requests_per_second, l.burst()), (500, 1000));
+    let route = &spec.route_tables[0].routes[0];
+    let rl = route.rate_limit.as_ref().expect("route limit");
+    assert_eq!(
+        (rl.requests_per_second, rl.burst()),
+        (50, 50),
+        "burst defaults to the rate"
+    );
+    let budget = route
+        .retry
+        .as_ref()
+        .and_then(|r| r.budget.as_ref())
+        .expect("budget");
+    assert_eq!((budget.ratio, budget.min_per_second), (0.2, 5));
+    let c = &spec.clusters[0];
+    let o = c.outlier_detection.as_ref().expect("outlier detection");
+    assert_eq!(
+        (
+            o.consecutive_failures,
+            o.base_ejection(),
+            o.max_ejection(),
+            o.max_ejection_percent
+        ),
+        (3, Duration::from_secs(10), Duration::from_secs(60), 67)
+    );
+    let b = c.circuit_breaker.as_ref().expect("breaker");
+    assert_eq!(
+        (b.max_requests, b.max_pending_requests, b.max_retries),
+        (100, 10, 5)
+    );
+    // Empty blocks take the defaults.
+    let defaults = load_yaml(
+        &RESILIENT
+            .replace(
+                "{consecutiveFailures: 3, baseEjectionMs: 10000, maxEjectionMs: 60000, maxEjectionPercent: 67}",
+                "{}",
+            )
+            .replace("{maxRequests: 100, maxPendingRequests: 10, maxRetries: 5}", "{}")
+            .replace("{ratio: 0.2, minPerSecond: 5}", "{ratio: 0.5}"),
+    )
+    .expect("valid");
+    let c = &defaults.clusters[0];
+    assert_eq!(
+        c.outlier_detection,
+        Some(outrigger_config::OutlierDetection::default())
+    );
+    let o = c.outlier_detection.as_ref().expect("set");
+    assert_eq!(
+        (
+            o.consecutive_failures,
+            o.base_ejection_ms,
+            o.max_ejection_ms,
+            o.max_ejection_percent
+        ),
+        (5, 30_000, 300_000, 50)
+    );
+    let b = c.circuit_breaker.as_ref().expect("set");
+    assert_eq!(
+        (b.max_requests, b.max_pending_requests, b.max_retries),
+        (1024, 1024, 3)
+    );
+    let budget = defaults.route_tables[0].routes[0]
+        .retry
+        .as_ref()
+        .and_then(|r| r.budget.as_ref())
+        .expect("budget");
+    assert_eq!(budget.min_per_second, 10);
+    // And they survive a round trip.
+    assert_eq!(load_yaml(&to_yaml(&spec)).expect("round trip"), spec);
+}
+
+#[test]
+fn bad_resilience_settings_are_listed_with_their_paths() {
+    let bad = RESILIENT
+        .replace("{requestsPerSecond: 500, burst: 1000}", "{requestsPerSecond: 0, burst: 0}")
+        .replace("{requestsPerSecond: 50}", "{requestsPerSecond: 0}")
+        .replace("{ratio: 0.2, minPerSecond: 5}", "{ratio: 11}")
+        .replace(
+            "{consecutiveFailures: 3, baseEjectionMs: 10000, maxEjectionMs: 60000, maxEjectionPercent: 67}",
+            "{consecutiveFailures: 0, baseEjectionMs: 10000, maxEjectionMs: 5000, maxEjectionPercent: 101}",
+        )
+        .replace("{maxRequests: 100, maxPendingRequests: 10, maxRetries: 5}", "{maxRequests: 0}");
+    assert_eq!(
+        errors(&bad),
+        [
+            "listeners[0].rateLimit.requestsPerSecond: must be at least 1",
+            "listeners[0].rateLimit.burst: must be at least 1",
+            "routeTables[0].routes[0].retry.budget.ratio: must be between 0 and 10, not 11",
+            "routeTables[0].routes[0].rateLimit.requestsPerSecond: must be at least 1",
+            "clusters[0].outlierDetection.consecutiveFailures: must be at least 1",
+            "clusters[0].outlierDetection.maxEjectionMs: must be at least baseEjectionMs (10000 ms), not 5000 ms",
+            "clusters[0].outlierDetection.maxEjectionPercent: must be at most 100, not 101",
+            "clusters[0].circuitBreaker.maxRequests: must be at least 1",
+        ]
+    );
+    let zero_base = RESILIENT.replace("baseEjectionMs: 10000", "baseEjectionMs: 0");
+    assert_eq!(
+        errors(&zero_base),
+        ["clusters[0].outlierDetection.baseEjectionMs: must be greater than 0"]
+    );
+    let unknown = RESILIENT.replace("maxRetries: 5", "maxRetry: 5");
+    assert!(
+        errors(&unknown)[0].contains("maxRetry"),
+        "{:?}",
+        errors(&unknown)
+    );
+}

@@ -23,11 +23,16 @@ pub enum Cause {
     Reset,
     /// The deadline passed.
     Timeout,
+    /// A circuit breaker of the chosen cluster was at its cap (requests, connection waiters),
+    /// so the request was turned away at once instead of queued.
+    CircuitOpen,
+    /// A local rate limit (of the listener or the route) had no token left for the request.
+    RateLimited,
 }
 
 impl Cause {
     /// Every cause, for tables and tests.
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 9] = [
         Cause::BadRequest,
         Cause::NoRoute,
         Cause::NoHealthyHost,
@@ -35,6 +40,8 @@ impl Cause {
         Cause::ConnectFailure,
         Cause::Reset,
         Cause::Timeout,
+        Cause::CircuitOpen,
+        Cause::RateLimited,
     ];
 
     /// The cause's name: its wire marker and metric label (`no_route`, `connect_failure`, …).
@@ -47,6 +54,8 @@ impl Cause {
             Cause::ConnectFailure => "connect_failure",
             Cause::Reset => "reset",
             Cause::Timeout => "timeout",
+            Cause::CircuitOpen => "circuit_open",
+            Cause::RateLimited => "rate_limited",
         }
     }
 

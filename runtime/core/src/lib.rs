@@ -13,9 +13,9 @@ mod wire;
 pub use self::{
     error::{Cause, Failure, ProxyError},
     metrics::{
-        ConfigLabels, GrpcLabels, HeartbeatLabels, KindLabels, LabelStr, Metrics, MuxCallLabels,
-        NameLabels, PathLabels, ProtocolLabels, ProxyLabels, ReloadLabels, RetryLabels,
-        ServerLabels, StatusLabel, XprotocolLabels,
+        BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
+        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, ProtocolLabels, ProxyLabels,
+        RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel, XprotocolLabels,
     },
     serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,

@@ -196,6 +196,34 @@ pub struct XprotocolLabels {
     pub status: StatusLabel,
 }
 
+/// Labels of an outlier ejection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EjectionLabels {
+    /// The cluster the host belongs to.
+    pub cluster: LabelStr,
+    /// The failure that tipped the host over: `connect_failure`, `reset`, `timeout`,
+    /// `http_5xx`, `grpc_status`, `bolt_status` or `dubbo_status`.
+    pub reason: &'static str,
+}
+
+/// Labels of a circuit breaker rejection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    /// The cluster.
+    pub cluster: LabelStr,
+    /// The cap that was reached: `max_requests`, `max_pending_requests` or `max_retries`.
+    pub limit: &'static str,
+}
+
+/// Labels of a rate-limited request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// `listener` or `route`.
+    pub scope: &'static str,
+    /// The listener's name, or `<route table>/<route index>`.
+    pub name: LabelStr,
+}
+
 /// Labels of a config reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -250,6 +278,16 @@ pub struct Metrics {
     pub xprotocol_requests: Family<XprotocolLabels, Counter>,
     /// Connections closed because they sent bytes that are not the protocol, by listener.
     pub xprotocol_decode_errors: Family<ProtocolLabels, Counter>,
+    /// Hosts ejected by outlier detection, by cluster and the failure that ejected them.
+    pub outlier_ejections: Family<EjectionLabels, Counter>,
+    /// Hosts currently ejected, by cluster.
+    pub outlier_ejected_hosts: Family<NameLabels, Gauge>,
+    /// Requests and retries turned away by a circuit breaker, by cluster and cap.
+    pub circuit_breaker_rejections: Family<BreakerLabels, Counter>,
+    /// Retries not made because the route's retry budget was spent, by cluster.
+    pub retry_budget_exhausted: Family<NameLabels, Counter>,
+    /// Requests rejected by a local rate limit, by listener or route.
+    pub rate_limited: Family<RateLimitLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -281,6 +319,11 @@ impl Metrics {
             heartbeats: Family::default(),
             xprotocol_requests: Family::default(),
             xprotocol_decode_errors: Family::default(),
+            outlier_ejections: Family::default(),
+            outlier_ejected_hosts: Family::default(),
+            circuit_breaker_rejections: Family::default(),
+            retry_budget_exhausted: Family::default(),
+            rate_limited: Family::default(),
         };
         registry.register(
             "grpc_requests",
@@ -371,6 +414,31 @@ impl Metrics {
             "xprotocol_decode_errors",
             "connections closed for sending bytes that are not the listener's protocol",
             m.xprotocol_decode_errors.clone(),
+        );
+        registry.register(
+            "outlier_ejections",
+            "hosts ejected by outlier detection, by cluster and the failure that ejected them",
+            m.outlier_ejections.clone(),
+        );
+        registry.register(
+            "outlier_ejected_hosts",
+            "hosts currently ejected by outlier detection",
+            m.outlier_ejected_hosts.clone(),
+        );
+        registry.register(
+            "circuit_breaker_rejections",
+            "requests and retries turned away by a cluster's circuit breaker, by cap",
+            m.circuit_breaker_rejections.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "retries not made because the route's retry budget was spent",
+            m.retry_budget_exhausted.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "requests rejected by a local rate limit of a listener or route",
+            m.rate_limited.clone(),
         );
         *m.registry.lock() = registry;
         m

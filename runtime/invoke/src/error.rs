@@ -46,8 +46,10 @@ impl From<Cause> for ErrorKind {
             Cause::BadRequest => ErrorKind::InvalidArgument,
             Cause::NoRoute => ErrorKind::NotFound,
             Cause::Timeout => ErrorKind::DeadlineExceeded,
-            Cause::Overflow => ErrorKind::ResourceExhausted,
-            Cause::NoHealthyHost | Cause::ConnectFailure | Cause::Reset => ErrorKind::Unavailable,
+            Cause::Overflow | Cause::RateLimited => ErrorKind::ResourceExhausted,
+            Cause::NoHealthyHost | Cause::ConnectFailure | Cause::Reset | Cause::CircuitOpen => {
+                ErrorKind::Unavailable
+            }
         }
     }
 }
@@ -137,6 +139,8 @@ mod tests {
             (Cause::NoHealthyHost, ErrorKind::Unavailable),
             (Cause::ConnectFailure, ErrorKind::Unavailable),
             (Cause::Reset, ErrorKind::Unavailable),
+            (Cause::CircuitOpen, ErrorKind::Unavailable),
+            (Cause::RateLimited, ErrorKind::ResourceExhausted),
         ] {
             assert_eq!(ErrorKind::from(cause), kind, "{cause}");
         }

@@ -20,6 +20,8 @@ use tokio::{
 
 use outrigger_core::{Cause, Failure, Metrics, NameLabels};
 
+use crate::wait::WaitLimit;
+
 /// Opens connections for a pool.
 pub trait Connector: Send + Sync + 'static {
     /// The connection handle.
@@ -51,6 +53,16 @@ pub enum PoolError<E: std::error::Error + 'static> {
         /// The pool's name.
         pool: String,
     },
+    /// Every connection was busy and as many callers as allowed already waited for one.
+    #[error(
+        "circuit breaker of {owner}: {max} requests already wait for a connection (maxPendingRequests)"
+    )]
+    WaitersFull {
+        /// Whose cap it is, e.g. `cluster users`.
+        owner: String,
+        /// The cap.
+        max: usize,
+    },
     /// The connector failed.
     #[error("cannot connect for pool {pool}: {source}")]
     Connect {
@@ -66,6 +78,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Failure for PoolError<E> {
     fn cause(&self) -> Cause {
         match self {
             PoolError::Exhausted { .. } => Cause::Overflow,
+            PoolError::WaitersFull { .. } => Cause::CircuitOpen,
             PoolError::ConnectTimeout { .. } | PoolError::Connect { .. } => Cause::ConnectFailure,
         }
     }
@@ -99,6 +112,7 @@ struct Inner<C: Connector> {
     connector: C,
     settings: PoolSettings,
     permits: Arc<Semaphore>,
+    waiters: Option<Arc<WaitLimit>>,
     idle: Mutex<Vec<Idle<C::Conn>>>,
     waits: Counter,
     wait_seconds: Histogram,
@@ -126,11 +140,24 @@ impl<C: Connector> Pool<C> {
     /// Creates an empty pool; connections are opened on demand. When called inside a tokio
     /// runtime, a task closes connections idle past `idle_timeout` and ends with the pool.
     pub fn new(settings: PoolSettings, connector: C, metrics: &Metrics) -> Self {
+        Self::with_wait_limit(settings, connector, metrics, None)
+    }
+
+    /// A pool whose callers waiting for a slot count against `waiters` (shared with other
+    /// pools); a caller finding it full is turned away at once with
+    /// [`PoolError::WaitersFull`].
+    pub fn with_wait_limit(
+        settings: PoolSettings,
+        connector: C,
+        metrics: &Metrics,
+        waiters: Option<Arc<WaitLimit>>,
+    ) -> Self {
         let labels = NameLabels {
             name: settings.name.clone(),
         };
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(settings.size.max(1))),
+            waiters,
             idle: Mutex::new(Vec::with_capacity(settings.size)),
             waits: metrics.pool_waits.get_or_create(&labels).clone(),
             wait_seconds: metrics.pool_wait_seconds.get_or_create(&labels).clone(),
@@ -163,6 +190,13 @@ impl<C: Connector> Pool<C> {
         let permit = match inner.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                let _waiting = match &inner.waiters {
+                    None => None,
+                    Some(w) => Some(w.enter().ok_or_else(|| PoolError::WaitersFull {
+                        owner: w.owner().to_owned(),
+                        max: w.max(),
+                    })?),
+                };
                 inner.waits.inc();
                 let start = Instant::now();
                 let acquired =

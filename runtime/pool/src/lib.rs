@@ -10,6 +10,7 @@ mod dial;
 mod http1;
 mod local;
 mod mux;
+mod wait;
 
 pub use self::{
     bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
@@ -20,4 +21,5 @@ pub use self::{
         Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,
         MuxSettings, Wire, write_batch,
     },
+    wait::{WaitLimit, Waiting},
 };

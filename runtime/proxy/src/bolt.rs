@@ -1,8 +1,8 @@
 //! Bolt in the proxy core: what routes see of a Bolt request (its header map, plus `service`
 //! from `service` or `sofa_head_target_service`, `method` from `sofa_head_method_name` and
 //! `id` = the service), the caller's timeout from the frame, and the proxy's own answers in
-//! SOFABolt's status codes (no route or no healthy host → 6 NO_PROCESSOR, overflow → 4
-//! SERVER_THREADPOOL_BUSY, timeout → 7 TIMEOUT, connect failure or reset → 5 ERROR_COMM, a
+//! SOFABolt's status codes (no route or no healthy host → 6 NO_PROCESSOR, overflow, an open
+//! circuit breaker or a rate limit → 4 SERVER_THREADPOOL_BUSY, timeout → 7 TIMEOUT, connect failure or reset → 5 ERROR_COMM, a
 //! malformed request → 9 CODEC_EXCEPTION), marked with `x-outrigger-error` and
 //! `x-outrigger-message` headers and an empty content. Not for serving connections (see
 //! `xproto`).
@@ -117,7 +117,9 @@ fn bounded(s: &str, max: usize) -> &str {
 pub(crate) fn status(cause: Cause) -> u16 {
     match cause {
         Cause::NoRoute | Cause::NoHealthyHost => bolt::status::NO_PROCESSOR,
-        Cause::Overflow => bolt::status::SERVER_THREADPOOL_BUSY,
+        Cause::Overflow | Cause::CircuitOpen | Cause::RateLimited => {
+            bolt::status::SERVER_THREADPOOL_BUSY
+        }
         Cause::Timeout => bolt::status::TIMEOUT,
         Cause::ConnectFailure | Cause::Reset => bolt::status::ERROR_COMM,
         Cause::BadRequest => bolt::status::CODEC_EXCEPTION,
@@ -216,6 +218,8 @@ mod tests {
             (Cause::ConnectFailure, 5),
             (Cause::Reset, 5),
             (Cause::BadRequest, 9),
+            (Cause::CircuitOpen, 4),
+            (Cause::RateLimited, 4),
         ] {
             let answer = Bolt::error_answer(&req, &ProxyError::new(cause, "why"));
             assert_eq!(answer.kind, bolt::Kind::Response { status: want });

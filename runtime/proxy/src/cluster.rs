@@ -1,8 +1,10 @@
 //! Clusters: a named group of upstream hosts, each with its own bounded connection pool (an
 //! HTTP/1.1 pool, or a multiplexed one for Bolt and Dubbo clusters), a load balancer over
 //! them, and DNS names resolved at build and re-resolved periodically (a host that survives a
-//! refresh keeps its pool). Not for routing (see `route`) or for the exchange itself (see
-//! `forward` and `xproto`).
+//! refresh keeps its pool), plus the cluster's resilience state: its outlier detector (picks
+//! skip ejected hosts) and circuit breaker (its cap on connection waiters is shared by the
+//! host pools). Not for routing (see `route`) or for the exchange itself (see `forward` and
+//! `xproto`).
 
 use std::{
     net::SocketAddr,
@@ -17,12 +19,18 @@ use arc_swap::ArcSwap;
 use outrigger_codec::Limits;
 use outrigger_config::{ClusterConfig, Protocol};
 
-use outrigger_core::Metrics;
+use outrigger_core::{Cause, Metrics, NameLabels, ProxyError};
 use outrigger_pool::{
     Bolt, Dial, Dubbo, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings, PoolSettings,
 };
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
 
-use crate::lb::{Balancer, weighted_schedule};
+use crate::{
+    breaker::Breaker,
+    lb::{Balancer, weighted_schedule},
+    outlier::{HostHealth, Judged, Outlier, Verdict},
+};
 
 /// One upstream address with its pool.
 pub(crate) struct Host {
@@ -34,6 +42,17 @@ pub(crate) struct Host {
     pub(crate) dial: Dial,
     pub(crate) pool: UpstreamPool,
     in_flight: AtomicUsize,
+    health: HostHealth,
+}
+
+impl Judged for Arc<Host> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn health(&self) -> &HostHealth {
+        &self.health
+    }
 }
 
 /// A host's connection pool, in the cluster's protocol.
@@ -85,6 +104,12 @@ pub(crate) struct Cluster {
     balancer: Balancer,
     hosts: ArcSwap<HostSet>,
     metrics: Metrics,
+    /// Ejects failing hosts, when configured.
+    outlier: Option<Outlier>,
+    /// Caps requests, connection waiters and retries, when configured.
+    pub(crate) breaker: Option<Breaker>,
+    /// Retries refused by the retry budgets of routes to this cluster.
+    pub(crate) budget_exhausted: Counter,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -97,12 +122,27 @@ impl Cluster {
     /// Builds a cluster and resolves its hosts once (waiting at most the connect timeout for
     /// DNS). When any host is a DNS name, a task re-resolves it until the cluster is dropped.
     pub(crate) async fn build(cfg: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
+        let name: Arc<str> = Arc::from(cfg.name.as_str());
         let cluster = Arc::new(Self {
-            name: Arc::from(cfg.name.as_str()),
             cfg: cfg.clone(),
             balancer: Balancer::new(cfg.lb),
             hosts: ArcSwap::from_pointee(HostSet::default()),
             metrics: metrics.clone(),
+            outlier: cfg
+                .outlier_detection
+                .as_ref()
+                .map(|o| Outlier::new(name.clone(), o, metrics)),
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .map(|b| Breaker::new(name.clone(), b, metrics)),
+            budget_exhausted: metrics
+                .retry_budget_exhausted
+                .get_or_create(&NameLabels {
+                    name: cfg.name.clone(),
+                })
+                .clone(),
+            name,
         });
         let _ = tokio::time::timeout(
             cfg.connect_timeout().max(Duration::from_secs(1)),
@@ -182,18 +222,22 @@ impl Cluster {
             heartbeat: Heartbeat::from_config(&self.cfg.heartbeat),
             limits: Limits::default(),
         };
+        // The circuit breaker's cap on connection waiters is shared by every host's pool.
+        let waiters = self.breaker.as_ref().map(|b| b.waiters.clone());
         let pool = match self.protocol() {
-            Protocol::Bolt => UpstreamPool::Bolt(MuxPool::new(
+            Protocol::Bolt => UpstreamPool::Bolt(MuxPool::with_wait_limit(
                 mux_settings(name),
                 dial.clone(),
                 &self.metrics,
+                waiters,
             )),
-            Protocol::Dubbo => UpstreamPool::Dubbo(MuxPool::new(
+            Protocol::Dubbo => UpstreamPool::Dubbo(MuxPool::with_wait_limit(
                 mux_settings(name),
                 dial.clone(),
                 &self.metrics,
+                waiters,
             )),
-            Protocol::Http | Protocol::Auto => UpstreamPool::Http(Http1Pool::new(
+            Protocol::Http | Protocol::Auto => UpstreamPool::Http(Http1Pool::with_wait_limit(
                 PoolSettings {
                     name,
                     size,
@@ -201,6 +245,7 @@ impl Cluster {
                 },
                 Http1Connector { dial: dial.clone() },
                 &self.metrics,
+                waiters,
             )),
         };
         let authority = http::HeaderValue::from_str(configured)
@@ -213,6 +258,7 @@ impl Cluster {
             dial,
             pool,
             in_flight: AtomicUsize::new(0),
+            health: HostHealth::default(),
         }
     }
 
@@ -224,17 +270,53 @@ impl Cluster {
         }
     }
 
-    /// Picks a host for one request and counts the request on it.
+    /// Picks a host for one request and counts the request on it. Ejected hosts are skipped:
+    /// when the balancer's choice is one, it is asked again, then the next host that is not
+    /// ejected is taken; `None` when no host is resolved or every one is ejected.
     pub(crate) fn pick(&self) -> Option<InFlight> {
         let set = self.hosts.load();
-        let i = self.balancer.pick(
-            set.hosts.len(),
-            |i| set.hosts[i].in_flight.load(Ordering::Relaxed),
-            &set.schedule,
-        )?;
+        let n = set.hosts.len();
+        let load = |i: usize| set.hosts[i].in_flight.load(Ordering::Relaxed);
+        let mut i = self.balancer.pick(n, load, &set.schedule)?;
+        if let Some(outlier) = &self.outlier {
+            let now = Instant::now();
+            let up = |i: usize| outlier.available(&set.hosts[i], &set.hosts, now);
+            if !up(i) {
+                i = (0..n.min(3))
+                    .filter_map(|_| self.balancer.pick(n, load, &set.schedule))
+                    .find(|&j| up(j))
+                    .or_else(|| (1..n).map(|k| (i + k) % n).find(|&j| up(j)))?;
+            }
+        }
         let host = set.hosts[i].clone();
         host.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(InFlight(host))
+    }
+
+    /// The proxy's answer when [`Cluster::pick`] found no host.
+    pub(crate) fn no_healthy_host(&self) -> ProxyError {
+        let n = self.hosts.load().hosts.len();
+        let message = if n == 0 {
+            format!("cluster {} has no resolved hosts", self.name)
+        } else {
+            format!("cluster {}: all {n} hosts ejected", self.name)
+        };
+        ProxyError::new(Cause::NoHealthyHost, message)
+    }
+
+    /// Takes note, for outlier detection, of what one try said about `host`.
+    pub(crate) fn observe(&self, host: &InFlight, verdict: Verdict) {
+        if let Some(outlier) = &self.outlier {
+            let set = self.hosts.load();
+            outlier.observe(&host.0, &set.hosts, verdict, Instant::now());
+        }
+    }
+
+    /// Hosts ejected now.
+    pub(crate) fn ejected(&self) -> Vec<SocketAddr> {
+        self.outlier.as_ref().map_or_else(Vec::new, |o| {
+            o.ejected(&self.hosts.load().hosts, Instant::now())
+        })
     }
 
     /// Addresses currently resolved.

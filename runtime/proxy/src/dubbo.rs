@@ -3,7 +3,8 @@
 //! invokes — and the attachments, decoded only when a route asks for one), and the proxy's
 //! own answers in Dubbo's status codes (no route → 60 SERVICE_NOT_FOUND, overflow and a
 //! malformed request → 40 BAD_REQUEST, timeout → 30 CLIENT_TIMEOUT, connect failure or reset →
-//! 70 SERVICE_ERROR, no healthy host → 80 SERVER_ERROR) with a message that starts with
+//! 70 SERVICE_ERROR, no healthy host → 80 SERVER_ERROR, an open circuit breaker or a rate limit →
+//! 100 SERVER_THREADPOOL_EXHAUSTED_ERROR) with a message that starts with
 //! `[outrigger:<cause>]`. Not for serving connections (see `xproto`).
 
 use std::{cell::OnceCell, time::Duration};
@@ -149,6 +150,7 @@ pub(crate) fn status(cause: Cause) -> u8 {
         Cause::Timeout => dubbo::status::CLIENT_TIMEOUT,
         Cause::ConnectFailure | Cause::Reset => dubbo::status::SERVICE_ERROR,
         Cause::NoHealthyHost => dubbo::status::SERVER_ERROR,
+        Cause::CircuitOpen | Cause::RateLimited => dubbo::status::SERVER_THREADPOOL_EXHAUSTED_ERROR,
     }
 }
 
@@ -281,6 +283,8 @@ mod tests {
             (Cause::Reset, 70),
             (Cause::ConnectFailure, 70),
             (Cause::NoHealthyHost, 80),
+            (Cause::CircuitOpen, 100),
+            (Cause::RateLimited, 100),
         ] {
             let answer = Dubbo::error_answer(&req, &ProxyError::new(cause, "why"));
             assert_eq!(answer.status, want);

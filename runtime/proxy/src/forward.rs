@@ -7,7 +7,9 @@
 //! differs by protocol — which pool a host has, one exchange on it, whether a request may be
 //! replayed, the retry condition a successful answer meets — is an [`Upstream`]. Failures come back as the
 //! proxy's own [`ProxyError`], with the [`Cause`] the pool classified; nothing here looks at
-//! messages to find out what happened.
+//! messages to find out what happened. Resilience hooks in at three points: admission (rate
+//! limit, circuit breaker, retry budget: see `resilience`), host choice and the verdict on each
+//! try (outlier detection: see `cluster`), and each retry (breaker and budget again).
 
 use std::future::Future;
 
@@ -17,6 +19,8 @@ use tokio::time::Instant;
 
 use crate::{
     cluster::Host,
+    outlier::{Health, verdict},
+    resilience,
     route::{Retry, Route},
     snapshot::Shared,
 };
@@ -29,8 +33,8 @@ pub(crate) trait Upstream {
     type Pool;
     /// What is sent on each try (cloned for every try but the last).
     type Request: Clone + Send;
-    /// What a successful exchange brings back.
-    type Response: Send;
+    /// What a successful exchange brings back; it tells whether the host is unwell.
+    type Response: Send + Health;
     /// Why an exchange failed; it knows its cause.
     type Error: Failure;
 
@@ -69,6 +73,7 @@ pub(crate) async fn forward<U: Upstream>(
     deadline: Instant,
 ) -> Result<U::Response, ProxyError> {
     let cluster = &route.cluster;
+    let mut admission = resilience::admit(route)?;
     let tries = route.tries();
     // The last try takes the request instead of a copy of it.
     let mut req = Some(req);
@@ -76,10 +81,7 @@ pub(crate) async fn forward<U: Upstream>(
     loop {
         try_no += 1;
         let Some(host) = cluster.pick() else {
-            return Err(ProxyError::new(
-                Cause::NoHealthyHost,
-                format!("cluster {} has no resolved hosts", cluster.name),
-            ));
+            return Err(cluster.no_healthy_host());
         };
         let Some(pool) = U::pool(&host) else {
             // Routes only take requests of their cluster's protocol; this is a bug guard.
@@ -99,6 +101,7 @@ pub(crate) async fn forward<U: Upstream>(
             return Err(ProxyError::new(Cause::Reset, "request lost before a retry"));
         };
         let outcome = U::exchange(pool, &host, this, try_deadline).await;
+        cluster.observe(&host, verdict(&outcome));
         let addr = host.addr;
         drop(host);
         let condition = match &outcome {
@@ -115,6 +118,7 @@ pub(crate) async fn forward<U: Upstream>(
         });
         if let Some(reason) = condition
             && route.may_retry(try_no, deadline, condition)
+            && admission.retry(route)
         {
             let resume = Instant::now().checked_add(route.backoff(try_no));
             if resume.is_some_and(|t| t < deadline) {
@@ -220,6 +224,12 @@ mod tests {
         fn clone(&self) -> Self {
             self.0.fetch_add(1, Ordering::Relaxed);
             Req(self.0.clone())
+        }
+    }
+
+    impl Health for u16 {
+        fn failure(&self) -> Option<crate::outlier::HostFailure> {
+            (*self >= 500).then_some(crate::outlier::HostFailure::Http5xx)
         }
     }
 

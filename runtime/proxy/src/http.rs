@@ -31,9 +31,12 @@ pub(crate) fn status(cause: Cause) -> StatusCode {
         Cause::BadRequest => StatusCode::BAD_REQUEST,
         Cause::NoRoute => StatusCode::NOT_FOUND,
         Cause::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        Cause::NoHealthyHost | Cause::Overflow | Cause::ConnectFailure | Cause::Reset => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Cause::NoHealthyHost
+        | Cause::Overflow
+        | Cause::ConnectFailure
+        | Cause::Reset
+        | Cause::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+        Cause::RateLimited => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -103,6 +106,10 @@ pub(crate) async fn dispatch(
     };
     // The live config's copy of the name: the label costs a reference count, not a copy.
     let listener = LabelStr::from(name);
+    if let Err(e) = snapshot.admit_listener(name) {
+        record(shared, listener, "".into(), status(e.cause()));
+        return Err(e);
+    }
     let caller_timeout = parts
         .headers
         .remove(TIMEOUT_HEADER)
@@ -226,6 +233,8 @@ mod tests {
             (Cause::Overflow, 503),
             (Cause::ConnectFailure, 503),
             (Cause::Reset, 503),
+            (Cause::CircuitOpen, 503),
+            (Cause::RateLimited, 429),
         ] {
             let resp = error_response(&ProxyError::new(cause, "why"));
             assert_eq!(resp.status().as_u16(), want, "{cause}");

@@ -2,18 +2,25 @@
 //! optional real sockets) decoding HTTP/1.1, Bolt or Dubbo (or telling them apart by the first
 //! bytes), route tables, clusters with load balancing and per-host pools (multiplexed for Bolt
 //! and Dubbo), and one forwarding pipeline — host choice, per-try deadline, retries — for every
-//! protocol. The routing state is one immutable snapshot swapped atomically on reload; a request
+//! protocol, with the same resilience for each: outlier detection, circuit breakers, retry
+//! budgets and local rate limits. The routing state is one immutable snapshot swapped atomically on reload; a request
 //! keeps the snapshot it started with. The proxy implements the pools' [`LocalListeners`]
 //! interface, so channels reach its named listeners without knowing it. Not for the gRPC API or
 //! the invoke filters, which sit in front of it.
 
 mod bolt;
+mod breaker;
+mod budget;
 mod cluster;
 mod dubbo;
 mod forward;
 mod http;
 mod lb;
+mod limits;
 mod listener;
+mod outlier;
+mod ratelimit;
+mod resilience;
 mod route;
 mod snapshot;
 mod xproto;
@@ -193,5 +200,10 @@ impl ProxyCore {
     /// Resolved addresses of a cluster in the live config.
     pub fn cluster_addresses(&self, name: &str) -> Option<Vec<SocketAddr>> {
         self.shared.live.load().cluster_addresses(name)
+    }
+
+    /// Hosts of a cluster in the live config that outlier detection has ejected now.
+    pub fn ejected_hosts(&self, name: &str) -> Option<Vec<SocketAddr>> {
+        self.shared.live.load().ejected_hosts(name)
     }
 }

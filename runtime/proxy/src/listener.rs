@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use outrigger_codec::{Sniffed, sniff};
 use outrigger_config::{ListenerConfig, Protocol};
-use outrigger_core::{LabelStr, ServerLimits, accept_loop, serve_http1};
+use outrigger_core::{accept_loop, serve_http1};
 use outrigger_pool::{Bolt, Dubbo, Io};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
@@ -26,7 +26,12 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use crate::{http, snapshot::Shared, xproto};
+use crate::{
+    http,
+    limits::{SocketLimits, until},
+    snapshot::Shared,
+    xproto,
+};
 
 /// Serves the requests arriving on `io` for the named listener, in the listener's protocol,
 /// until the peer closes or the sidecar shuts down (then in-flight requests finish first).
@@ -46,30 +51,6 @@ pub(crate) async fn serve<I: Io>(
             xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared, limits).await;
         }
         Protocol::Auto => serve_auto(io, listener, shared, limits).await,
-    }
-}
-
-/// The limits of connections accepted on a listener's socket (connections from this process
-/// have none: they come from the sidecar's own channels).
-pub(crate) struct SocketLimits {
-    /// Connection cap and header read timeout, and where they are counted.
-    pub(crate) server: ServerLimits,
-    /// A Bolt or Dubbo connection without frames for this long (and no request in flight) is
-    /// closed.
-    pub(crate) idle_timeout: std::time::Duration,
-}
-
-impl SocketLimits {
-    fn of(l: &ListenerConfig, shared: &Shared) -> Self {
-        Self {
-            server: ServerLimits::new(
-                LabelStr::Shared(Arc::from(format!("listener/{}", l.name))),
-                l.connection_limit(),
-                l.header_read_timeout(),
-                &shared.metrics,
-            ),
-            idle_timeout: l.idle_timeout(),
-        }
     }
 }
 
@@ -111,14 +92,6 @@ async fn serve_auto<I: Io>(
         }
         Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits).await,
         Sniffed::Dubbo => xproto::serve::<Dubbo, I>(io, buf, listener, shared, limits).await,
-    }
-}
-
-/// Resolves at `deadline`, or never.
-pub(crate) async fn until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -15,7 +15,7 @@ use outrigger_config::{
 use regex::Regex;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::{budget::RetryBudget, cluster::Cluster, ratelimit::TokenBucket};
 
 /// What a matcher sees of a request, whatever its protocol.
 pub(crate) trait RequestView {
@@ -71,6 +71,8 @@ pub(crate) struct Route {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) timeout: Duration,
     pub(crate) retry: Option<Retry>,
+    /// The route's local rate limit, if any.
+    pub(crate) rate_limit: Option<TokenBucket>,
 }
 
 /// A compiled retry policy.
@@ -86,6 +88,8 @@ pub(crate) struct Retry {
     /// Backoff before retry n: up to `min(backoff_max, backoff_base · 2^(n-1))`.
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
+    /// Caps retries at a share of the route's recent requests, if set.
+    pub(crate) budget: Option<Arc<RetryBudget>>,
 }
 
 impl Retry {
@@ -222,6 +226,10 @@ impl Route {
                     .unwrap_or(usize::MAX),
                     backoff_base: Duration::from_millis(backoff.base_ms),
                     backoff_max: Duration::from_millis(backoff.max_ms.max(backoff.base_ms)),
+                    budget: r
+                        .budget
+                        .as_ref()
+                        .map(|b| Arc::new(RetryBudget::new(b, cluster.budget_exhausted.clone()))),
                 })
             }
         };
@@ -233,6 +241,7 @@ impl Route {
                 .map(Duration::from_millis)
                 .unwrap_or(default_timeout),
             retry,
+            rate_limit: None,
         })
     }
 }

@@ -7,10 +7,11 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
-use outrigger_core::{LabelStr, Metrics, RetryLabels, Shutdown, StatusLabel};
+use outrigger_core::{LabelStr, Metrics, ProxyError, RetryLabels, Shutdown, StatusLabel};
 
 use crate::{
     cluster::Cluster,
+    ratelimit::TokenBucket,
     route::{Route, RouteTable},
 };
 
@@ -23,6 +24,8 @@ pub struct ProxySnapshot {
     pub(crate) protocols: HashMap<String, Protocol>,
     /// Clusters by name.
     pub(crate) clusters: HashMap<String, Arc<Cluster>>,
+    /// Rate limits of the listeners that have one.
+    pub(crate) listener_limits: HashMap<Arc<str>, TokenBucket>,
 }
 
 impl ProxySnapshot {
@@ -47,7 +50,12 @@ impl ProxySnapshot {
                     continue;
                 };
                 match Route::compile(r, cluster.clone(), default_timeout) {
-                    Ok(route) => routes.push(route),
+                    Ok(mut route) => {
+                        route.rate_limit = r.rate_limit.as_ref().map(|rl| {
+                            TokenBucket::new("route", &format!("{}/{i}", t.name), rl, metrics)
+                        });
+                        routes.push(route);
+                    }
                     Err(e) => errors.push(format!("route table {} route {i}: {e}", t.name)),
                 }
             }
@@ -61,8 +69,15 @@ impl ProxySnapshot {
         }
         let mut listeners = HashMap::new();
         let mut protocols = HashMap::new();
+        let mut listener_limits = HashMap::new();
         for l in &spec.listeners {
             protocols.insert(l.name.clone(), l.protocol);
+            if let Some(rl) = &l.rate_limit {
+                listener_limits.insert(
+                    Arc::from(l.name.as_str()),
+                    TokenBucket::new("listener", &l.name, rl, metrics),
+                );
+            }
             match tables.get(&l.route_table) {
                 Some(t) => {
                     listeners.insert(Arc::from(l.name.as_str()), t.clone());
@@ -78,6 +93,7 @@ impl ProxySnapshot {
                 listeners,
                 protocols,
                 clusters,
+                listener_limits,
             })
         } else {
             Err(errors)
@@ -92,6 +108,21 @@ impl ProxySnapshot {
     /// Resolved addresses of a cluster (for the config dump and tests).
     pub fn cluster_addresses(&self, name: &str) -> Option<Vec<SocketAddr>> {
         self.clusters.get(name).map(|c| c.addresses())
+    }
+
+    /// Hosts of a cluster that outlier detection has ejected now (for the config dump).
+    pub fn ejected_hosts(&self, name: &str) -> Option<Vec<SocketAddr>> {
+        self.clusters.get(name).map(|c| c.ejected())
+    }
+
+    /// Takes a token of the listener's rate limit, when it has one.
+    pub(crate) fn admit_listener(&self, listener: &str) -> Result<(), ProxyError> {
+        if self.listener_limits.is_empty() {
+            return Ok(());
+        }
+        self.listener_limits
+            .get(listener)
+            .map_or(Ok(()), TokenBucket::admit)
     }
 }
 

@@ -28,7 +28,8 @@ use tracing::Instrument;
 use crate::{
     cluster::Host,
     forward::{Upstream, forward},
-    listener::{SocketLimits, until},
+    limits::{SocketLimits, until},
+    outlier::Health,
     route::{RequestView, Retry},
     snapshot::Shared,
 };
@@ -41,7 +42,7 @@ const WRITE_QUEUE: usize = 256;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// What the proxy core needs of a multiplexed protocol beyond its framing.
-pub(crate) trait ServerProtocol: Wire + Sized {
+pub(crate) trait ServerProtocol: Wire<Frame: Health> + Sized {
     /// What routes see of a request.
     type View<'a>: RequestView;
 
@@ -276,6 +277,9 @@ async fn forward_request<P: ServerProtocol>(
             LabelStr::Static(""),
         );
     };
+    if let Err(e) = snapshot.admit_listener(listener) {
+        return (Err(e), LabelStr::Static(""));
+    }
     let route = {
         let view = match P::view(request, limits) {
             Ok(v) => v,

@@ -1,9 +1,10 @@
 //! The admin HTTP endpoint: `/healthz` (the process answers), `/readyz` (config loaded and
 //! listeners bound, and not shutting down) and `/metrics` (Prometheus text) for kubelet probes
 //! and scrapers on whatever address it binds, and `/config_dump` (the live config with secrets
-//! redacted, its version and hash, the last rejected config's errors, bound listeners and
-//! resolved cluster hosts) for loopback peers only — in a pod, the app's containers and
-//! `kubectl port-forward`/`exec`, never another pod. Not for anything on the request path.
+//! redacted, its version and hash, the last rejected config's errors, bound listeners, resolved
+//! cluster hosts and the hosts outlier detection has ejected) for loopback peers only — in a
+//! pod, the app's containers and `kubectl port-forward`/`exec`, never another pod. Not for
+//! anything on the request path.
 
 use std::{
     convert::Infallible,
@@ -70,6 +71,22 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
             (c.name.clone(), serde_json::json!(addrs))
         })
         .collect();
+    let ejected: serde_json::Map<String, serde_json::Value> = s
+        .spec
+        .clusters
+        .iter()
+        .filter(|c| c.outlier_detection.is_some())
+        .map(|c| {
+            let addrs = state
+                .proxy
+                .ejected_hosts(&c.name)
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            (c.name.clone(), serde_json::json!(addrs))
+        })
+        .collect();
     let listeners: serde_json::Map<String, serde_json::Value> = state
         .proxy
         .bound_addresses()
@@ -87,6 +104,7 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         })),
         "boundListeners": listeners,
         "clusterHosts": clusters,
+        "ejectedHosts": ejected,
     })
 }
 

@@ -124,3 +124,54 @@ async fn dropped_connections_are_closed_and_connect_errors_name_the_pool() {
     assert_eq!(err.to_string(), "cannot connect for pool test: refused");
     assert_eq!(p.in_use(), 0, "a failed connect gives its slot back");
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_over_a_shared_cap_are_turned_away_at_once() {
+    let c = Arc::new(TestConnector::default());
+    let metrics = Metrics::new();
+    let rejected = prometheus_client::metrics::counter::Counter::default();
+    let limit = Arc::new(WaitLimit::new(1, "cluster c".into(), rejected.clone()));
+    let settings = |name: &str| PoolSettings {
+        name: name.into(),
+        size: 1,
+        idle_timeout: Duration::from_secs(10),
+    };
+    let a = Pool::with_wait_limit(settings("a"), c.clone(), &metrics, Some(limit.clone()));
+    let b = Pool::with_wait_limit(settings("b"), c.clone(), &metrics, Some(limit.clone()));
+    let held_a = a.get(soon(1000)).await.expect("a's slot");
+    let _held_b = b.get(soon(1000)).await.expect("b's slot");
+    // One caller waits on pool a; the cap is shared, so a caller of pool b may not wait too.
+    let waiter = {
+        let a = a.clone();
+        tokio::spawn(async move { a.get(soon(1000)).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(limit.waiting(), 1);
+    let start = Instant::now();
+    match b.get(soon(1000)).await {
+        Err(e @ PoolError::WaitersFull { max: 1, .. }) => {
+            assert_eq!(e.cause(), Cause::CircuitOpen);
+            assert_eq!(
+                e.to_string(),
+                "circuit breaker of cluster c: 1 requests already wait for a connection (maxPendingRequests)"
+            );
+        }
+        other => panic!("expected WaitersFull, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "turned away without waiting"
+    );
+    assert_eq!(rejected.get(), 1);
+    drop(held_a);
+    waiter
+        .await
+        .expect("joined")
+        .expect("the waiter got a's slot");
+    assert_eq!(
+        limit.waiting(),
+        0,
+        "a waiter that got its slot no longer counts"
+    );
+}

@@ -40,6 +40,7 @@ use outrigger_core::{
 use crate::{
     bounded::PoolError,
     dial::{ConnectError, Dial, Io, Open},
+    wait::WaitLimit,
 };
 
 /// Calls one connection may have waiting for answers; a pool allows `size` times this.
@@ -146,6 +147,7 @@ impl MuxError {
     fn label(&self) -> &'static str {
         match self {
             MuxError::Pool(PoolError::Exhausted { .. }) | MuxError::Overflow { .. } => "overflow",
+            MuxError::Pool(PoolError::WaitersFull { .. }) => "circuit_open",
             MuxError::Pool(_) => "connect_failure",
             MuxError::Closed { .. } => "closed",
             MuxError::Timeout { .. } => "timeout",
@@ -236,6 +238,7 @@ struct PoolInner<W: Wire, O> {
     opener: O,
     settings: MuxSettings,
     writers: Arc<Semaphore>,
+    waiters: Option<Arc<WaitLimit>>,
     pending_slots: Arc<Semaphore>,
     max_pending: usize,
     free: Mutex<Vec<Arc<Conn<W>>>>,
@@ -247,11 +250,23 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
     /// An empty pool; connections are opened on demand. Inside a tokio runtime, a task closes
     /// idle connections and ends with the pool.
     pub fn new(settings: MuxSettings, opener: O, metrics: &Metrics) -> Self {
+        Self::with_wait_limit(settings, opener, metrics, None)
+    }
+
+    /// A pool whose callers waiting for a writer count against `waiters` (shared with other
+    /// pools); a caller finding it full is turned away at once.
+    pub fn with_wait_limit(
+        settings: MuxSettings,
+        opener: O,
+        metrics: &Metrics,
+        waiters: Option<Arc<WaitLimit>>,
+    ) -> Self {
         let size = settings.size.max(1);
         let max_pending = size.saturating_mul(MAX_PENDING_PER_CONNECTION);
         let inner = Arc::new(PoolInner {
             metrics: MuxMetrics::new(metrics, W::NAME, &settings.name),
             writers: Arc::new(Semaphore::new(size)),
+            waiters,
             pending_slots: Arc::new(Semaphore::new(max_pending)),
             max_pending,
             free: Mutex::new(Vec::with_capacity(size)),
@@ -329,6 +344,16 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
                     })?,
             )
         };
+        // A caller finding every writer busy waits, within the shared cap on waiters if any.
+        let waiting = match (&inner.waiters, inner.writers.available_permits()) {
+            (Some(w), 0) => Some(w.enter().ok_or_else(|| {
+                MuxError::Pool(PoolError::WaitersFull {
+                    owner: w.owner().to_owned(),
+                    max: w.max(),
+                })
+            })?),
+            _ => None,
+        };
         let writer = self
             .acquire(&inner.writers, deadline)
             .await
@@ -339,6 +364,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
                     waited_ms: waited.as_millis(),
                 })
             })?;
+        drop(waiting);
         let (conn, waiting) = loop {
             let (conn, reused) = self.checkout(deadline).await?;
             let (id, waiting) = if one_way {
