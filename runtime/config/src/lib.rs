@@ -8,11 +8,12 @@ mod validate;
 
 pub use crate::{
     spec::{
-        AdminConfig, ChannelConfig, ChannelExt, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
-        DEFAULT_GRPC_ADDRESS, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
-        HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, LbPolicy,
-        ListenerConfig, Protocol, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
-        RpcConfig, RuntimeConfigSpec, ValueMatch,
+        API_TOKEN_ENV, AdminConfig, ChannelConfig, ChannelExt, ClusterConfig,
+        DEFAULT_ADMIN_ADDRESS, DEFAULT_GRPC_ADDRESS, DEFAULT_HTTP_API_ADDRESS, DEFAULT_TIMEOUT_MS,
+        FilterConfig, FilterKind, GrpcConfig, HeaderEdits, HeaderMatch, HeadersFilterConfig,
+        HeartbeatConfig, HostConfig, HttpApiConfig, LbPolicy, ListenerConfig, Protocol, RetryOn,
+        RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig, RpcConfig, RuntimeConfigSpec,
+        ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };
