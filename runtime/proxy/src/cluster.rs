@@ -1,5 +1,6 @@
 //! Clusters: a named group of upstream hosts, each with its own bounded connection pool (an
-//! HTTP/1.1 pool, or a multiplexed one for Bolt and Dubbo clusters), a load balancer over
+//! HTTP/1.1 pool, a multiplexed one for Bolt and Dubbo clusters, one h2c connection for http2
+//! clusters), a load balancer over
 //! them, and DNS names resolved at build and re-resolved periodically (a host that survives a
 //! refresh keeps its pool). Not for routing (see `route`) or for the exchange itself (see
 //! `forward` and `xproto`).
@@ -19,7 +20,8 @@ use outrigger_config::{ClusterConfig, Protocol};
 
 use outrigger_core::Metrics;
 use outrigger_pool::{
-    Bolt, Dial, Dubbo, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings, PoolSettings,
+    Bolt, Dial, Dubbo, H2Pool, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings,
+    PoolSettings,
 };
 
 use crate::lb::{Balancer, weighted_schedule};
@@ -41,6 +43,8 @@ pub(crate) enum UpstreamPool {
     Bolt(MuxPool<Bolt>),
     /// Dubbo: multiplexed.
     Dubbo(MuxPool<Dubbo>),
+    /// HTTP/2 (h2c): one connection, streams bounded by `maxConnections`.
+    Http2(H2Pool),
 }
 
 impl std::fmt::Debug for Host {
@@ -187,6 +191,7 @@ impl Cluster {
                 dial.clone(),
                 &self.metrics,
             )),
+            Protocol::Http2 => UpstreamPool::Http2(H2Pool::new(dial.clone(), size)),
             Protocol::Http | Protocol::Auto => UpstreamPool::Http(Http1Pool::new(
                 PoolSettings {
                     name,

@@ -4,7 +4,8 @@
 //! and Dubbo), and one forwarding pipeline — host choice, per-try deadline, retries — for every
 //! protocol. The routing state is one immutable snapshot swapped atomically on reload; a request
 //! keeps the snapshot it started with. The proxy implements the pools' [`LocalListeners`]
-//! interface, so channels reach its named listeners without knowing it. Not for the gRPC API or
+//! interface, so channels reach its named listeners without knowing it, and the core's
+//! [`outrigger_core::Passthrough`] ([`Streams`]): gRPC calls proxied to h2c (`http2`) clusters. Not for the gRPC API or
 //! the invoke filters, which sit in front of it.
 
 mod bolt;
@@ -14,6 +15,7 @@ mod forward;
 mod http;
 mod lb;
 mod listener;
+mod passthrough;
 mod route;
 mod snapshot;
 mod xproto;
@@ -29,8 +31,8 @@ use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
 
-pub use self::snapshot::ProxySnapshot;
 use self::{listener::BoundListener, snapshot::Shared};
+pub use self::{passthrough::Streams, snapshot::ProxySnapshot};
 
 /// Buffer of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 64 * 1024;
@@ -123,6 +125,13 @@ impl ProxyCore {
         }
     }
 
+    /// The handle the gRPC edge hands streamed pass-through requests to.
+    pub fn streams(&self) -> Streams {
+        Streams {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The handle channels use to reach named listeners.
     pub fn in_process(&self) -> InProcess {
         InProcess {
@@ -177,6 +186,11 @@ impl ProxyCore {
             .iter()
             .map(|b| (b.name().to_owned(), b.local_addr()))
             .collect()
+    }
+
+    /// Whether the live config has a listener of this name.
+    pub fn has_listener(&self, name: &str) -> bool {
+        self.shared.live.load().listeners.contains_key(name)
     }
 
     /// Resolved addresses of a cluster in the live config.

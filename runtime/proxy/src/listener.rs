@@ -33,7 +33,8 @@ use crate::{http, snapshot::Shared, xproto};
 pub(crate) async fn serve<I: Io>(io: I, listener: Arc<str>, shared: Arc<Shared>) {
     let protocol = shared.live.load().listener_protocol(&listener);
     match protocol {
-        Protocol::Http => serve_http(io, listener, shared).await,
+        // Validation keeps http2 off listeners; such a listener would decode HTTP/1.1.
+        Protocol::Http | Protocol::Http2 => serve_http(io, listener, shared).await,
         Protocol::Bolt => xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared).await,
         Protocol::Dubbo => xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared).await,
         Protocol::Auto => serve_auto(io, listener, shared).await,

@@ -23,6 +23,9 @@ pub struct ProxySnapshot {
     pub(crate) protocols: HashMap<String, Protocol>,
     /// Clusters by name.
     pub(crate) clusters: HashMap<String, Arc<Cluster>>,
+    /// The route table of streamed pass-through requests (gRPC calls for `dapr-app-id`): the
+    /// one of the listener the `http` channel reaches by name.
+    pub(crate) passthrough: Option<Arc<RouteTable>>,
 }
 
 impl ProxySnapshot {
@@ -73,11 +76,19 @@ impl ProxySnapshot {
                 )),
             }
         }
+        let passthrough = spec
+            .rpc
+            .channels
+            .iter()
+            .find(|c| c.protocol == Protocol::Http)
+            .and_then(|c| listeners.get(c.listener.as_str()))
+            .cloned();
         if errors.is_empty() {
             Ok(Self {
                 listeners,
                 protocols,
                 clusters,
+                passthrough,
             })
         } else {
             Err(errors)
