@@ -4,7 +4,8 @@
 //! `dapr-app-id` — through the same invoker, filters, channels and proxy core as
 //! `InvokeService`. The app's answer comes back as it is, status included (an app's 404 is the
 //! caller's 404); only the sidecar's own failures use Dapr's JSON error shape. Request bodies
-//! are read whole, up to `grpc.maxMessageBytes`. Not for Dapr's other building blocks.
+//! are read whole, up to `grpc.maxMessageBytes`. `GET /v1.0/metadata` answers a minimal document
+//! (SDKs poll it to learn the sidecar is up). Not for Dapr's other building blocks.
 
 use std::{convert::Infallible, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -101,6 +102,9 @@ impl HttpApi {
                 e.to_string(),
             )
             .response();
+        }
+        if parts.uri.path() == "/v1.0/metadata" && !parts.headers.contains_key(APP_ID_METADATA) {
+            return metadata();
         }
         let target = match invoke_target(parts.uri.path(), &parts.headers) {
             Ok(t) => t,
@@ -268,14 +272,34 @@ fn invoke_target(
     Err(Box::new(not_served(path)))
 }
 
+/// `GET /v1.0/metadata`, as far as this sidecar has it: SDKs (the JavaScript one) read it to
+/// learn that the sidecar is up. No components, subscriptions or HTTP endpoints.
+fn metadata() -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "id": "",
+        "runtimeVersion": concat!("outrigger/", env!("CARGO_PKG_VERSION")),
+        "enabledFeatures": [],
+        "components": [],
+        "httpEndpoints": [],
+        "subscriptions": [],
+        "extended": {},
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 fn not_served(path: &str) -> Response<Full<Bytes>> {
     DaprError::new(
         StatusCode::NOT_FOUND,
         "ERR_NOT_SUPPORTED",
         format!(
             "{path} is not served: outrigger serves /v1.0/healthz, /v1.0/healthz/outbound, \
-             /v1.0/invoke/{{app-id}}/method/{{method}} and requests carrying {APP_ID_METADATA} \
-             (no other Dapr building block yet)"
+             /v1.0/metadata, /v1.0/invoke/{{app-id}}/method/{{method}} and requests carrying \
+             {APP_ID_METADATA} (no other Dapr building block yet)"
         ),
     )
     .response()
@@ -304,7 +328,134 @@ pub async fn serve_http_api(listener: TcpListener, api: HttpApi, shutdown: Shutd
 
 #[cfg(test)]
 mod tests {
+    use outrigger_core::Metrics;
+    use outrigger_invoke::{InvokeService, Invoker, Invokers};
+
     use super::*;
+
+    struct Fixed {
+        healthy: bool,
+        outbound: bool,
+    }
+
+    impl Health for Fixed {
+        fn healthy(&self) -> bool {
+            self.healthy
+        }
+        fn outbound_ready(&self) -> bool {
+            self.outbound
+        }
+    }
+
+    struct One(Arc<Invoker>);
+
+    impl Invokers for One {
+        fn current(&self) -> Arc<Invoker> {
+            self.0.clone()
+        }
+    }
+
+    fn api(healthy: bool, outbound: bool) -> HttpApi {
+        let channel = InvokeService::new(tower::service_fn(|_req: RpcRequest| async {
+            Err(InvokeError::new(
+                ErrorKind::Unavailable,
+                "connect to 127.0.0.1:9 failed",
+            ))
+        }));
+        let invoker = Arc::new(Invoker::new(channel, &[], &[], Duration::from_secs(1)));
+        HttpApi::new(
+            RuntimeApi::new(Arc::new(One(invoker)), Metrics::new()),
+            Arc::new(Fixed { healthy, outbound }),
+            ApiToken::new("t"),
+            16,
+        )
+    }
+
+    async fn call(
+        api: &HttpApi,
+        method: &str,
+        path: &str,
+        token: bool,
+        body: &'static str,
+    ) -> (u16, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if token {
+            req = req.header("dapr-api-token", "t");
+        }
+        let resp = api
+            .handle(
+                req.body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap(),
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_follows_readiness_without_a_token() {
+        // Starting up (or draining): both 500.
+        let starting = api(false, false);
+        for path in ["/v1.0/healthz", "/v1.0/healthz/outbound"] {
+            let (status, body) = call(&starting, "GET", path, false, "").await;
+            assert_eq!(status, 500, "{path}");
+            assert!(body.contains("ERR_HEALTH_NOT_READY"), "{body}");
+        }
+        // Serving, but a channel has no listener: only outbound is 500.
+        let no_outbound = api(true, false);
+        assert_eq!(
+            call(&no_outbound, "GET", "/v1.0/healthz", false, "")
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            call(&no_outbound, "GET", "/v1.0/healthz/outbound", false, "")
+                .await
+                .0,
+            500
+        );
+        let ready = api(true, true);
+        assert_eq!(
+            call(&ready, "GET", "/v1.0/healthz/outbound", false, "")
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            call(&ready, "POST", "/v1.0/healthz", false, "").await.0,
+            405
+        );
+    }
+
+    #[tokio::test]
+    async fn invoke_errors_use_daprs_shape() {
+        let a = api(true, true);
+        let (status, body) = call(&a, "GET", "/v1.0/invoke/orders/method/x", false, "").await;
+        assert_eq!(status, 401);
+        assert!(body.contains("ERR_API_UNAUTHORIZED"), "{body}");
+        let (status, body) = call(&a, "GET", "/v1.0/invoke/orders/method/x", true, "").await;
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errorCode"], "ERR_DIRECT_INVOKE");
+        assert_eq!(
+            v["message"],
+            "invoke \"x\" on \"orders\" failed: connect to 127.0.0.1:9 failed"
+        );
+        let (status, _) = call(
+            &a,
+            "POST",
+            "/v1.0/invoke/orders/method/x",
+            true,
+            "seventeen bytes!!",
+        )
+        .await;
+        assert_eq!(status, 413, "the body limit");
+        let (status, body) = call(&a, "GET", "/v1.0/metadata", true, "").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("runtimeVersion"), "{body}");
+    }
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

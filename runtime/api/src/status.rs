@@ -121,6 +121,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn http_api_statuses() {
+        for (kind, want) in [
+            (ErrorKind::InvalidArgument, 400),
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::DeadlineExceeded, 504),
+            (ErrorKind::ResourceExhausted, 503),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+            (ErrorKind::Filter(Code::PermissionDenied), 403),
+            (ErrorKind::Filter(Code::Unauthenticated), 401),
+            (ErrorKind::Filter(Code::Aborted), 500),
+        ] {
+            assert_eq!(http_status(kind).as_u16(), want, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn mapping_table() {
         let cases = [
             (ErrorKind::InvalidArgument, Code::InvalidArgument),

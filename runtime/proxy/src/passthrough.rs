@@ -128,7 +128,16 @@ async fn forward(
             format!("cluster {} does not speak http2", cluster.name),
         ));
     };
+    // `te: trailers` is the one hop-by-hop header HTTP/2 keeps, and gRPC servers require it.
+    let te_trailers = req
+        .headers()
+        .get(http::header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(req.headers_mut());
+    if te_trailers {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     // The connection's own authority, as a client dialling the host would send it.
     if let Ok(uri) = http::Uri::builder()
         .scheme("http")
