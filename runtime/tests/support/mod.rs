@@ -183,6 +183,7 @@ pub fn config(hosts: &[SocketAddr], extra_rpc: &str, route_extra: &str) -> Strin
         r#"
 grpc: {{address: "127.0.0.1:0"}}
 admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
 rpc:
   timeoutMs: 3000
 {extra_rpc}
