@@ -458,6 +458,12 @@ async fn api_tokens_are_required_and_never_forwarded() {
     let mut rt = start(&yaml).await;
     let s = &rt.sidecar;
 
+    let (_, dump) = admin_get(s, "/config_dump").await;
+    assert!(
+        !dump.contains("h77p") && !dump.contains("grpc7") && dump.contains("<redacted>"),
+        "{dump}"
+    );
+
     let (status, _, body) = http_call(s, "GET", "/v1.0/invoke/orders/method/a", &[], "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("ERR_API_UNAUTHORIZED"), "{body}");

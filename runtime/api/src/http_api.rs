@@ -4,7 +4,7 @@
 //! `dapr-app-id` — through the same invoker, filters, channels and proxy core as
 //! `InvokeService`. The app's answer comes back as it is, status included (an app's 404 is the
 //! caller's 404); only the sidecar's own failures use Dapr's JSON error shape. Request bodies
-//! are read whole, up to `grpc.maxMessageBytes`. `GET /v1.0/metadata` answers a minimal document
+//! are read whole, up to `grpc.maxMessageBytes` and within `rpc.timeoutMs`. `GET /v1.0/metadata` answers a minimal document
 //! (SDKs poll it to learn the sidecar is up). Not for Dapr's other building blocks.
 
 use std::{convert::Infallible, panic::AssertUnwindSafe, sync::Arc, time::Duration};
@@ -111,7 +111,25 @@ impl HttpApi {
             Err(resp) => return *resp,
         };
         let (id, method) = target;
-        let data = match Limited::new(body, self.max_body_bytes).collect().await {
+        // The body must arrive within the call's default timeout, like the answer.
+        let read_timeout = self.api.invokers.current().default_timeout();
+        let read = tokio::time::timeout(
+            read_timeout,
+            Limited::new(body, self.max_body_bytes).collect(),
+        )
+        .await;
+        let Ok(read) = read else {
+            return DaprError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "ERR_DIRECT_INVOKE",
+                format!(
+                    "invoke {method:?} on {id:?} failed: the request body did not arrive within {} ms",
+                    read_timeout.as_millis()
+                ),
+            )
+            .response();
+        };
+        let data = match read {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 let too_big = e

@@ -1,7 +1,7 @@
 //! The admin HTTP endpoint: `/healthz` (the process answers), `/readyz` (config loaded and
 //! listeners bound, and not shutting down), `/metrics` (Prometheus text) and `/config_dump`
-//! (the live config, its version and hash, the last rejected config's errors, bound listeners
-//! and resolved cluster hosts). Not for anything on the request path.
+//! (the live config with API tokens redacted, its version and hash, the last rejected config's
+//! errors, bound listeners and resolved cluster hosts). Not for anything on the request path.
 
 use std::{
     convert::Infallible,
@@ -77,7 +77,7 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         "version": s.version,
         "hash": s.hash,
         "loadedAt": secs(s.loaded_at),
-        "config": &*s.spec,
+        "config": redacted(&s.spec),
         "lastRejected": state.live.last_rejection().map(|r| serde_json::json!({
             "at": secs(r.at),
             "errors": r.errors,
@@ -85,6 +85,17 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         "boundListeners": listeners,
         "clusterHosts": clusters,
     })
+}
+
+/// The config as the dump shows it: API tokens replaced by `<redacted>`.
+fn redacted(spec: &outrigger_config::RuntimeConfigSpec) -> outrigger_config::RuntimeConfigSpec {
+    let mut spec = spec.clone();
+    for token in [&mut spec.grpc.api_token, &mut spec.http_api.api_token] {
+        if token.is_some() {
+            *token = Some("<redacted>".to_owned());
+        }
+    }
+    spec
 }
 
 async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
