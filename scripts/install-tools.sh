@@ -90,6 +90,34 @@ if [ ! -f "$py_peers_stamp" ] || [ "$(cat "$py_peers_stamp")" != "${py_peers[*]}
 fi
 # --- end protocol peers (issue 5) ---
 
+# --- Dapr SDKs (issue 12) ---
+# The official Dapr SDKs, used unchanged by the Dapr-compatibility tests (runtime/tests/dapr.rs):
+#   .tools/dapr-venv  PyPI dapr, in a venv of its own: it needs a newer grpcio than the one
+#                     pinned above for the other peers
+#   .tools/node       npm @dapr/dapr
+dapr_py=(
+  "dapr==1.19.0"
+  "grpcio==1.85.3"
+  "grpcio-status==1.85.3"
+)
+dapr_py_stamp="$tools/dapr-venv/.reqs"
+if [ ! -f "$dapr_py_stamp" ] || [ "$(cat "$dapr_py_stamp")" != "${dapr_py[*]}" ]; then
+  echo "install-tools: Dapr Python SDK (${dapr_py[*]})" >&2
+  rm -rf "$tools/dapr-venv"
+  python3 -m venv "$tools/dapr-venv"
+  "$tools/dapr-venv/bin/python" -m pip install --quiet --disable-pip-version-check "${dapr_py[@]}" >&2
+  echo "${dapr_py[*]}" > "$dapr_py_stamp"
+fi
+ln -sf "$tools/dapr-venv/bin/python" "$tools/bin/outrigger-dapr-python"
+dapr_js="@dapr/dapr@3.18.0"
+dapr_js_stamp="$tools/node/.dapr"
+if [ ! -f "$dapr_js_stamp" ] || [ "$(cat "$dapr_js_stamp")" != "$dapr_js" ]; then
+  echo "install-tools: Dapr JavaScript SDK ($dapr_js)" >&2
+  npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error --save-exact "$dapr_js" >&2
+  echo "$dapr_js" > "$dapr_js_stamp"
+fi
+# --- end Dapr SDKs (issue 12) ---
+
 # --- peer proxies for the benchmark harness (nginx, HAProxy), from Debian ---
 # The benchmark's smoke test runs them side by side with the sidecar when they are installed.
 apt_lock_wait=${OUTRIGGER_APT_LOCK_WAIT:-600}
@@ -144,6 +172,14 @@ for bin in grpcurl kubernetes-validate helm kubectl outrigger-python; do
     exit 1
   }
 done
+"$tools/dapr-venv/bin/python" -c "import dapr.clients" 2>/dev/null || {
+  echo "install-tools: the Dapr Python SDK (${dapr_py[*]}) does not import from $tools/dapr-venv after installing" >&2
+  exit 1
+}
+[ -f "$tools/node/node_modules/@dapr/dapr/package.json" ] || {
+  echo "install-tools: npm package @dapr/dapr is missing from $tools/node after installing" >&2
+  exit 1
+}
 for pkg in "${node_pkgs[@]}"; do
   [ -f "$tools/node/node_modules/${pkg%@*}/package.json" ] || {
     echo "install-tools: npm package ${pkg%@*} is missing from $tools/node after installing" >&2

@@ -33,7 +33,8 @@ async fn grpcurl_lists_and_invokes_both_apis() {
         .expect("upstream");
     let yaml = Demo::config(upstream.address())
         .replace("127.0.0.1:34904", "127.0.0.1:0")
-        .replace("127.0.0.1:34999", "127.0.0.1:0");
+        .replace("127.0.0.1:34999", "127.0.0.1:0")
+        .replace("127.0.0.1:3500", "127.0.0.1:0");
     let spec = outrigger_config::load_yaml(&yaml).expect("valid");
     let sidecar = Sidecar::start(spec, Options::default(), Metrics::new())
         .await

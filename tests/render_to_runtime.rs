@@ -17,6 +17,7 @@ metadata:
 spec:
   grpc: {{address: "127.0.0.1:0"}}
   admin: {{address: "127.0.0.1:0"}}
+  httpApi: {{address: "127.0.0.1:0"}}
   rpc:
     beforeInvoke: [{{name: dubbo_json_rpc}}]
     channels: [{{protocol: http, size: 4, listener: egress}}]

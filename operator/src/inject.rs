@@ -2,7 +2,9 @@
 //! container (or a native sidecar: an init container with `restartPolicy: Always`, placed first so
 //! it is ready before the app starts and outlives it), the config volume, ports, probes on the admin
 //! port, a non-root read-only security context, resources and log level from annotations with
-//! operator-wide defaults, and the `outrigger.dev/injected` label. A pod left unchanged always says
+//! operator-wide defaults, the `outrigger.dev/injected` label, and in every app container the
+//! variables Dapr's and Layotto's SDKs find the sidecar by (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`,
+//! `runtime_GRPC_PORT`), unless the container sets them. A pod left unchanged always says
 //! why, and the reasons a user should hear about come back as warnings. Not for AdmissionReview
 //! plumbing (`admission`) or manifest files (`manifests`).
 
@@ -17,10 +19,11 @@ use crate::{
         ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
         ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
         ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR,
-        CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME, DEFAULT_SIDECAR_IMAGE,
-        INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
-        SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
-        SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+        APP_PORT_ENV, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
+        DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED,
+        NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME,
+        SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER,
+        SIDECAR_VOLUME_NAME,
     },
     quantity,
 };
@@ -259,6 +262,26 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     } else {
         add(&["spec", "volumes"], json!([volume]))
     });
+    // App containers, before the sidecar may shift their indices.
+    let app_containers = spec.map_or(&[][..], |s| s.containers.as_slice());
+    for (i, c) in app_containers.iter().enumerate() {
+        let index = i.to_string();
+        let set: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let missing: Vec<Value> = APP_PORT_ENV
+            .iter()
+            .filter(|(name, _)| !set.contains(name))
+            .map(|(name, port)| json!({ "name": name, "value": port.to_string() }))
+            .collect();
+        if c.env.is_none() {
+            if !missing.is_empty() {
+                ops.push(add(&["spec", "containers", &index, "env"], json!(missing)));
+            }
+        } else {
+            for var in missing {
+                ops.push(add(&["spec", "containers", &index, "env", "-"], var));
+            }
+        }
+    }
     let has_init = spec.is_some_and(|s| s.init_containers.is_some());
     ops.push(match (native, has_init) {
         (true, true) => add(&["spec", "initContainers", "0"], container),

@@ -79,6 +79,16 @@ pub const SIDECAR_VOLUME_NAME: &str = "outrigger-config";
 pub const SIDECAR_GRPC_PORT: i32 = 34904;
 /// The sidecar's admin HTTP port.
 pub const SIDECAR_ADMIN_PORT: i32 = 34999;
+/// The port of the sidecar's Dapr HTTP API (`httpApi.address`, Dapr's).
+pub const SIDECAR_HTTP_API_PORT: i32 = 3500;
+/// Environment variables an app container gets, naming the sidecar's ports (unless the pod sets
+/// them): Dapr's SDKs read `DAPR_HTTP_PORT` and `DAPR_GRPC_PORT`, Layotto's Go and JavaScript
+/// SDKs `runtime_GRPC_PORT`.
+pub const APP_PORT_ENV: [(&str, i32); 3] = [
+    ("DAPR_HTTP_PORT", SIDECAR_HTTP_API_PORT),
+    ("DAPR_GRPC_PORT", SIDECAR_GRPC_PORT),
+    ("runtime_GRPC_PORT", SIDECAR_GRPC_PORT),
+];
 /// Name of the gRPC container port.
 pub const SIDECAR_GRPC_PORT_NAME: &str = "grpc";
 /// Name of the admin container port.

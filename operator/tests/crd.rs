@@ -147,7 +147,7 @@ fn crd_uses_only_formats_kubernetes_recognises() {
 }
 
 #[test]
-fn auto_is_offered_to_listeners_only() {
+fn auto_is_offered_to_listeners_only_and_http2_to_clusters_only() {
     let schema = committed_schema();
     let spec = &schema["properties"]["spec"]["properties"];
     let protocols = |field: &serde_json::Value| -> Vec<String> {
@@ -162,7 +162,10 @@ fn auto_is_offered_to_listeners_only() {
         protocols(&spec["listeners"]),
         ["http", "bolt", "dubbo", "auto"]
     );
-    assert_eq!(protocols(&spec["clusters"]), ["http", "bolt", "dubbo"]);
+    assert_eq!(
+        protocols(&spec["clusters"]),
+        ["http", "bolt", "dubbo", "http2"]
+    );
     assert_eq!(
         protocols(&spec["rpc"]["properties"]["channels"]),
         ["http", "bolt", "dubbo"]

@@ -34,6 +34,9 @@ struct Cli {
     /// Replaces `admin.address` (host:port).
     #[arg(long, global = true)]
     admin_address: Option<String>,
+    /// Replaces `httpApi.address` (host:port), Dapr's HTTP API.
+    #[arg(long, global = true)]
+    http_api_address: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "OUTRIGGER_LOG", default_value = "info", global = true)]
     log_level: String,
@@ -75,7 +78,11 @@ async fn main() -> ExitCode {
         overrides: Overrides {
             grpc_address: cli.grpc_address.clone(),
             admin_address: cli.admin_address.clone(),
+            http_api_address: cli.http_api_address.clone(),
         },
+        api_token: std::env::var(outrigger_config::API_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty()),
         config_path: None,
         watch_interval: Duration::from_millis(cli.watch_interval_ms.max(50)),
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),

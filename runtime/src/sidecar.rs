@@ -1,5 +1,5 @@
-//! Wiring: one running sidecar — proxy core, live config, gRPC API, admin endpoint and the
-//! config-file watcher — started together and shut down together (stop accepting, let
+//! Wiring: one running sidecar — proxy core, live config, gRPC API, Dapr's HTTP API, admin
+//! endpoint and the config-file watcher — started together and shut down together (stop accepting, let
 //! in-flight calls finish within a grace period). Used by `main` and by tests.
 
 use std::{
@@ -13,15 +13,15 @@ use std::{
     time::Duration,
 };
 
-use outrigger_api::{ApiListener, GrpcSettings, RuntimeApi};
-use outrigger_config::RuntimeConfigSpec;
+use outrigger_api::{ApiListener, ApiToken, GrpcSettings, Health, HttpApi, RuntimeApi};
+use outrigger_config::{ChannelTarget, RuntimeConfigSpec};
 use outrigger_core::{Metrics, Shutdown};
 use outrigger_proxy::ProxyCore;
 use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     admin::{self, AdminState},
-    config::{DEFAULT_WATCH_INTERVAL, Overrides, Reloader, watch_file},
+    config::{DEFAULT_WATCH_INTERVAL, Live, Overrides, Reloader, watch_file},
 };
 
 /// How a sidecar runs, beyond its config document.
@@ -35,6 +35,8 @@ pub struct Options {
     pub watch_interval: Duration,
     /// How long in-flight calls may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// The API token of both APIs when the config sets none (`main` reads `DAPR_API_TOKEN`).
+    pub api_token: Option<String>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             config_path: None,
             watch_interval: DEFAULT_WATCH_INTERVAL,
             drain_timeout: Duration::from_secs(10),
+            api_token: None,
         }
     }
 }
@@ -57,7 +60,7 @@ pub enum StartError {
     /// A server address cannot be bound.
     #[error("cannot bind the {what} address {address}: {source}")]
     Bind {
-        /// `grpc` or `admin`.
+        /// `grpc`, `httpApi` or `admin`.
         what: &'static str,
         /// The address.
         address: String,
@@ -67,9 +70,37 @@ pub enum StartError {
     },
 }
 
+/// What Dapr's health endpoints report: serving (and not shutting down); for outbound calls,
+/// also every channel of the live config reaching its listener.
+struct SidecarHealth {
+    ready: Arc<AtomicBool>,
+    live: Arc<Live>,
+    proxy: Arc<ProxyCore>,
+}
+
+impl Health for SidecarHealth {
+    fn healthy(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn outbound_ready(&self) -> bool {
+        if !self.healthy() {
+            return false;
+        }
+        let spec = self.live.current().spec.clone();
+        !spec.rpc.channels.is_empty()
+            && spec.rpc.channels.iter().all(|c| match c.target(&spec) {
+                Ok(ChannelTarget::Named(name)) => self.proxy.has_listener(&name),
+                Ok(_) => true,
+                Err(_) => false,
+            })
+    }
+}
+
 /// A running sidecar.
 pub struct Sidecar {
     grpc_address: String,
+    http_api_address: Option<SocketAddr>,
     admin_address: SocketAddr,
     reloader: Arc<Reloader>,
     proxy: Arc<ProxyCore>,
@@ -124,16 +155,57 @@ impl Sidecar {
                 source,
             })?;
 
+        let http_api_listener = match &spec.http_api.address {
+            None => None,
+            Some(address) => {
+                let bind_error = |source| StartError::Bind {
+                    what: "httpApi",
+                    address: address.clone(),
+                    source,
+                };
+                let l = TcpListener::bind(address).await.map_err(bind_error)?;
+                let a = l.local_addr().map_err(bind_error)?;
+                Some((l, a))
+            }
+        };
+        let http_api_address = http_api_listener.as_ref().map(|(_, a)| *a);
+
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let api = RuntimeApi::new(live.clone(), metrics.clone());
+        let token = |configured: &Option<String>| {
+            configured
+                .as_deref()
+                .or(options.api_token.as_deref())
+                .and_then(ApiToken::new)
+        };
+        let max_message_bytes = usize::try_from(spec.grpc.max_message_bytes).unwrap_or(usize::MAX);
         let grpc = GrpcSettings {
-            max_message_bytes: usize::try_from(spec.grpc.max_message_bytes).unwrap_or(usize::MAX),
+            max_message_bytes,
             max_concurrent_requests: usize::try_from(spec.grpc.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
             max_connections: spec.grpc.connection_limit(),
             max_concurrent_streams: spec.grpc.stream_limit(),
+            api_token: token(&spec.grpc.api_token),
+            passthrough: Some(Arc::new(proxy.streams())),
         };
+        if let Some((listener, _)) = http_api_listener {
+            let http_api = HttpApi::new(
+                api.clone(),
+                Arc::new(SidecarHealth {
+                    ready: ready.clone(),
+                    live: live.clone(),
+                    proxy: proxy.clone(),
+                }),
+                token(&spec.http_api.api_token),
+                max_message_bytes,
+            );
+            tasks.spawn(outrigger_api::serve_http_api(
+                listener,
+                http_api,
+                shutdown.clone(),
+            ));
+        }
         let api_shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = outrigger_api::serve(api_listener, api, grpc, api_shutdown).await {
@@ -159,9 +231,15 @@ impl Sidecar {
             ));
         }
         ready.store(true, Ordering::Release);
-        tracing::info!(grpc = %grpc_address, admin = %admin_address, "outrigger is serving");
+        tracing::info!(
+            grpc = %grpc_address,
+            http_api = %http_api_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            admin = %admin_address,
+            "outrigger is serving"
+        );
         Ok(Self {
             grpc_address,
+            http_api_address,
             admin_address,
             reloader,
             proxy,
@@ -175,6 +253,11 @@ impl Sidecar {
     /// The bound gRPC address (`ip:port` or `unix:///path`).
     pub fn grpc_address(&self) -> &str {
         &self.grpc_address
+    }
+
+    /// The bound address of Dapr's HTTP API; `None` when it is off.
+    pub fn http_api_address(&self) -> Option<SocketAddr> {
+        self.http_api_address
     }
 
     /// The bound admin address.

@@ -23,6 +23,7 @@ fn config(server: &str, heartbeat_ms: u64) -> String {
         r#"
 grpc: {{address: "127.0.0.1:0"}}
 admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
 rpc:
   timeoutMs: 3000
   channels:

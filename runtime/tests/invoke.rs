@@ -85,7 +85,8 @@ async fn demo_config_answers_the_seed_request_through_the_sample_upstream() {
         .expect("upstream");
     let yaml = outrigger_runtime::Demo::config(up.address())
         .replace("127.0.0.1:34904", "127.0.0.1:0")
-        .replace("127.0.0.1:34999", "127.0.0.1:0");
+        .replace("127.0.0.1:34999", "127.0.0.1:0")
+        .replace("127.0.0.1:3500", "127.0.0.1:0");
     let mut rt = start(&yaml).await;
     let r = rt
         .layotto

@@ -145,6 +145,7 @@ fn config(bolt_upstream: SocketAddr, dubbo_upstream: SocketAddr) -> String {
         r#"
 grpc: {{address: "127.0.0.1:0"}}
 admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
 rpc:
   timeoutMs: 3000
   channels: [{{protocol: bolt, size: 2, listener: bolt_in}}]

@@ -555,6 +555,7 @@ fn json_pointer_paths_escape_slashes() {
         [
             "/metadata/labels/outrigger.dev~1injected",
             "/spec/volumes",
+            "/spec/containers/0/env",
             "/spec/initContainers"
         ]
     );
@@ -649,6 +650,73 @@ fn inject_policy_required_is_read_from_the_pod() {
             policy_required(&pod(plain_pod(annotations.clone()))),
             required,
             "{annotations}"
+        );
+    }
+}
+
+#[test]
+fn app_containers_learn_the_sidecar_ports_unless_they_set_them() {
+    let v = json!({
+        "metadata": { "name": "a", "annotations": { "outrigger.dev/inject": "true" } },
+        "spec": { "containers": [
+            { "name": "plain" },
+            { "name": "own", "env": [{ "name": "DAPR_HTTP_PORT", "value": "3600" }, { "name": "X", "value": "1" }] },
+        ] },
+    });
+    for native in [true, false] {
+        let settings = SidecarSettings {
+            native_sidecar: native,
+            ..SidecarSettings::default()
+        };
+        let (doc, _) = injected(&v, &webhook(false), &settings);
+        let app = |name: &str| -> Vec<(String, String)> {
+            let c = doc["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap()
+                .clone();
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_owned(),
+                        e["value"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let pairs = |l: &[(&str, &str)]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            app("plain"),
+            pairs(&[
+                ("DAPR_HTTP_PORT", "3500"),
+                ("DAPR_GRPC_PORT", "34904"),
+                ("runtime_GRPC_PORT", "34904")
+            ]),
+            "native {native}"
+        );
+        assert_eq!(
+            app("own"),
+            pairs(&[
+                ("DAPR_HTTP_PORT", "3600"),
+                ("X", "1"),
+                ("DAPR_GRPC_PORT", "34904"),
+                ("runtime_GRPC_PORT", "34904")
+            ]),
+            "the pod's own value wins (native {native})"
+        );
+        let sidecar_env = sidecar(&doc, native).env.unwrap_or_default();
+        assert!(
+            sidecar_env.iter().all(|e| e.name != "DAPR_HTTP_PORT"),
+            "not on the sidecar"
         );
     }
 }

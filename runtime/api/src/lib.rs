@@ -1,19 +1,32 @@
-//! The gRPC API applications call: Layotto's `spec.proto.runtime.v1.Runtime` and Dapr's
-//! `dapr.proto.runtime.v1.Dapr` (`InvokeService` on both, served by one handler; `SayHello` on
-//! Layotto's), with server reflection, behind tower layers in data-path order. It decodes a call
-//! into an `RpcRequest` with its deadline, hands it to the live invoker, and maps the outcome
-//! to a gRPC response or status. Not for what happens after the invoker (filters, channels).
+//! The APIs applications call. On the gRPC port: Layotto's `spec.proto.runtime.v1.Runtime` and
+//! Dapr's `dapr.proto.runtime.v1.Dapr` (`InvokeService` on both, served by one handler;
+//! `SayHello` on Layotto's), with server reflection, and Dapr-style proxying of any other call
+//! carrying `dapr-app-id`, behind tower layers in data-path order. On the HTTP port: Dapr's HTTP
+//! API (health, `/v1.0/invoke`). A call is decoded into an `RpcRequest` with its deadline, handed
+//! to the live invoker, and its outcome mapped to a gRPC or HTTP answer. Not for what happens
+//! after the invoker (filters, channels).
 
+mod grpc_proxy;
+mod http_api;
 mod incoming;
 mod layers;
 mod status;
+mod token;
+
+pub use self::{
+    grpc_proxy::APP_ID_METADATA,
+    http_api::{Health, HttpApi, serve_http_api},
+    token::{API_TOKEN_HEADER, ApiToken},
+};
 
 use std::{panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
-use outrigger_core::{KindLabels, LabelStr, Metrics, ServerLimits, Shutdown, strip_hop_by_hop};
+use outrigger_core::{
+    KindLabels, LabelStr, Metrics, Passthrough, ServerLimits, Shutdown, strip_hop_by_hop,
+};
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
     dapr::proto::{common::v1 as dapr_common, runtime::v1 as dapr},
@@ -188,7 +201,7 @@ fn verb(v: i32) -> Option<Method> {
 
 /// Parses the `grpc-timeout` header value: at most 8 digits and a unit, as the gRPC spec and
 /// tonic have it. Anything else is ignored, as tonic ignores it.
-fn grpc_timeout(v: &str) -> Option<Duration> {
+pub(crate) fn grpc_timeout(v: &str) -> Option<Duration> {
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -208,6 +221,7 @@ fn grpc_timeout(v: &str) -> Option<Duration> {
 /// Metadata that is about the gRPC call itself, never forwarded as a header.
 fn forwardable(name: &str) -> bool {
     !(name.starts_with("grpc-")
+        || name == API_TOKEN_HEADER
         || name == TIMEOUT_METADATA
         || name == "content-type"
         || name == "content-length"
@@ -403,8 +417,8 @@ impl dapr::dapr_server::Dapr for RuntimeApi {
     }
 }
 
-/// Limits of the gRPC server (from `grpc` in the config).
-#[derive(Clone, Copy, Debug)]
+/// Settings of the gRPC server (from `grpc` in the config).
+#[derive(Clone)]
 pub struct GrpcSettings {
     /// Largest message decoded or encoded.
     pub max_message_bytes: usize,
@@ -414,6 +428,11 @@ pub struct GrpcSettings {
     pub max_connections: usize,
     /// HTTP/2 streams one connection may have open at once.
     pub max_concurrent_streams: u32,
+    /// The token every call must carry in `dapr-api-token`; none checked when `None`.
+    pub api_token: Option<ApiToken>,
+    /// Where calls carrying `dapr-app-id` go; without it they reach the services (and most
+    /// answer UNIMPLEMENTED).
+    pub passthrough: Option<Arc<dyn Passthrough>>,
 }
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take, so that a
@@ -443,8 +462,9 @@ pub async fn serve(
     let dapr_svc = dapr::dapr_server::DaprServer::new(api.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    // In data-path order: request id, metrics, tracing span, concurrency limit, then the
-    // answer for rpcs not served; message size limits sit on each service.
+    // In data-path order: request id, metrics, tracing span, the API token (checked, and
+    // removed from every call), concurrency limit, calls for another app (`dapr-app-id`)
+    // proxied, then the answer for rpcs not served; message size limits sit on each service.
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -461,9 +481,15 @@ pub async fn serve(
                 tracing::debug_span!("grpc", path = %req.uri().path(), request_id = %id)
             }),
         )
+        .layer(token::GrpcTokenLayer {
+            token: grpc.api_token.clone(),
+        })
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             grpc.max_concurrent_requests,
         ))
+        .layer(grpc_proxy::GrpcProxyLayer {
+            passthrough: grpc.passthrough.clone(),
+        })
         .layer(layers::UnimplementedLayer);
     let mut router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(grpc.max_concurrent_streams))

@@ -104,6 +104,7 @@ fn from_frame(answer: bolt::Frame) -> Result<RpcResponse, InvokeError> {
     };
     if status == bolt::status::SUCCESS {
         return Ok(RpcResponse {
+            status: http::StatusCode::OK,
             content_type: String::new(),
             data: answer.content,
             headers: http_headers(&answer.headers),

@@ -202,6 +202,7 @@ fn from_frame(answer: &dubbo::Frame, limits: &Limits) -> Result<RpcResponse, Inv
             format!("upstream threw {}", dubbo::describe_exception(&e)),
         )),
         dubbo::RawOutcome::Value(data) => Ok(RpcResponse {
+            status: http::StatusCode::OK,
             content_type: String::new(),
             data,
             headers,

@@ -1,14 +1,15 @@
 //! The HTTP channel: an invoke call becomes an HTTP/1.1 request (path = method, header `id` =
 //! target id, verb and query string from the HTTP extension, metadata as headers) on a pooled
 //! connection to the proxy core, and the response becomes the call's answer. Non-2xx answers
-//! are errors. The proxy core's own failures come back typed from a named in-process listener,
+//! are errors, unless the request asks for them as answers ([`NonSuccess::Answer`], Dapr's
+//! HTTP API). The proxy core's own failures come back typed from a named in-process listener,
 //! and marked with `x-outrigger-error` from a listener reached over a socket.
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Uri, header};
 
 use outrigger_core::{Cause, ERROR_HEADER, Metrics, ProxyError, TIMEOUT_HEADER, strip_hop_by_hop};
-use outrigger_invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse};
+use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, RpcResponse};
 use outrigger_pool::{Dial, ExchangeError, Http1Connector, Http1Pool, PoolSettings, exchange};
 
 use crate::{CHANNEL_IDLE_TIMEOUT, Carrier};
@@ -48,11 +49,12 @@ impl HttpChannel {
 impl Carrier for HttpChannel {
     async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
+        let non_success = req.non_success;
         let http_req = to_http(req, self.host.as_ref())?;
         let resp = exchange(&self.pool, &self.dial, http_req, deadline)
             .await
             .map_err(classify)?;
-        from_http(resp)
+        from_http(resp, non_success)
     }
 }
 
@@ -120,7 +122,10 @@ fn to_http(req: RpcRequest, host: Option<&HeaderValue>) -> Result<Request<Bytes>
 }
 
 /// Turns the HTTP response into the call's answer or error.
-fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
+fn from_http(
+    resp: http::Response<Bytes>,
+    non_success: NonSuccess,
+) -> Result<RpcResponse, InvokeError> {
     let (mut parts, body) = resp.into_parts();
     // A proxy listener reached over a socket marks its own answers.
     if let Some(cause) = parts
@@ -135,7 +140,7 @@ fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
             message,
         ));
     }
-    if !parts.status.is_success() {
+    if !parts.status.is_success() && non_success == NonSuccess::Error {
         return Err(InvokeError::new(
             ErrorKind::Unavailable,
             format!("upstream answered {}: {}", parts.status, quote(&body)),
@@ -150,6 +155,7 @@ fn from_http(resp: http::Response<Bytes>) -> Result<RpcResponse, InvokeError> {
         .unwrap_or_default()
         .to_owned();
     Ok(RpcResponse {
+        status: parts.status,
         content_type,
         data: body,
         headers: parts.headers,
@@ -163,4 +169,36 @@ fn quote(body: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+
+    fn answer(status: u16, marker: Option<&'static str>) -> http::Response<Bytes> {
+        let mut r = http::Response::new(Bytes::from_static(b"nope"));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or_default();
+        if let Some(m) = marker {
+            r.headers_mut()
+                .insert(ERROR_HEADER, HeaderValue::from_static(m));
+        }
+        r
+    }
+
+    #[test]
+    fn non_2xx_is_an_error_or_the_answer_as_the_request_asks() {
+        let e = from_http(answer(404, None), NonSuccess::Error).expect_err("an error");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.message(), "upstream answered 404 Not Found: nope");
+
+        let a = from_http(answer(404, None), NonSuccess::Answer).expect("the answer");
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert_eq!(a.data, Bytes::from_static(b"nope"));
+
+        // The proxy's own failure stays an error in both modes.
+        let e = from_http(answer(404, Some("no_route")), NonSuccess::Answer).expect_err("proxy");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
 }

@@ -133,9 +133,9 @@ async fn build_one(
         Protocol::Dubbo => {
             InvokeService::new(Channel::new(dubbo::DubboChannel::new(dial, cfg, metrics)))
         }
-        Protocol::Auto => {
+        Protocol::Auto | Protocol::Http2 => {
             return Err(format!(
-                "channel {}: \"auto\" is only for listeners",
+                "channel {}: a channel speaks http, bolt or dubbo",
                 cfg.protocol
             ));
         }

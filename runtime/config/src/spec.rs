@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_GRPC_ADDRESS: &str = "127.0.0.1:34904";
 /// Default admin HTTP address.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:34999";
+/// Default address of Dapr's HTTP API (Dapr's own port).
+pub const DEFAULT_HTTP_API_ADDRESS: &str = "127.0.0.1:3500";
+/// Environment variable that sets the API token of both APIs when the config sets none (Dapr's).
+pub const API_TOKEN_ENV: &str = "DAPR_API_TOKEN";
 /// Default per-request timeout when neither the caller nor the route says otherwise.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
 
@@ -21,6 +25,9 @@ pub struct RuntimeConfigSpec {
     /// The gRPC API applications call.
     #[serde(default)]
     pub grpc: GrpcConfig,
+    /// Dapr's HTTP API: health endpoints and service invocation (`/v1.0/invoke/...`).
+    #[serde(default)]
+    pub http_api: HttpApiConfig,
     /// The admin HTTP endpoint: health, readiness, metrics and the config dump.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -61,6 +68,27 @@ pub struct GrpcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrent_streams: Option<u32>,
+    /// When set, every call must carry this value in the metadata `dapr-api-token`, else it is
+    /// refused with `UNAUTHENTICATED`; the token is never forwarded. Default: the environment
+    /// variable `DAPR_API_TOKEN` of the sidecar, else no token check. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+}
+
+/// Dapr's HTTP API server (`/v1.0/healthz`, `/v1.0/healthz/outbound`,
+/// `/v1.0/invoke/{app-id}/method/{path}` and the `dapr-app-id` header form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpApiConfig {
+    /// `host:port`. Default `127.0.0.1:3500` (Dapr's port); `null` turns the HTTP API off.
+    #[serde(default = "default_http_api_address")]
+    pub address: Option<String>,
+    /// When set, every request but the health endpoints must carry this value in the header
+    /// `dapr-api-token`, else it is refused with 401; the token is never forwarded. Default:
+    /// the environment variable `DAPR_API_TOKEN` of the sidecar, else no token check. Read at
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
 }
 
 impl GrpcConfig {
@@ -216,6 +244,9 @@ pub enum Protocol {
     Bolt,
     /// Dubbo 2 with Hessian2 bodies.
     Dubbo,
+    /// Clusters only: HTTP/2 without TLS (h2c), as gRPC servers speak it. Requests are streamed
+    /// both ways; gRPC calls proxied for `dapr-app-id` metadata go to such clusters.
+    Http2,
     /// Listeners only: each connection's protocol is told from its first bytes (`0x01`/`0x02`
     /// Bolt, `0xdabb` Dubbo, anything else HTTP/1.1).
     Auto,
@@ -231,6 +262,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Bolt => "bolt",
             Protocol::Dubbo => "dubbo",
+            Protocol::Http2 => "http2",
             Protocol::Auto => "auto",
         }
     }
@@ -332,6 +364,7 @@ pub struct ListenerConfig {
     /// The protocol the listener decodes: `http`, `bolt`, `dubbo`, or `auto` to tell each
     /// connection's protocol from its first bytes.
     #[serde(default)]
+    #[schemars(schema_with = "listener_protocol")]
     pub protocol: Protocol,
     /// Also accept connections on this `host:port` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -774,9 +807,10 @@ pub enum LbPolicy {
 pub struct ClusterConfig {
     /// Unique name, referenced by routes.
     pub name: String,
-    /// The protocol spoken to the hosts: `http`, `bolt` or `dubbo`.
+    /// The protocol spoken to the hosts: `http`, `bolt`, `dubbo`, or `http2` (h2c, for gRPC
+    /// services; requests are streamed and never retried).
     #[serde(default)]
-    #[schemars(schema_with = "wire_protocol")]
+    #[schemars(schema_with = "cluster_protocol")]
     pub protocol: Protocol,
     /// How a host is chosen for each request.
     #[serde(default)]
@@ -937,6 +971,16 @@ impl Default for GrpcConfig {
             max_concurrent_requests: default_max_concurrent_requests(),
             max_connections: None,
             max_concurrent_streams: None,
+            api_token: None,
+        }
+    }
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        Self {
+            address: default_http_api_address(),
+            api_token: None,
         }
     }
 }
@@ -962,6 +1006,9 @@ impl Default for RpcConfig {
 
 fn default_grpc_address() -> String {
     DEFAULT_GRPC_ADDRESS.to_owned()
+}
+fn default_http_api_address() -> Option<String> {
+    Some(DEFAULT_HTTP_API_ADDRESS.to_owned())
 }
 fn default_admin_address() -> String {
     DEFAULT_ADMIN_ADDRESS.to_owned()
@@ -1028,6 +1075,20 @@ fn default_breaker_max_retries() -> u32 {
 /// protocols.
 fn wire_protocol(_: &mut SchemaGenerator) -> Schema {
     let names: Vec<&str> = Protocol::WIRE.iter().map(|p| p.as_str()).collect();
+    json_schema!({ "type": "string", "enum": names })
+}
+
+/// What a cluster speaks: the wire protocols and `http2`.
+fn cluster_protocol(_: &mut SchemaGenerator) -> Schema {
+    let mut names: Vec<&str> = Protocol::WIRE.iter().map(|p| p.as_str()).collect();
+    names.push(Protocol::Http2.as_str());
+    json_schema!({ "type": "string", "enum": names })
+}
+
+/// What a listener decodes: the wire protocols and `auto`.
+fn listener_protocol(_: &mut SchemaGenerator) -> Schema {
+    let mut names: Vec<&str> = Protocol::WIRE.iter().map(|p| p.as_str()).collect();
+    names.push(Protocol::Auto.as_str());
     json_schema!({ "type": "string", "enum": names })
 }
 

@@ -122,6 +122,20 @@ impl Validator {
         if let Err(e) = check_socket_addr(&spec.admin.address) {
             self.err("admin.address", e);
         }
+        if let Some(a) = &spec.http_api.address {
+            if let Err(e) = check_socket_addr(a) {
+                self.err("httpApi.address", e);
+            } else if !a.ends_with(":0") && (*a == spec.admin.address || *a == *grpc) {
+                self.err(
+                    "httpApi.address",
+                    format!(
+                        "address \"{a}\" is already used by the gRPC API or the admin endpoint"
+                    ),
+                );
+            }
+        }
+        self.api_token("grpc.apiToken", spec.grpc.api_token.as_deref());
+        self.api_token("httpApi.apiToken", spec.http_api.api_token.as_deref());
 
         if spec.rpc.timeout_ms == 0 {
             self.err("rpc.timeoutMs", "must be greater than 0");
@@ -178,6 +192,14 @@ impl Validator {
         self.unique_names("clusters", spec.clusters.iter().map(|c| c.name.as_str()));
         for (i, c) in spec.clusters.iter().enumerate() {
             self.cluster(&format!("clusters[{i}]"), c);
+        }
+    }
+
+    fn api_token(&mut self, path: &str, token: Option<&str>) {
+        if let Some(t) = token
+            && let Err(e) = check_api_token(t)
+        {
+            self.err(path, e);
         }
     }
 
@@ -258,11 +280,16 @@ impl Validator {
     }
 
     fn channel(&mut self, path: &str, c: &ChannelConfig, spec: &RuntimeConfigSpec) {
-        if c.protocol == Protocol::Auto {
-            self.err(
+        match c.protocol {
+            Protocol::Auto => self.err(
                 format!("{path}.protocol"),
                 "\"auto\" is only for listeners: a channel speaks http, bolt or dubbo",
-            );
+            ),
+            Protocol::Http2 => self.err(
+                format!("{path}.protocol"),
+                "\"http2\" is only for clusters: a channel speaks http, bolt or dubbo",
+            ),
+            _ => {}
         }
         if c.size == 0 {
             self.err(format!("{path}.size"), "must be at least 1");
@@ -304,6 +331,12 @@ impl Validator {
     fn listener(&mut self, path: &str, l: &ListenerConfig, tables: &HashSet<&str>) {
         if l.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");
+        }
+        if l.protocol == Protocol::Http2 {
+            self.err(
+                format!("{path}.protocol"),
+                "\"http2\" is only for clusters: a listener decodes http, bolt, dubbo or auto",
+            );
         }
         if let Some(a) = &l.address
             && let Err(e) = check_socket_addr(a)
@@ -471,7 +504,7 @@ impl Validator {
         if c.protocol == Protocol::Auto {
             self.err(
                 format!("{path}.protocol"),
-                "\"auto\" is only for listeners: a cluster speaks http, bolt or dubbo",
+                "\"auto\" is only for listeners: a cluster speaks http, http2, bolt or dubbo",
             );
         }
         self.heartbeat(&format!("{path}.heartbeat"), &c.heartbeat);
@@ -534,6 +567,19 @@ impl Validator {
 }
 
 /// An IP socket address such as `127.0.0.1:34904` or `[::1]:80`.
+/// An API token: 1 to 4096 bytes of visible ASCII, so that it fits a header value as is.
+fn check_api_token(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 4096 {
+        return Err("must be 1 to 4096 characters".to_owned());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be visible ASCII without spaces (it is sent as a header value)".to_owned(),
+        );
+    }
+    Ok(())
+}
+
 fn check_socket_addr(s: &str) -> Result<(), String> {
     s.parse::<std::net::SocketAddr>()
         .map(|_| ())

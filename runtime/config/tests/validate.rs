@@ -234,7 +234,7 @@ clusters:
                 "rpc.channels[1].heartbeat.intervalMs: must be 0 (no heartbeats) or at least 100",
                 "rpc.channels[1].heartbeat.misses: must be at least 1",
                 "rpc.channels[2].ext.class: must be a class name of 1 to 4096 bytes",
-                "clusters[0].protocol: \"auto\" is only for listeners: a cluster speaks http, bolt or dubbo",
+                "clusters[0].protocol: \"auto\" is only for listeners: a cluster speaks http, http2, bolt or dubbo",
                 "clusters[0].heartbeat.intervalMs: must be 0 (no heartbeats) or at least 100",
             ],
         ),
@@ -672,4 +672,53 @@ fn bad_resilience_settings_are_listed_with_their_paths() {
         "{:?}",
         errors(&unknown)
     );
+}
+
+#[test]
+fn http_api_defaults_to_daprs_port_and_null_turns_it_off() {
+    let spec = load_yaml("rpc: {channels: [{listener: \"127.0.0.1:12221\"}]}").expect("valid");
+    assert_eq!(spec.http_api.address.as_deref(), Some("127.0.0.1:3500"));
+    assert_eq!(spec.http_api.api_token, None);
+    assert_eq!(spec.grpc.api_token, None);
+    let off = load_yaml(
+        "httpApi: {address: null}\ngrpc: {apiToken: s3cret}\nrpc: {channels: [{listener: \"127.0.0.1:12221\"}]}",
+    )
+    .expect("valid");
+    assert_eq!(off.http_api.address, None);
+    assert_eq!(off.grpc.api_token.as_deref(), Some("s3cret"));
+    let again = load_yaml(&to_yaml(&off)).expect("round trip");
+    assert_eq!(again, off, "an API turned off stays off when rendered");
+}
+
+#[test]
+fn http_api_tokens_and_http2_are_checked() {
+    let yaml = r#"
+grpc: {apiToken: ""}
+httpApi: {address: "127.0.0.1:34999", apiToken: "has space"}
+rpc:
+  channels:
+    - {protocol: http2, listener: l}
+listeners: [{name: l, protocol: http2, routeTable: t}]
+routeTables: [{name: t, routes: [{cluster: g}]}]
+clusters: [{name: g, protocol: http2, hosts: [{address: "127.0.0.1:50051"}]}]
+"#;
+    assert_eq!(
+        errors(yaml),
+        [
+            "httpApi.address: address \"127.0.0.1:34999\" is already used by the gRPC API or the admin endpoint",
+            "grpc.apiToken: must be 1 to 4096 characters",
+            "httpApi.apiToken: must be visible ASCII without spaces (it is sent as a header value)",
+            "rpc.channels[0].protocol: \"http2\" is only for clusters: a channel speaks http, bolt or dubbo",
+            "listeners[0].protocol: \"http2\" is only for clusters: a listener decodes http, bolt, dubbo or auto",
+        ]
+    );
+    let good = r#"
+httpApi: {address: "127.0.0.1:0", apiToken: "t0k3n"}
+rpc: {channels: [{listener: l}]}
+listeners: [{name: l, routeTable: t}]
+routeTables: [{name: t, routes: [{match: {headers: [{name: id, exact: orders}]}, cluster: g}]}]
+clusters: [{name: g, protocol: http2, hosts: [{address: "127.0.0.1:50051"}]}]
+"#;
+    let spec = load_yaml(good).expect("http2 clusters are valid");
+    assert_eq!(spec.clusters[0].protocol, Protocol::Http2);
 }

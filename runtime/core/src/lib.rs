@@ -1,11 +1,12 @@
 //! The bottom layer of Outrigger's data plane: what every other layer shares and none owns — the
 //! one classification of request failures ([`Cause`]) and the typed failure the proxy core hands
 //! an in-process caller ([`ProxyError`]), the markers that carry it over a wire, HTTP header
-//! helpers, the shutdown signal passed down to every server, the one accept loop, and the
+//! helpers, the streaming pass-through interface the proxy core offers the gRPC edge, the shutdown signal passed down to every server, the one accept loop, and the
 //! metric families. Nothing here knows about pools, the proxy, channels or the gRPC API.
 
 mod error;
 mod metrics;
+mod passthrough;
 mod serve;
 mod shutdown;
 mod wire;
@@ -17,6 +18,7 @@ pub use self::{
         LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, ProtocolLabels, ProxyLabels,
         RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel, XprotocolLabels,
     },
+    passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody},
     serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,
     wire::{

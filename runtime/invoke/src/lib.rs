@@ -12,8 +12,9 @@ mod stack;
 pub use self::{
     error::{ErrorKind, InvokeError},
     request::{
-        DubboCall, GROUP_METADATA, InvokeService, PARAMETER_TYPES_METADATA, PROTOCOL_METADATA,
-        REQUEST_TYPE_METADATA, RpcRequest, RpcResponse, SERVICE_VERSION_METADATA,
+        DubboCall, GROUP_METADATA, InvokeService, NonSuccess, PARAMETER_TYPES_METADATA,
+        PROTOCOL_METADATA, REQUEST_TYPE_METADATA, RpcRequest, RpcResponse,
+        SERVICE_VERSION_METADATA,
     },
     stack::{Invoker, Invokers, deadline_after},
 };

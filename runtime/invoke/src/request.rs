@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use outrigger_config::Protocol;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
@@ -52,6 +52,21 @@ pub struct RpcRequest {
     pub one_way: bool,
     /// How a Dubbo channel describes the call.
     pub dubbo: DubboCall,
+    /// What the HTTP channel makes of an upstream's non-2xx answer: an error (`InvokeService`)
+    /// or the answer itself, status and all (Dapr's HTTP API). The proxy's own failures (no
+    /// route, connect failure, timeout) are errors either way.
+    pub non_success: NonSuccess,
+}
+
+/// What the HTTP channel makes of an upstream's non-2xx answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonSuccess {
+    /// An `Unavailable` error quoting the status and body (`InvokeService` semantics).
+    #[default]
+    Error,
+    /// The response, with its status in [`RpcResponse::status`] (Dapr's HTTP API: an app's 404
+    /// is the caller's 404).
+    Answer,
 }
 
 /// The parts of a Dubbo call that are not its arguments.
@@ -82,6 +97,7 @@ impl RpcRequest {
             protocol: None,
             one_way: false,
             dubbo: DubboCall::default(),
+            non_success: NonSuccess::Error,
         }
     }
 
@@ -141,6 +157,9 @@ fn text(v: &HeaderValue) -> &str {
 /// What the channel brought back.
 #[derive(Clone, Debug, Default)]
 pub struct RpcResponse {
+    /// The upstream's HTTP status: 200 for Bolt and Dubbo answers; anything but a 2xx only when
+    /// the request asked for [`NonSuccess::Answer`].
+    pub status: StatusCode,
     /// Content type of `data`.
     pub content_type: String,
     /// The payload.

@@ -2,11 +2,13 @@
 //! where connections go ([`Dial`]: a TCP address, a unix socket, or a listener in this process
 //! reached through the [`LocalListeners`] interface the proxy core implements), the bounded
 //! pool ([`Pool`]) with one HTTP/1.1 exchange on it ([`exchange`]), and the multiplexed pool
-//! for Bolt and Dubbo ([`MuxPool`]) with its framing loops. Every error a pool returns knows
+//! for Bolt and Dubbo ([`MuxPool`]) with its framing loops, and the h2c connection of a streaming
+//! upstream ([`H2Pool`]). Every error a pool returns knows
 //! its [`outrigger_core::Cause`].
 
 mod bounded;
 mod dial;
+mod h2;
 mod http1;
 mod local;
 mod mux;
@@ -15,6 +17,7 @@ mod wait;
 pub use self::{
     bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
     dial::{ConnectError, Dial, Io, Open},
+    h2::{H2Error, H2Pool},
     http1::{ExchangeError, Http1Conn, Http1Connector, Http1Pool, MAX_BODY_BYTES, exchange},
     local::{LocalHttp, LocalListeners},
     mux::{

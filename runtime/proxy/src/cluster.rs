@@ -1,5 +1,6 @@
 //! Clusters: a named group of upstream hosts, each with its own bounded connection pool (an
-//! HTTP/1.1 pool, or a multiplexed one for Bolt and Dubbo clusters), a load balancer over
+//! HTTP/1.1 pool, a multiplexed one for Bolt and Dubbo clusters, one h2c connection for http2
+//! clusters), a load balancer over
 //! them, and DNS names resolved at build and re-resolved periodically (a host that survives a
 //! refresh keeps its pool), plus the cluster's resilience state: its outlier detector (picks
 //! skip ejected hosts) and circuit breaker (its cap on connection waiters is shared by the
@@ -21,7 +22,8 @@ use outrigger_config::{ClusterConfig, Protocol};
 
 use outrigger_core::{Cause, Metrics, NameLabels, ProxyError};
 use outrigger_pool::{
-    Bolt, Dial, Dubbo, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings, PoolSettings,
+    Bolt, Dial, Dubbo, H2Pool, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings,
+    PoolSettings,
 };
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
@@ -63,6 +65,8 @@ pub(crate) enum UpstreamPool {
     Bolt(MuxPool<Bolt>),
     /// Dubbo: multiplexed.
     Dubbo(MuxPool<Dubbo>),
+    /// HTTP/2 (h2c): one connection, streams bounded by `maxConnections`.
+    Http2(H2Pool),
 }
 
 impl std::fmt::Debug for Host {
@@ -237,6 +241,7 @@ impl Cluster {
                 &self.metrics,
                 waiters,
             )),
+            Protocol::Http2 => UpstreamPool::Http2(H2Pool::new(dial.clone(), size)),
             Protocol::Http | Protocol::Auto => UpstreamPool::Http(Http1Pool::with_wait_limit(
                 PoolSettings {
                     name,

@@ -5,7 +5,8 @@
 //! protocol, with the same resilience for each: outlier detection, circuit breakers, retry
 //! budgets and local rate limits. The routing state is one immutable snapshot swapped atomically on reload; a request
 //! keeps the snapshot it started with. The proxy implements the pools' [`LocalListeners`]
-//! interface, so channels reach its named listeners without knowing it. Not for the gRPC API or
+//! interface, so channels reach its named listeners without knowing it, and the core's
+//! [`outrigger_core::Passthrough`] ([`Streams`]): gRPC calls proxied to h2c (`http2`) clusters. Not for the gRPC API or
 //! the invoke filters, which sit in front of it.
 
 mod bolt;
@@ -19,6 +20,7 @@ mod lb;
 mod limits;
 mod listener;
 mod outlier;
+mod passthrough;
 mod ratelimit;
 mod resilience;
 mod route;
@@ -36,8 +38,8 @@ use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
 
-pub use self::snapshot::ProxySnapshot;
 use self::{listener::BoundListener, snapshot::Shared};
+pub use self::{passthrough::Streams, snapshot::ProxySnapshot};
 
 /// Buffer of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 64 * 1024;
@@ -131,6 +133,13 @@ impl ProxyCore {
         }
     }
 
+    /// The handle the gRPC edge hands streamed pass-through requests to.
+    pub fn streams(&self) -> Streams {
+        Streams {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The handle channels use to reach named listeners.
     pub fn in_process(&self) -> InProcess {
         InProcess {
@@ -195,6 +204,11 @@ impl ProxyCore {
             .iter()
             .map(|b| (b.name().to_owned(), b.local_addr()))
             .collect()
+    }
+
+    /// Whether the live config has a listener of this name.
+    pub fn has_listener(&self, name: &str) -> bool {
+        self.shared.live.load().listeners.contains_key(name)
     }
 
     /// Resolved addresses of a cluster in the live config.

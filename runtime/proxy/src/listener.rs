@@ -43,7 +43,8 @@ pub(crate) async fn serve<I: Io>(
 ) {
     let protocol = shared.live.load().listener_protocol(&listener);
     match protocol {
-        Protocol::Http => serve_http(io, listener, shared, limits).await,
+        // Validation keeps http2 off listeners; such a listener would decode HTTP/1.1.
+        Protocol::Http | Protocol::Http2 => serve_http(io, listener, shared, limits).await,
         Protocol::Bolt => {
             xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared, limits).await;
         }

@@ -26,6 +26,9 @@ pub struct ProxySnapshot {
     pub(crate) clusters: HashMap<String, Arc<Cluster>>,
     /// Rate limits of the listeners that have one.
     pub(crate) listener_limits: HashMap<Arc<str>, TokenBucket>,
+    /// The route table of streamed pass-through requests (gRPC calls for `dapr-app-id`): the
+    /// one of the listener the `http` channel reaches by name.
+    pub(crate) passthrough: Option<Arc<RouteTable>>,
 }
 
 impl ProxySnapshot {
@@ -88,12 +91,20 @@ impl ProxySnapshot {
                 )),
             }
         }
+        let passthrough = spec
+            .rpc
+            .channels
+            .iter()
+            .find(|c| c.protocol == Protocol::Http)
+            .and_then(|c| listeners.get(c.listener.as_str()))
+            .cloned();
         if errors.is_empty() {
             Ok(Self {
                 listeners,
                 protocols,
                 clusters,
                 listener_limits,
+                passthrough,
             })
         } else {
             Err(errors)

@@ -51,6 +51,8 @@ pub struct Overrides {
     pub grpc_address: Option<String>,
     /// Replaces `admin.address`.
     pub admin_address: Option<String>,
+    /// Replaces `httpApi.address`.
+    pub http_api_address: Option<String>,
 }
 
 impl Overrides {
@@ -61,6 +63,9 @@ impl Overrides {
         }
         if let Some(a) = &self.admin_address {
             spec.admin.address.clone_from(a);
+        }
+        if let Some(a) = &self.http_api_address {
+            spec.http_api.address = Some(a.clone());
         }
     }
 }

@@ -201,6 +201,7 @@ pub fn config(hosts: &[SocketAddr], extra_rpc: &str, route_extra: &str) -> Strin
         r#"
 grpc: {{address: "127.0.0.1:0"}}
 admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
 rpc:
   timeoutMs: 3000
 {extra_rpc}
@@ -234,8 +235,13 @@ pub async fn start(yaml: &str) -> Running {
     start_with(yaml, Options::default()).await
 }
 
-pub async fn start_with(yaml: &str, options: Options) -> Running {
+pub async fn start_with(yaml: &str, mut options: Options) -> Running {
     let spec = outrigger_config::load_yaml(yaml).expect("valid test config");
+    // Tests run side by side: a config that leaves Dapr's HTTP API on its default port gets an
+    // ephemeral one.
+    if !yaml.contains("httpApi") && options.overrides.http_api_address.is_none() {
+        options.overrides.http_api_address = Some("127.0.0.1:0".to_owned());
+    }
     let metrics = Metrics::new();
     let sidecar = Sidecar::start(spec, options, metrics.clone())
         .await
