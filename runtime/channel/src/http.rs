@@ -5,10 +5,14 @@
 //! HTTP API). The proxy core's own failures come back typed from a named in-process listener,
 //! and marked with `x-outrigger-error` from a listener reached over a socket.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Uri, header};
 
-use outrigger_core::{Cause, ERROR_HEADER, Metrics, ProxyError, TIMEOUT_HEADER, strip_hop_by_hop};
+use http_body_util::BodyExt;
+use outrigger_core::{
+    Cause, ERROR_HEADER, Metrics, ProxyError, StreamBody, TIMEOUT_HEADER, full_body,
+    strip_hop_by_hop,
+};
 use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, RpcResponse};
 use outrigger_pool::{Dial, ExchangeError, Http1Connector, Http1Pool, PoolSettings, exchange};
 
@@ -19,6 +23,8 @@ const MAX_QUOTED_BODY: usize = 1024;
 
 /// The HTTP channel service.
 pub(crate) struct HttpChannel {
+    /// Answers larger than this are refused (`grpc.maxMessageBytes`).
+    max_answer_bytes: usize,
     pool: Http1Pool,
     dial: Dial,
     /// The `Host` header: the target's authority on a socket; none for a listener in this
@@ -27,7 +33,7 @@ pub(crate) struct HttpChannel {
 }
 
 impl HttpChannel {
-    pub(crate) fn new(dial: Dial, size: usize, metrics: &Metrics) -> Self {
+    pub(crate) fn new(dial: Dial, size: usize, max_answer_bytes: usize, metrics: &Metrics) -> Self {
         let pool = Http1Pool::new(
             PoolSettings {
                 name: "channel/http".to_owned(),
@@ -42,7 +48,12 @@ impl HttpChannel {
             Dial::Tcp { addr, .. } => HeaderValue::from_str(&addr.to_string()).ok(),
             Dial::Unix(_) => Some(HeaderValue::from_static("localhost")),
         };
-        Self { pool, dial, host }
+        Self {
+            max_answer_bytes,
+            pool,
+            dial,
+            host,
+        }
     }
 }
 
@@ -50,12 +61,50 @@ impl Carrier for HttpChannel {
     async fn call(&self, req: RpcRequest) -> Result<RpcResponse, InvokeError> {
         let deadline = req.deadline;
         let non_success = req.non_success;
-        let http_req = to_http(req, self.host.as_ref())?;
+        let http_req = to_http(req, self.host.as_ref())?.map(full_body);
         let resp = exchange(&self.pool, &self.dial, http_req, deadline)
             .await
             .map_err(classify)?;
+        let resp = read_answer(resp, self.max_answer_bytes).await?;
         from_http(resp, non_success)
     }
+}
+
+/// Reads the answer's body whole, refusing as soon as it is known to be larger than `max`
+/// bytes — from its `content-length`, or once that many bytes have come — without reading
+/// the rest (the connection it came on is closed, not reused).
+async fn read_answer(
+    resp: http::Response<StreamBody>,
+    max: usize,
+) -> Result<http::Response<Bytes>, InvokeError> {
+    let too_big = |size: Option<u64>| {
+        let size = size.map_or_else(String::new, |n| format!(" of {n} bytes"));
+        InvokeError::new(
+            ErrorKind::ResourceExhausted,
+            format!("the answer{size} is larger than grpc.maxMessageBytes ({max} bytes)"),
+        )
+    };
+    let (parts, mut body) = resp.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_big(Some(len)));
+    }
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| InvokeError::new(ErrorKind::Unavailable, format!("http channel: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > max {
+                return Err(too_big(None));
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(http::Response::from_parts(parts, read.freeze()))
 }
 
 fn classify(e: ExchangeError) -> InvokeError {

@@ -125,7 +125,10 @@ async fn build_one(
     let size = usize::try_from(cfg.size).unwrap_or(usize::MAX);
     Ok(match cfg.protocol {
         Protocol::Http => {
-            InvokeService::new(Channel::new(http::HttpChannel::new(dial, size, metrics)))
+            let max_answer = usize::try_from(spec.grpc.max_message_bytes).unwrap_or(usize::MAX);
+            InvokeService::new(Channel::new(http::HttpChannel::new(
+                dial, size, max_answer, metrics,
+            )))
         }
         Protocol::Bolt => {
             InvokeService::new(Channel::new(bolt::BoltChannel::new(dial, cfg, metrics)))

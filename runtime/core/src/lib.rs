@@ -18,7 +18,7 @@ pub use self::{
         LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, ProtocolLabels, ProxyLabels,
         RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel, XprotocolLabels,
     },
-    passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody},
+    passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
     serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,
     wire::{

@@ -19,6 +19,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A streamed HTTP body (data frames, then trailers), type-erased.
 pub type StreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A body of bytes already in memory, as a [`StreamBody`].
+pub fn full_body(bytes: Bytes) -> StreamBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// The future of one forwarded request.
 pub type PassthroughFuture =
     Pin<Box<dyn Future<Output = Result<Response<StreamBody>, ProxyError>> + Send + 'static>>;

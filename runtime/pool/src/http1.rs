@@ -6,24 +6,27 @@
 //! pool slot like any connection, and the proxy core treats the request exactly as one its
 //! listener decoded.
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
-use outrigger_core::{Cause, Failure, ProxyError};
+use outrigger_core::{BoxError, Cause, Failure, ProxyError, StreamBody};
 use tokio::time::Instant;
 
 use crate::{
-    bounded::{Connector, Pool, PoolError},
+    bounded::{Connector, Pool, PoolError, Pooled},
     dial::{ConnectError, Dial, Open},
     local::LocalHttp,
 };
-
-/// Largest body read from an HTTP peer.
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Opens HTTP/1.1 client connections.
 pub struct Http1Connector {
@@ -34,7 +37,7 @@ pub struct Http1Connector {
 /// One pooled HTTP connection.
 pub enum Http1Conn {
     /// HTTP/1.1 on a socket.
-    Wire(SendRequest<Full<Bytes>>),
+    Wire(SendRequest<StreamBody>),
     /// A named listener in this process, reached without a socket.
     InProcess(Arc<dyn LocalHttp>),
 }
@@ -93,9 +96,6 @@ pub enum ExchangeError {
         #[source]
         source: hyper::Error,
     },
-    /// The response body was larger than allowed or broke off.
-    #[error("reading the response body from {target} failed: {message}")]
-    Body { target: String, message: String },
     /// The deadline passed before the response was complete.
     #[error("no complete response from {target} before the deadline")]
     Timeout { target: String },
@@ -109,43 +109,36 @@ impl Failure for ExchangeError {
     fn cause(&self) -> Cause {
         match self {
             ExchangeError::Pool(e) => e.cause(),
-            ExchangeError::Reset { .. } | ExchangeError::Body { .. } => Cause::Reset,
+            ExchangeError::Reset { .. } => Cause::Reset,
             ExchangeError::Timeout { .. } => Cause::Timeout,
             ExchangeError::Local(e) => e.cause(),
         }
     }
 }
 
-/// Sends `req` on a pooled connection and reads the whole response by `deadline`. A request
-/// that a reused connection refused before sending anything (the peer had closed it while idle)
-/// is sent once more on a fresh connection.
+/// Sends `req` on a pooled connection by `deadline` and returns the response as soon as its
+/// head arrived; the body streams from the connection as the caller reads it, and the
+/// connection goes back to the pool only once the body is read to its end (so `size` still
+/// bounds the connections in use). Reading the body past `deadline` fails. A request that a
+/// reused connection refused before sending anything (the peer had closed it while idle) is sent
+/// once more on a fresh connection.
 pub async fn exchange(
     pool: &Http1Pool,
     target: &Dial,
-    req: Request<Bytes>,
+    mut req: Request<StreamBody>,
     deadline: Instant,
-) -> Result<Response<Bytes>, ExchangeError> {
-    let mut req = req.map(Full::new);
+) -> Result<Response<StreamBody>, ExchangeError> {
     loop {
         let mut conn = pool.get(deadline).await?;
         let reused = conn.reused();
         let sender = match &mut *conn {
             Http1Conn::Wire(sender) => sender,
             Http1Conn::InProcess(listener) => {
-                let (parts, body) = req.into_parts();
-                // A `Full` body is one chunk, ready at once.
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let answer = tokio::time::timeout_at(
-                    deadline,
-                    listener.dispatch(Request::from_parts(parts, body)),
-                )
-                .await;
+                let answer = tokio::time::timeout_at(deadline, listener.dispatch(req)).await;
                 return match answer {
                     Ok(resp) => {
+                        // Nothing is held for the body: the listener streams it from its own
+                        // upstream connection.
                         conn.reuse();
                         resp.map_err(ExchangeError::Local)
                     }
@@ -193,25 +186,78 @@ pub async fn exchange(
             Ok(Ok(resp)) => resp,
         };
         let (parts, body) = resp.into_parts();
-        let body =
-            match tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY_BYTES).collect())
-                .await
-            {
-                Err(_) => {
-                    return Err(ExchangeError::Timeout {
-                        target: target.to_string(),
-                    });
+        let body = PooledBody {
+            body,
+            conn: Some(conn),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            target: target.to_string(),
+        };
+        return Ok(Response::from_parts(parts, body.boxed_unsync()));
+    }
+}
+
+/// A response body streamed from a pooled connection, which it holds until the body ends (then
+/// the connection is reused) or fails or is dropped (then the connection is closed: it may
+/// have unread bytes on it).
+struct PooledBody {
+    body: Incoming,
+    conn: Option<Pooled<Http1Connector>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    target: String,
+}
+
+/// Why a streamed response body failed.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("reading the response body from {target} failed: {source}")]
+    Read {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("the response body from {target} did not end before the deadline")]
+    Timeout { target: String },
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.conn.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+            this.conn = None;
+            return Poll::Ready(Some(Err(Box::new(BodyError::Timeout {
+                target: this.target.clone(),
+            }))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                if let Some(conn) = this.conn.take() {
+                    conn.reuse();
                 }
-                Ok(Err(e)) => {
-                    return Err(ExchangeError::Body {
-                        target: target.to_string(),
-                        message: e.to_string(),
-                    });
-                }
-                Ok(Ok(collected)) => collected.to_bytes(),
-            };
-        conn.reuse();
-        return Ok(Response::from_parts(parts, body));
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(source))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(BodyError::Read {
+                    target: this.target.clone(),
+                    source,
+                }))))
+            }
+            other => other.map_err(|e| -> BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -243,8 +289,8 @@ mod tests {
     impl LocalHttp for Listener {
         fn dispatch(
             &self,
-            req: Request<Bytes>,
-        ) -> BoxFuture<'_, Result<Response<Bytes>, ProxyError>> {
+            req: Request<StreamBody>,
+        ) -> BoxFuture<'_, Result<Response<StreamBody>, ProxyError>> {
             self.seen.lock().push(req.uri().path().to_owned());
             let behaviour = self.behaviour;
             Box::pin(async move {
@@ -297,10 +343,10 @@ mod tests {
         (pool, dial, listener)
     }
 
-    fn req(path: &str) -> Request<Bytes> {
+    fn req(path: &str) -> Request<StreamBody> {
         Request::builder()
             .uri(path)
-            .body(Bytes::from_static(b"payload"))
+            .body(outrigger_core::full_body(Bytes::from_static(b"payload")))
             .expect("request")
     }
 
@@ -312,7 +358,8 @@ mod tests {
             let resp = exchange(&pool, &dial, req(path), deadline)
                 .await
                 .expect("answered");
-            assert_eq!(resp.body(), "payload");
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(body, "payload");
         }
         assert_eq!(*listener.seen.lock(), ["/a", "/b"], "one slot, reused");
     }

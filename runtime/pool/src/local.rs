@@ -6,10 +6,9 @@
 
 use std::{io, sync::Arc};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
-use outrigger_core::ProxyError;
+use outrigger_core::{ProxyError, StreamBody};
 use tokio::io::DuplexStream;
 
 /// The named listeners of this process.
@@ -23,8 +22,12 @@ pub trait LocalListeners: Send + Sync + 'static {
 
 /// One named listener taking decoded HTTP requests.
 pub trait LocalHttp: Send + Sync + 'static {
-    /// Routes and forwards one request: the upstream's response, or the proxy's own failure.
-    fn dispatch(&self, req: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, ProxyError>>;
+    /// Routes and forwards one request: the upstream's response (its body streamed as it
+    /// comes), or the proxy's own failure.
+    fn dispatch(
+        &self,
+        req: Request<StreamBody>,
+    ) -> BoxFuture<'_, Result<Response<StreamBody>, ProxyError>>;
     /// Whether the listener is still in the live config.
     fn is_open(&self) -> bool;
 }

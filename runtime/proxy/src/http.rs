@@ -4,18 +4,21 @@
 //! failures: a listener on a byte stream answers the proxy's own failure with an HTTP status and
 //! the `x-outrigger-error` marker, while the in-process hand-off returns it typed.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, ProxyLabels, TIMEOUT_HEADER,
-    strip_hop_by_hop,
+    BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, ProxyLabels, StreamBody,
+    TIMEOUT_HEADER, full_body, strip_hop_by_hop,
 };
-use outrigger_pool::{ExchangeError, Http1Pool, MAX_BODY_BYTES, exchange};
+use outrigger_pool::{ExchangeError, Http1Pool, exchange};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::{
@@ -54,42 +57,38 @@ fn error_response(e: &ProxyError) -> Response<Bytes> {
     resp
 }
 
-/// Handles one request decoded by an HTTP listener. Never fails: errors become responses.
+/// Handles one request decoded by an HTTP listener. Never fails: errors become responses. The
+/// request body and the answer's body are streamed, not read whole.
 pub(crate) async fn handle(
     shared: &Shared,
     listener: &str,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<StreamBody> {
     let (parts, body) = req.into_parts();
-    let resp = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(body) => dispatch(shared, listener, parts, body.to_bytes()).await,
-        Err(e) => {
-            let e = ProxyError::new(
-                Cause::BadRequest,
-                format!("cannot read the request body: {e}"),
-            );
-            record(
-                shared,
-                LabelStr::Shared(listener.into()),
-                "".into(),
-                status(e.cause()),
-            );
-            Err(e)
-        }
-    };
-    resp.unwrap_or_else(|e| error_response(&e)).map(Full::new)
+    match dispatch(
+        shared,
+        listener,
+        parts,
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+    )
+    .await
+    {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e).map(full_body),
+    }
 }
 
-/// Routes and forwards one whole request that arrived on `listener`: what an HTTP listener does
-/// once it decoded a request, and what the HTTP channel calls directly for a named in-process
+/// Routes and forwards one request that arrived on `listener`: what an HTTP listener does once
+/// it decoded a request head, and what the HTTP channel calls directly for a named in-process
 /// listener (the same routing, timeouts, retries and metrics, without encoding the request to
-/// HTTP/1.1 and parsing it back). The upstream's answer, or the proxy's own failure.
+/// HTTP/1.1 and parsing it back). The upstream's answer with its body streaming, or the proxy's
+/// own failure.
 pub(crate) async fn dispatch(
     shared: &Shared,
     listener: &str,
     mut parts: http::request::Parts,
-    body: Bytes,
-) -> Result<Response<Bytes>, ProxyError> {
+    body: StreamBody,
+) -> Result<Response<StreamBody>, ProxyError> {
     let snapshot = shared.live.load_full();
     let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
         let e = ProxyError::new(
@@ -138,12 +137,25 @@ pub(crate) async fn dispatch(
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + route.timeout);
+    let replay_limit = route.retry.as_ref().map_or(0, |r| r.replay_limit);
+    let body = match ReplayBody::read(body, replay_limit, deadline).await {
+        Ok(b) => b,
+        Err(e) => {
+            record(
+                shared,
+                listener,
+                LabelStr::from(&route.cluster.name),
+                status(e.cause()),
+            );
+            return Err(e);
+        }
+    };
     let result = forward::<Http>(shared, route, HttpRequest { parts, body }, deadline)
         .await
         .map(|resp| {
             let (mut parts, body) = resp.into_parts();
+            // The body passes through as it came, so its content-length (if any) stays true.
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.remove(header::CONTENT_LENGTH);
             // Only the proxy marks its own answers; an upstream's marker is not passed on.
             parts.headers.remove(ERROR_HEADER);
             Response::from_parts(parts, body)
@@ -174,7 +186,81 @@ fn record(shared: &Shared, listener: LabelStr, cluster: LabelStr, status: Status
 #[derive(Clone)]
 pub(crate) struct HttpRequest {
     parts: http::request::Parts,
-    body: Bytes,
+    body: ReplayBody,
+}
+
+/// A request body: whole in memory when it fit the route's replay buffer (then a retry can send
+/// it again), else streamed from the client, which only one try can take.
+#[derive(Clone)]
+enum ReplayBody {
+    Whole(Bytes),
+    Streamed(Arc<Mutex<Option<StreamBody>>>),
+}
+
+impl ReplayBody {
+    /// Reads `body` into memory if it ends within `limit` bytes (an empty limit keeps it
+    /// streaming, unless the body is known to be empty), else keeps the bytes read in front of
+    /// the rest of the stream.
+    async fn read(
+        mut body: StreamBody,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Self, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(ReplayBody::Whole(Bytes::new()));
+        }
+        if limit == 0 || body.size_hint().lower() > limit as u64 {
+            return Ok(ReplayBody::Streamed(Arc::new(Mutex::new(Some(body)))));
+        }
+        let mut read = BytesMut::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    return Err(ProxyError::new(
+                        Cause::Timeout,
+                        "the request body did not arrive before the route timeout",
+                    ));
+                }
+                Ok(None) => return Ok(ReplayBody::Whole(read.freeze())),
+                Ok(Some(Err(e))) => {
+                    return Err(ProxyError::new(
+                        Cause::BadRequest,
+                        format!("cannot read the request body: {e}"),
+                    ));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                read.extend_from_slice(&data);
+            }
+            if read.len() > limit {
+                // Too big to replay: send what was read, then the rest as it comes.
+                let head = futures_util::stream::once(std::future::ready(Ok::<_, BoxError>(
+                    http_body::Frame::data(read.freeze()),
+                )));
+                let rest = http_body_util::BodyStream::new(body);
+                let joined = http_body_util::StreamBody::new(head.chain(rest));
+                return Ok(ReplayBody::Streamed(Arc::new(Mutex::new(Some(
+                    joined.boxed_unsync(),
+                )))));
+            }
+        }
+    }
+
+    fn len(&self) -> Option<usize> {
+        match self {
+            ReplayBody::Whole(b) => Some(b.len()),
+            ReplayBody::Streamed(_) => None,
+        }
+    }
+
+    /// The body for one try; a streamed body can be taken once.
+    fn take(&self) -> StreamBody {
+        match self {
+            ReplayBody::Whole(b) => full_body(b.clone()),
+            ReplayBody::Streamed(s) => s.lock().take().unwrap_or_else(|| full_body(Bytes::new())),
+        }
+    }
 }
 
 /// HTTP/1.1 upstreams.
@@ -184,7 +270,7 @@ impl Upstream for Http {
     const NAME: &'static str = "http";
     type Pool = Http1Pool;
     type Request = HttpRequest;
-    type Response = Response<Bytes>;
+    type Response = Response<StreamBody>;
     type Error = ExchangeError;
 
     fn pool(host: &Host) -> Option<&Http1Pool> {
@@ -199,8 +285,9 @@ impl Upstream for Http {
         host: &Host,
         req: HttpRequest,
         deadline: Instant,
-    ) -> Result<Response<Bytes>, ExchangeError> {
-        let mut req = Request::from_parts(req.parts, req.body);
+    ) -> Result<Response<StreamBody>, ExchangeError> {
+        let body = req.body.take();
+        let mut req = Request::from_parts(req.parts, body);
         // A request that names no host (the channel's, handed over in process) is for the
         // upstream host as configured.
         if !req.headers().contains_key(header::HOST) {
@@ -210,12 +297,13 @@ impl Upstream for Http {
         exchange(pool, &host.dial, req, deadline).await
     }
 
-    fn answered(resp: &Response<Bytes>) -> Option<RetryOn> {
+    fn answered(resp: &Response<StreamBody>) -> Option<RetryOn> {
         Some(RetryOn::Status(resp.status().as_u16()))
     }
 
     fn replayable(req: &HttpRequest, retry: &Retry) -> bool {
-        retry.methods.contains(&req.parts.method) && req.body.len() <= retry.replay_limit
+        retry.methods.contains(&req.parts.method)
+            && req.body.len().is_some_and(|n| n <= retry.replay_limit)
     }
 }
 

@@ -30,10 +30,9 @@ mod xproto;
 use std::{io, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
-use outrigger_core::{Metrics, ProxyError, Shutdown};
+use outrigger_core::{Metrics, ProxyError, Shutdown, StreamBody};
 use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
@@ -96,8 +95,8 @@ struct InProcessHttp {
 impl LocalHttp for InProcessHttp {
     fn dispatch(
         &self,
-        req: ::http::Request<Bytes>,
-    ) -> BoxFuture<'_, Result<::http::Response<Bytes>, ProxyError>> {
+        req: ::http::Request<StreamBody>,
+    ) -> BoxFuture<'_, Result<::http::Response<StreamBody>, ProxyError>> {
         // Boxed: the compiler cannot see that the proxy's upstreams never dial an in-process
         // listener, so the future would be recursive.
         let (parts, body) = req.into_parts();
