@@ -267,6 +267,11 @@ impl Cluster {
         }
     }
 
+    /// The config the cluster was built from.
+    pub(crate) fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
     /// The protocol the cluster's hosts speak.
     pub(crate) fn protocol(&self) -> Protocol {
         match self.cfg.protocol {

@@ -25,7 +25,7 @@ use crate::{
     cluster::{Host, UpstreamPool},
     forward::{Upstream, forward},
     route::Retry,
-    snapshot::Shared,
+    snapshot::{ProxySnapshot, Shared},
 };
 
 /// The HTTP status of the proxy's own answer.
@@ -67,6 +67,7 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     match dispatch(
         shared,
+        shared.live.load_full(),
         listener,
         parts,
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
@@ -85,11 +86,11 @@ pub(crate) async fn handle(
 /// own failure.
 pub(crate) async fn dispatch(
     shared: &Shared,
+    snapshot: Arc<ProxySnapshot>,
     listener: &str,
     mut parts: http::request::Parts,
     body: StreamBody,
 ) -> Result<Response<StreamBody>, ProxyError> {
-    let snapshot = shared.live.load_full();
     let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
         let e = ProxyError::new(
             Cause::NoRoute,

@@ -44,15 +44,24 @@ pub use self::{passthrough::Streams, snapshot::ProxySnapshot};
 const IN_PROCESS_BUFFER: usize = 64 * 1024;
 
 /// The named listeners of one proxy core, as channels reach them: the [`LocalListeners`] the
-/// pools dial in-process.
+/// pools dial in-process. HTTP hand-offs route on the snapshot the handle is pinned to — the
+/// one built with the channels that use it — so a call sees one config version end to end,
+/// whatever a reload swaps meanwhile.
 #[derive(Clone)]
 pub struct InProcess {
     shared: Arc<Shared>,
+    pinned: Option<Arc<ProxySnapshot>>,
 }
 
 impl InProcess {
+    fn snapshot(&self) -> Arc<ProxySnapshot> {
+        self.pinned
+            .clone()
+            .unwrap_or_else(|| self.shared.live.load_full())
+    }
+
     fn check(&self, name: &str) -> io::Result<()> {
-        if self.shared.live.load().listeners.contains_key(name) {
+        if self.snapshot().listeners.contains_key(name) {
             Ok(())
         } else {
             Err(io::Error::new(
@@ -68,6 +77,7 @@ impl LocalListeners for InProcess {
         self.check(name)?;
         Ok(Arc::new(InProcessHttp {
             shared: self.shared.clone(),
+            snapshot: self.snapshot(),
             listener: Arc::from(name),
         }))
     }
@@ -89,6 +99,7 @@ impl LocalListeners for InProcess {
 /// routing, as if the listener had decoded them, and failures come back typed.
 struct InProcessHttp {
     shared: Arc<Shared>,
+    snapshot: Arc<ProxySnapshot>,
     listener: Arc<str>,
 }
 
@@ -100,15 +111,17 @@ impl LocalHttp for InProcessHttp {
         // Boxed: the compiler cannot see that the proxy's upstreams never dial an in-process
         // listener, so the future would be recursive.
         let (parts, body) = req.into_parts();
-        Box::pin(http::dispatch(&self.shared, &self.listener, parts, body))
+        Box::pin(http::dispatch(
+            &self.shared,
+            self.snapshot.clone(),
+            &self.listener,
+            parts,
+            body,
+        ))
     }
 
     fn is_open(&self) -> bool {
-        self.shared
-            .live
-            .load()
-            .listeners
-            .contains_key(&*self.listener)
+        self.snapshot.listeners.contains_key(&*self.listener)
     }
 }
 
@@ -139,11 +152,25 @@ impl ProxyCore {
         }
     }
 
-    /// The handle channels use to reach named listeners.
+    /// The handle channels use to reach named listeners of the live config.
     pub fn in_process(&self) -> InProcess {
         InProcess {
             shared: self.shared.clone(),
+            pinned: None,
         }
+    }
+
+    /// The handle for channels built with `snapshot`: their HTTP hand-offs route on it.
+    pub fn in_process_pinned(&self, snapshot: Arc<ProxySnapshot>) -> InProcess {
+        InProcess {
+            shared: self.shared.clone(),
+            pinned: Some(snapshot),
+        }
+    }
+
+    /// The live routing snapshot (what a reload builds the next one from).
+    pub fn routing(&self) -> Arc<ProxySnapshot> {
+        self.shared.live.load_full()
     }
 
     /// Makes `snapshot` live. Sockets for addresses not bound yet are bound first, so a bind
@@ -153,7 +180,7 @@ impl ProxyCore {
     /// wants any more are closed.
     pub async fn apply(
         &self,
-        snapshot: ProxySnapshot,
+        snapshot: Arc<ProxySnapshot>,
         spec: &RuntimeConfigSpec,
     ) -> Result<(), Vec<String>> {
         let wanted: Vec<&ListenerConfig> = spec
@@ -180,7 +207,7 @@ impl ProxyCore {
         if !errors.is_empty() {
             return Err(errors);
         }
-        self.shared.live.store(Arc::new(snapshot));
+        self.shared.live.store(snapshot);
         let mut bound = self.bound.lock();
         let mut kept = Vec::with_capacity(wanted.len());
         for l in &wanted {

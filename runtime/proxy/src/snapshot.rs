@@ -34,11 +34,27 @@ pub struct ProxySnapshot {
 impl ProxySnapshot {
     /// Compiles routes and builds clusters (resolving DNS names once). Fails only on input
     /// that validation rejects.
-    pub async fn build(spec: &RuntimeConfigSpec, metrics: &Metrics) -> Result<Self, Vec<String>> {
+    ///
+    /// A cluster whose config is the same as in `previous` is carried over as it is: its pools
+    /// with their open connections, its resolved hosts, its outlier and breaker state.
+    pub async fn build(
+        spec: &RuntimeConfigSpec,
+        metrics: &Metrics,
+        previous: &ProxySnapshot,
+    ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let mut clusters = HashMap::new();
         for c in &spec.clusters {
-            clusters.insert(c.name.clone(), Cluster::build(c, metrics).await);
+            let kept = previous
+                .clusters
+                .get(&c.name)
+                .filter(|old| old.config() == c)
+                .cloned();
+            let cluster = match kept {
+                Some(old) => old,
+                None => Cluster::build(c, metrics).await,
+            };
+            clusters.insert(c.name.clone(), cluster);
         }
         let default_timeout = spec.rpc.timeout();
         let mut tables = HashMap::new();
@@ -168,5 +184,47 @@ impl Shared {
             })
             .inc();
         tracing::debug!(cluster = %cluster.name, host = %addr, try_no, "retrying");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(lb: &str, port: u16) -> RuntimeConfigSpec {
+        outrigger_config::load_yaml(&format!(
+            r#"
+rpc: {{channels: [{{listener: egress}}]}}
+listeners: [{{name: egress, routeTable: t}}]
+routeTables: [{{name: t, routes: [{{cluster: a}}, {{cluster: b}}]}}]
+clusters:
+  - {{name: a, hosts: [{{address: "127.0.0.1:7001"}}]}}
+  - {{name: b, lb: {lb}, hosts: [{{address: "127.0.0.1:{port}"}}]}}
+"#
+        ))
+        .expect("valid")
+    }
+
+    #[tokio::test]
+    async fn unchanged_clusters_are_carried_over_by_a_reload() {
+        let metrics = Metrics::new();
+        let first = ProxySnapshot::build(
+            &spec("round_robin", 7002),
+            &metrics,
+            &ProxySnapshot::default(),
+        )
+        .await
+        .expect("builds");
+        let second = ProxySnapshot::build(&spec("random", 7002), &metrics, &first)
+            .await
+            .expect("builds");
+        assert!(
+            Arc::ptr_eq(&first.clusters["a"], &second.clusters["a"]),
+            "same config: the same cluster, pools and all"
+        );
+        assert!(
+            !Arc::ptr_eq(&first.clusters["b"], &second.clusters["b"]),
+            "a changed cluster is built anew"
+        );
     }
 }

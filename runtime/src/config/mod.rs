@@ -110,13 +110,14 @@ async fn build(
     metrics: &Metrics,
 ) -> Result<Arc<Invoker>, Vec<String>> {
     validate(spec).map_err(|e| e.lines())?;
-    let routing = ProxySnapshot::build(spec, metrics).await?;
+    let routing = Arc::new(ProxySnapshot::build(spec, metrics, &proxy.routing()).await?);
     let channel_cfg = spec
         .rpc
         .channels
         .first()
         .ok_or_else(|| vec!["rpc.channels: at least one channel is required".to_owned()])?;
-    let local: Arc<dyn LocalListeners> = Arc::new(proxy.in_process());
+    // The channels route on the snapshot built with them, however a later reload swaps.
+    let local: Arc<dyn LocalListeners> = Arc::new(proxy.in_process_pinned(routing.clone()));
     let channel = outrigger_channel::build(channel_cfg, spec, &local, metrics)
         .await
         .map_err(|e| vec![e])?;
