@@ -281,6 +281,8 @@ impl Sidecar {
         self.shutdown.signal();
         let drained = tokio::time::timeout(self.drain_timeout, async {
             while self.tasks.join_next().await.is_some() {}
+            // Proxy and API connections answer what is in flight, then close.
+            self.shutdown.drained().await;
         })
         .await;
         if drained.is_err() {

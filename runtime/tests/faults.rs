@@ -170,3 +170,27 @@ async fn the_grpc_port_caps_its_connections() {
     assert_eq!(counted(&rt, "grpc", "max_connections"), 1);
     rt.sidecar.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_a_proxied_request_in_flight() {
+    let up = Upstream::start(|_| Reply {
+        delay: Duration::from_millis(400),
+        ..Reply::ok("late")
+    })
+    .await;
+    let rt = start(&with_socket(up.addr, "http", "headerReadTimeoutMs: 5000")).await;
+    let mut c = TcpStream::connect(socket_of(&rt)).await.expect("connect");
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nid: svc\r\n\r\n")
+        .await
+        .expect("write");
+    up.received(1).await;
+    rt.sidecar.shutdown().await;
+    assert_eq!(
+        up.in_flight(),
+        0,
+        "shutdown returned while the upstream was still answering"
+    );
+    let answer = String::from_utf8(until_closed(c).await).expect("utf-8");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("late"), "{answer}");
+}

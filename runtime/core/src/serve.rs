@@ -97,7 +97,7 @@ pub async fn accept_loop<F, Fut>(
                 let _ = stream.set_nodelay(true);
                 tracing::trace!(server = name, %peer, "accepted");
                 let conn = serve(stream, peer);
-                tokio::spawn(async move {
+                shutdown.spawn(async move {
                     conn.await;
                     drop(permit);
                 });

@@ -85,7 +85,7 @@ impl LocalListeners for InProcess {
     fn connect(&self, name: &str) -> io::Result<DuplexStream> {
         self.check(name)?;
         let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
-        tokio::spawn(listener::serve(
+        self.shared.shutdown.spawn(listener::serve(
             server,
             Arc::from(name),
             self.shared.clone(),

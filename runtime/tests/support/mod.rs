@@ -180,6 +180,11 @@ impl Upstream {
     pub fn count(&self) -> usize {
         self.seen.lock().len()
     }
+
+    /// Requests it is answering right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// A loopback address nothing listens on.
