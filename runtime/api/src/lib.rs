@@ -202,6 +202,9 @@ fn verb(v: i32) -> Option<Method> {
 /// Parses the `grpc-timeout` header value: at most 8 digits and a unit, as the gRPC spec and
 /// tonic have it. Anything else is ignored, as tonic ignores it.
 pub(crate) fn grpc_timeout(v: &str) -> Option<Duration> {
+    if !v.is_ascii() {
+        return None;
+    }
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -590,6 +593,20 @@ mod tests {
         };
         let err = unpack(Some(broken)).expect_err("truncated");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller puts in `grpc-timeout`: no panic, at most 8 digits honoured, and a
+        /// deadline computed from it never overflows.
+        #[test]
+        fn grpc_timeout_never_panics(v in "\\PC{0,24}", digits in "[0-9]{1,12}", unit in "[HMSmun]") {
+            let _ = grpc_timeout(&v);
+            let parsed = grpc_timeout(&format!("{digits}{unit}"));
+            proptest::prop_assert_eq!(parsed.is_some(), digits.len() <= 8);
+            if let Some(t) = parsed {
+                let _ = deadline_after(Instant::now(), t);
+            }
+        }
     }
 
     #[test]
