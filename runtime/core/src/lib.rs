@@ -15,8 +15,9 @@ pub use self::{
     error::{Cause, Failure, ProxyError},
     metrics::{
         BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
-        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, ProtocolLabels, ProxyLabels,
-        RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel, XprotocolLabels,
+        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PoolSeries, ProtocolLabels,
+        ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel,
+        XprotocolLabels,
     },
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
     serve::{ServerLimits, accept_loop, serve_http1},

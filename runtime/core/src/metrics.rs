@@ -242,6 +242,8 @@ pub struct ConfigLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<parking_lot::Mutex<Registry>>,
+    /// Pools alive per pool name: a name's series go when its last pool does.
+    pool_names: Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>,
     /// gRPC calls by path and status code.
     pub grpc_requests: Family<GrpcLabels, Counter>,
     /// gRPC call latency by path.
@@ -301,6 +303,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("outrigger");
         let m = Self {
             registry: Arc::default(),
+            pool_names: Arc::default(),
             grpc_requests: Family::default(),
             grpc_duration: Family::new_with_constructor(latency_histogram),
             invoke_errors: Family::default(),
@@ -444,6 +447,19 @@ impl Metrics {
         m
     }
 
+    /// Marks a pool named `name` (speaking `protocol` when multiplexed) as alive until the
+    /// returned guard drops; when the last pool of a name goes (a host gone from DNS, a
+    /// cluster or channel gone from the config), its series go too, so pod IPs churning do not
+    /// grow the metrics without bound.
+    pub fn pool_series(&self, name: &str, protocol: Option<&'static str>) -> PoolSeries {
+        *self.pool_names.lock().entry(name.to_owned()).or_default() += 1;
+        PoolSeries {
+            metrics: self.clone(),
+            name: name.to_owned(),
+            protocol,
+        }
+    }
+
     /// The registry in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -453,8 +469,80 @@ impl Metrics {
     }
 }
 
+/// Keeps a pool's metric series while it lives (see [`Metrics::pool_series`]).
+pub struct PoolSeries {
+    metrics: Metrics,
+    name: String,
+    protocol: Option<&'static str>,
+}
+
+impl Drop for PoolSeries {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        {
+            let mut names = m.pool_names.lock();
+            let Some(alive) = names.get_mut(&self.name) else {
+                return;
+            };
+            *alive -= 1;
+            if *alive > 0 {
+                return;
+            }
+            names.remove(&self.name);
+        }
+        let named = NameLabels {
+            name: self.name.clone(),
+        };
+        m.pool_waits.remove(&named);
+        m.pool_wait_seconds.remove(&named);
+        m.pool_connections.remove(&named);
+        if let Some(protocol) = self.protocol {
+            let labels = ProtocolLabels {
+                protocol: protocol.to_owned(),
+                name: self.name.clone(),
+            };
+            m.mux_pending.remove(&labels);
+            m.mux_unknown_responses.remove(&labels);
+            for event in ["sent", "acked", "missed", "answered"] {
+                m.heartbeats.remove(&HeartbeatLabels {
+                    protocol: protocol.to_owned(),
+                    name: self.name.clone(),
+                    event: event.to_owned(),
+                });
+            }
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pools_series_go_with_the_last_pool_of_its_name() {
+        let m = Metrics::new();
+        let named = NameLabels {
+            name: "upstream/users/10.0.0.7:80".to_owned(),
+        };
+        let first = m.pool_series(&named.name, None);
+        let second = m.pool_series(&named.name, None);
+        m.pool_connections.get_or_create(&named).inc();
+        drop(first);
+        assert!(
+            m.encode().contains("upstream/users/10.0.0.7:80"),
+            "one pool is left"
+        );
+        drop(second);
+        assert!(
+            !m.encode().contains("upstream/users/10.0.0.7:80"),
+            "{}",
+            m.encode()
+        );
     }
 }

@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use outrigger_core::{Cause, Failure, Metrics, NameLabels};
+use outrigger_core::{Cause, Failure, Metrics, NameLabels, PoolSeries};
 
 use crate::wait::WaitLimit;
 
@@ -117,6 +117,7 @@ struct Inner<C: Connector> {
     waits: Counter,
     wait_seconds: Histogram,
     connections: Gauge,
+    _series: PoolSeries,
 }
 
 struct Idle<T> {
@@ -162,6 +163,7 @@ impl<C: Connector> Pool<C> {
             waits: metrics.pool_waits.get_or_create(&labels).clone(),
             wait_seconds: metrics.pool_wait_seconds.get_or_create(&labels).clone(),
             connections: metrics.pool_connections.get_or_create(&labels).clone(),
+            _series: metrics.pool_series(&settings.name, None),
             connector,
             settings,
         });

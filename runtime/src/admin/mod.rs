@@ -56,37 +56,31 @@ fn text(
 fn config_dump(state: &AdminState) -> serde_json::Value {
     let s = state.live.current();
     let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let clusters: serde_json::Map<String, serde_json::Value> = s
-        .spec
-        .clusters
-        .iter()
-        .map(|c| {
-            let addrs = state
-                .proxy
-                .cluster_addresses(&c.name)
-                .unwrap_or_default()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
-            (c.name.clone(), serde_json::json!(addrs))
-        })
-        .collect();
-    let ejected: serde_json::Map<String, serde_json::Value> = s
-        .spec
-        .clusters
-        .iter()
-        .filter(|c| c.outlier_detection.is_some())
-        .map(|c| {
-            let addrs = state
-                .proxy
-                .ejected_hosts(&c.name)
-                .unwrap_or_default()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
-            (c.name.clone(), serde_json::json!(addrs))
-        })
-        .collect();
+    // Each cluster's hosts as addresses, from one of the proxy's lookups.
+    let hosts = |clusters: &mut dyn Iterator<Item = &outrigger_config::ClusterConfig>,
+                 lookup: &dyn Fn(&str) -> Option<Vec<std::net::SocketAddr>>| {
+        clusters
+            .map(|c| {
+                let addrs: Vec<String> = lookup(&c.name)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                (c.name.clone(), serde_json::json!(addrs))
+            })
+            .collect::<serde_json::Map<String, serde_json::Value>>()
+    };
+    let clusters = hosts(&mut s.spec.clusters.iter(), &|name| {
+        state.proxy.cluster_addresses(name)
+    });
+    let ejected = hosts(
+        &mut s
+            .spec
+            .clusters
+            .iter()
+            .filter(|c| c.outlier_detection.is_some()),
+        &|name| state.proxy.ejected_hosts(name),
+    );
     let listeners: serde_json::Map<String, serde_json::Value> = state
         .proxy
         .bound_addresses()

@@ -33,8 +33,8 @@ use tracing::Instrument;
 
 pub use self::wire::{Bolt, Dubbo, FrameKind, Wire};
 use outrigger_core::{
-    Cause, Failure, HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, ProtocolLabels,
-    StatusLabel,
+    Cause, Failure, HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, PoolSeries,
+    ProtocolLabels, StatusLabel,
 };
 
 use crate::{
@@ -244,6 +244,7 @@ struct PoolInner<W: Wire, O> {
     free: Mutex<Vec<Arc<Conn<W>>>>,
     metrics: MuxMetrics,
     conn_seq: AtomicU64,
+    _series: PoolSeries,
 }
 
 impl<W: Wire, O: Open> MuxPool<W, O> {
@@ -265,6 +266,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
         let max_pending = size.saturating_mul(MAX_PENDING_PER_CONNECTION);
         let inner = Arc::new(PoolInner {
             metrics: MuxMetrics::new(metrics, W::NAME, &settings.name),
+            _series: metrics.pool_series(&settings.name, Some(W::NAME)),
             writers: Arc::new(Semaphore::new(size)),
             waiters,
             pending_slots: Arc::new(Semaphore::new(max_pending)),
