@@ -125,7 +125,7 @@ impl HttpApi {
         let span = self
             .api
             .obs
-            .span(parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
+            .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
         let Some(log) = &self.api.obs.access_log else {
             return self
                 .read_and_invoke(&id, &method, parts, body, arrival, span)

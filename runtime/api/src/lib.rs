@@ -264,7 +264,7 @@ impl RuntimeApi {
         let received = extensions.get::<layers::Arrival>().map(|a| a.0);
         let span = self
             .obs
-            .span(metadata.get(TRACEPARENT).map(|v| v.as_bytes()));
+            .span(|| metadata.get(TRACEPARENT).map(|v| v.as_bytes()));
         let Some(log) = &self.obs.access_log else {
             return self.invoke_outer(call, metadata, received, span).await;
         };

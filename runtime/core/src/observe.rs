@@ -35,9 +35,10 @@ impl Observability {
         self.propagate || self.access_log.is_some()
     }
 
-    /// The sidecar's span for a call that arrived with `traceparent`, when traces are handled.
-    pub fn span(&self, traceparent: Option<&[u8]>) -> Option<TraceContext> {
+    /// The sidecar's span for a call whose `traceparent` (if any) `incoming` reads, when traces
+    /// are handled; `incoming` is not called otherwise.
+    pub fn span<'a>(&self, incoming: impl FnOnce() -> Option<&'a [u8]>) -> Option<TraceContext> {
         self.traces()
-            .then(|| TraceContext::continue_from(traceparent, self.sampling_ratio))
+            .then(|| TraceContext::continue_from(incoming(), self.sampling_ratio))
     }
 }

@@ -93,7 +93,7 @@ pub(crate) async fn dispatch(
     // The proxy's span continues the caller's trace; the upstream sees it as the parent.
     let span = shared
         .obs
-        .span(parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
+        .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
     if let Some(span) = &span {
         span.inject(&mut parts.headers);
     }
