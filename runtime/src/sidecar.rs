@@ -14,8 +14,11 @@ use std::{
 };
 
 use outrigger_api::{ApiListener, ApiToken, GrpcSettings, Health, HttpApi, RuntimeApi};
+use outrigger_config::{ACCESS_LOG_STDOUT, AccessLogConfig};
 use outrigger_config::{ChannelTarget, RuntimeConfigSpec};
-use outrigger_core::{Metrics, Shutdown};
+use outrigger_core::{
+    AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, Metrics, Observability, Shutdown,
+};
 use outrigger_proxy::ProxyCore;
 use tokio::{net::TcpListener, task::JoinSet};
 
@@ -57,6 +60,9 @@ pub enum StartError {
     /// The config is invalid or its listeners cannot be bound.
     #[error("the config cannot be loaded:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
+    /// The access log file cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
     /// A server address cannot be bound.
     #[error("cannot bind the {what} address {address}: {source}")]
     Bind {
@@ -108,6 +114,7 @@ pub struct Sidecar {
     shutdown: Shutdown,
     tasks: JoinSet<()>,
     drain_timeout: Duration,
+    access_log: Option<AccessLog>,
 }
 
 impl Sidecar {
@@ -118,7 +125,16 @@ impl Sidecar {
         metrics: Metrics,
     ) -> Result<Self, StartError> {
         let shutdown = Shutdown::new();
-        let proxy = Arc::new(ProxyCore::new(metrics.clone(), shutdown.clone()));
+        // Checked before the access log file is opened; the reloader checks it again.
+        let mut checked = spec.clone();
+        options.overrides.apply(&mut checked);
+        outrigger_config::validate(&checked).map_err(|e| StartError::Config(e.lines()))?;
+        let obs = observability(&spec, &metrics)?;
+        let proxy = Arc::new(ProxyCore::observed(
+            metrics.clone(),
+            shutdown.clone(),
+            obs.clone(),
+        ));
         let reloader = Arc::new(
             Reloader::start(
                 spec,
@@ -172,7 +188,8 @@ impl Sidecar {
 
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
-        let api = RuntimeApi::new(live.clone(), metrics.clone());
+        let access_log = obs.access_log.clone();
+        let api = RuntimeApi::new(live.clone(), metrics.clone()).observed(obs);
         let token = |configured: &Option<String>| {
             configured
                 .as_deref()
@@ -247,7 +264,16 @@ impl Sidecar {
             shutdown,
             tasks,
             drain_timeout: options.drain_timeout,
+            access_log,
         })
+    }
+
+    /// Waits until every access log line of the calls answered so far is written (nothing
+    /// to wait for when access logs are off).
+    pub async fn flush_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush().await;
+        }
     }
 
     /// The bound gRPC address (`ip:port` or `unix:///path`).
@@ -292,6 +318,7 @@ impl Sidecar {
             );
             self.tasks.abort_all();
         }
+        self.flush_access_log().await;
         tracing::info!("outrigger stopped");
     }
 
@@ -302,6 +329,37 @@ impl Sidecar {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// The access log (its writer started) and trace context settings of `spec`, which every edge
+/// and the proxy core share. Read once at start.
+fn observability(spec: &RuntimeConfigSpec, metrics: &Metrics) -> Result<Observability, StartError> {
+    let access_log = match &spec.access_log {
+        None => None,
+        Some(AccessLogConfig { format, path }) => {
+            let format = match format {
+                outrigger_config::AccessLogFormat::Json => AccessLogFormat::Json,
+                outrigger_config::AccessLogFormat::Text => AccessLogFormat::Text,
+            };
+            let sink = if path == ACCESS_LOG_STDOUT {
+                AccessLogSink::Stdout
+            } else {
+                AccessLogSink::File(PathBuf::from(path))
+            };
+            // The writer ends by itself once the last handle is dropped.
+            let (log, _writer) = AccessLog::start(format, &sink, metrics)?;
+            Some(log)
+        }
+    };
+    Ok(Observability {
+        access_log,
+        propagate: spec.tracing.is_some(),
+        sampling_ratio: spec
+            .tracing
+            .as_ref()
+            .and_then(|t| t.sampling_ratio)
+            .unwrap_or(1.0),
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -220,6 +220,57 @@ fn counter(m: &str, prefix: &str) -> f64 {
 }
 
 #[tokio::test]
+async fn the_bolt_upstream_sees_the_sidecars_span_and_the_hop_is_logged() {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let up = FakeBolt::start(|_| Act::Echo).await;
+    let (dubbo, _d) = silent_dubbo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let yaml = format!(
+        "{}accessLog: {{path: {}}}\ntracing: {{}}\n",
+        config(up.addr, dubbo),
+        path.display()
+    );
+    let mut rt = start(&yaml).await;
+    let mut req = invoke("get", "one", None);
+    req.metadata_mut()
+        .insert("traceparent", CALLER.parse().unwrap());
+    let ok = rt.layotto.invoke_service(req).await.expect("echo");
+    assert_eq!(text(ok.into_inner().data), "re:one");
+    let sent = up.requests();
+    let tp = sent[0]
+        .headers
+        .get_str("traceparent")
+        .expect("a Bolt header carries the trace context")
+        .to_owned();
+    let fields: Vec<&str> = tp.split('-').collect();
+    assert_eq!(fields[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{tp}");
+    assert_ne!(
+        fields[2], "00f067aa0ba902b7",
+        "the sidecar's span is the parent: {tp}"
+    );
+
+    rt.sidecar.flush_access_log().await;
+    let log = std::fs::read_to_string(&path).unwrap();
+    let hop: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["protocol"] == "bolt")
+        .unwrap_or_else(|| panic!("no bolt line in {log}"));
+    assert_eq!(hop["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hop["target"], SERVICE);
+    assert_eq!(hop["method"], "get");
+    assert_eq!(hop["route"], "rpc/0");
+    assert_eq!(hop["cluster"], "bolt_up");
+    assert_eq!(hop["upstreamHost"], up.addr.to_string());
+    assert_eq!(hop["attempts"], 1);
+    assert_eq!(hop["status"], 0, "Bolt SUCCESS");
+    assert_eq!(hop["bytesIn"], 3);
+    assert_eq!(hop["bytesOut"], 6);
+    rt.sidecar.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_upstream_closing_mid_frame_fails_the_call_and_is_replaced() {
     let up = FakeBolt::start(|n| {
         if n == 0 {

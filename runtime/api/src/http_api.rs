@@ -7,15 +7,24 @@
 //! are read whole, up to `grpc.maxMessageBytes` and within `rpc.timeoutMs`. `GET /v1.0/metadata` answers a minimal document
 //! (SDKs poll it to learn the sidecar is up). Not for Dapr's other building blocks.
 
-use std::{convert::Infallible, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{body::Incoming, service::service_fn};
+use hyper::{
+    body::{Body as _, Incoming},
+    service::service_fn,
+};
 use outrigger_core::{
-    KindLabels, LabelStr, ServerLimits, Shutdown, accept_loop, serve_http1, strip_hop_by_hop,
+    AccessRecord, KindLabels, LabelStr, ServerLimits, Shutdown, TRACEPARENT, TraceContext,
+    accept_loop, serve_http1, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, deadline_after};
 use tokio::{net::TcpListener, time::Instant};
@@ -113,6 +122,48 @@ impl HttpApi {
             Err(resp) => return *resp,
         };
         let (id, method) = target;
+        let span = self
+            .api
+            .obs
+            .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
+        let Some(log) = &self.api.obs.access_log else {
+            return self
+                .read_and_invoke(&id, &method, parts, body, arrival, span)
+                .await
+                .0;
+        };
+        let start = SystemTime::now()
+            .checked_sub(arrival.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let (resp, bytes_in) = self
+            .read_and_invoke(&id, &method, parts, body, arrival, span)
+            .await;
+        let mut line = AccessRecord::new("http-api", start);
+        line.trace_id = span.map(|s| s.trace_id);
+        line.target = id;
+        line.method = method;
+        line.status = Some(u32::from(resp.status().as_u16()));
+        line.bytes_in = bytes_in;
+        line.bytes_out = resp.body().size_hint().exact().unwrap_or_default();
+        line.duration = arrival.elapsed();
+        log.log(line);
+        resp
+    }
+
+    /// Reads the body of an invocation request and invokes; the answer and the body's size.
+    async fn read_and_invoke<B>(
+        &self,
+        id: &str,
+        method: &str,
+        mut parts: http::request::Parts,
+        body: B,
+        arrival: Instant,
+        span: Option<TraceContext>,
+    ) -> (Response<Full<Bytes>>, u64)
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         // The body must arrive within the call's default timeout, like the answer.
         let read_timeout = self.api.invokers.current().default_timeout();
         let read = tokio::time::timeout(
@@ -121,7 +172,7 @@ impl HttpApi {
         )
         .await;
         let Ok(read) = read else {
-            return DaprError::new(
+            return (DaprError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "ERR_DIRECT_INVOKE",
                 format!(
@@ -129,7 +180,7 @@ impl HttpApi {
                     read_timeout.as_millis()
                 ),
             )
-            .response();
+            .response(), 0);
         };
         let data = match read {
             Ok(b) => b.to_bytes(),
@@ -137,7 +188,7 @@ impl HttpApi {
                 let too_big = e
                     .downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some();
-                return if too_big {
+                let resp = if too_big {
                     DaprError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "ERR_DIRECT_INVOKE",
@@ -155,13 +206,18 @@ impl HttpApi {
                     )
                     .response()
                 };
+                return (resp, 0);
             }
         };
+        let bytes_in = data.len() as u64;
+        if let Some(span) = span {
+            span.inject(&mut parts.headers);
+        }
         let query = parts.uri.query().unwrap_or_default().to_owned();
-        match self
+        let resp = match self
             .invoke(
-                &id,
-                &method,
+                id,
+                method,
                 parts.method,
                 query,
                 parts.headers,
@@ -180,9 +236,10 @@ impl HttpApi {
                     })
                     .inc();
                 tracing::debug!(%id, %method, error = %e, "http invoke failed");
-                status::to_dapr(&id, &method, &e).response()
+                status::to_dapr(id, method, &e).response()
             }
-        }
+        };
+        (resp, bytes_in)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -19,13 +19,19 @@ pub use self::{
     token::{API_TOKEN_HEADER, ApiToken},
 };
 
-use std::{panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
 use outrigger_core::{
-    KindLabels, LabelStr, Metrics, Passthrough, ServerLimits, Shutdown, strip_hop_by_hop,
+    AccessRecord, KindLabels, LabelStr, Metrics, Observability, Passthrough, ServerLimits,
+    Shutdown, TRACEPARENT, TraceContext, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
@@ -87,6 +93,7 @@ impl ApiListener {
 pub struct RuntimeApi {
     invokers: Arc<dyn Invokers>,
     metrics: Metrics,
+    obs: Observability,
 }
 
 /// A call decoded from either API's `InvokeServiceRequest`.
@@ -126,6 +133,8 @@ struct Answer {
     data: Option<prost_types::Any>,
     content_type: String,
     metadata: MetadataMap,
+    /// The upstream's status (HTTP, Bolt or Dubbo).
+    status: u16,
 }
 
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -235,7 +244,18 @@ fn forwardable(name: &str) -> bool {
 impl RuntimeApi {
     /// A handler invoking through the live invoker `invokers` gives.
     pub fn new(invokers: Arc<dyn Invokers>, metrics: Metrics) -> Self {
-        Self { invokers, metrics }
+        Self {
+            invokers,
+            metrics,
+            obs: Observability::default(),
+        }
+    }
+
+    /// The same handler, leaving access log lines and continuing trace context as `obs` says
+    /// (for both APIs).
+    pub fn observed(mut self, obs: Observability) -> Self {
+        self.obs = obs;
+        self
     }
 
     async fn invoke(
@@ -244,9 +264,46 @@ impl RuntimeApi {
         metadata: MetadataMap,
         extensions: &tonic::Extensions,
     ) -> Result<Answer, Status> {
-        let (id, method) = (call.id.clone(), call.method.clone());
         let received = extensions.get::<layers::Arrival>().map(|a| a.0);
-        let result = self.invoke_inner(call, metadata, received).await;
+        let span = self
+            .obs
+            .span(|| metadata.get(TRACEPARENT).map(|v| v.as_bytes()));
+        let Some(log) = &self.obs.access_log else {
+            return self.invoke_outer(call, metadata, received, span).await;
+        };
+        let arrival = received.unwrap_or_else(Instant::now);
+        // The wall-clock time of arrival, from the monotonic time since.
+        let start = SystemTime::now()
+            .checked_sub(arrival.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let mut line = AccessRecord::new("grpc", start);
+        line.trace_id = span.map(|s| s.trace_id);
+        line.target.clone_from(&call.id);
+        line.method.clone_from(&call.method);
+        line.bytes_in = call.data.as_ref().map_or(0, |a| a.value.len() as u64);
+        let result = self.invoke_outer(call, metadata, Some(arrival), span).await;
+        match &result {
+            Ok(a) => {
+                line.grpc_status = Some(tonic::Code::Ok as i32);
+                line.status = Some(u32::from(a.status));
+                line.bytes_out = a.data.as_ref().map_or(0, |d| d.value.len() as u64);
+            }
+            Err(status) => line.grpc_status = Some(status.code() as i32),
+        }
+        line.duration = arrival.elapsed();
+        log.log(line);
+        result
+    }
+
+    async fn invoke_outer(
+        &self,
+        call: Call,
+        metadata: MetadataMap,
+        received: Option<Instant>,
+        span: Option<TraceContext>,
+    ) -> Result<Answer, Status> {
+        let (id, method) = (call.id.clone(), call.method.clone());
+        let result = self.invoke_inner(call, metadata, received, span).await;
         result.map_err(|e| {
             self.metrics
                 .invoke_errors
@@ -264,6 +321,7 @@ impl RuntimeApi {
         call: Call,
         metadata: MetadataMap,
         received: Option<Instant>,
+        span: Option<TraceContext>,
     ) -> Result<Answer, InvokeError> {
         let invalid = |m: &str| InvokeError::new(ErrorKind::InvalidArgument, m.to_owned());
         if call.id.is_empty() {
@@ -316,6 +374,11 @@ impl RuntimeApi {
                 headers.remove(k);
             }
         }
+        if let Some(span) = span {
+            // Upstreams see the sidecar's span as the parent (an HTTP header, a Bolt header,
+            // a Dubbo attachment).
+            span.inject(&mut headers);
+        }
         let mut req = RpcRequest::new(call.id, call.method, deadline);
         req.content_type = call.content_type;
         req.data = data;
@@ -353,6 +416,7 @@ impl RuntimeApi {
             data: pack(resp.data, packing),
             content_type: resp.content_type,
             metadata,
+            status: resp.status.as_u16(),
         })
     }
 }

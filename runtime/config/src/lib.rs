@@ -8,15 +8,16 @@ mod validate;
 
 pub use crate::{
     spec::{
-        API_TOKEN_ENV, AdminConfig, ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig,
-        DEFAULT_ADMIN_ADDRESS, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
-        DEFAULT_GRPC_ADDRESS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_HTTP_API_ADDRESS,
-        DEFAULT_LISTENER_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
-        DEFAULT_REPLAY_BUFFER_BYTES, DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig,
-        HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig, HttpApiConfig,
-        IDEMPOTENT_METHODS, LbPolicy, ListenerConfig, OutlierDetection, Protocol, RateLimit,
-        RetryBackoff, RetryBudget, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
-        RpcConfig, RuntimeConfigSpec, ValueMatch,
+        ACCESS_LOG_STDOUT, API_TOKEN_ENV, AccessLogConfig, AccessLogFormat, AdminConfig,
+        ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig, DEFAULT_ADMIN_ADDRESS,
+        DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS, DEFAULT_GRPC_ADDRESS,
+        DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_HTTP_API_ADDRESS, DEFAULT_LISTENER_IDLE_TIMEOUT_MS,
+        DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_BUFFER_BYTES,
+        DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig, HeaderEdits, HeaderMatch,
+        HeadersFilterConfig, HeartbeatConfig, HostConfig, HttpApiConfig, IDEMPOTENT_METHODS,
+        LbPolicy, ListenerConfig, OutlierDetection, Protocol, RateLimit, RetryBackoff, RetryBudget,
+        RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig, RpcConfig,
+        RuntimeConfigSpec, TracingConfig, ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

@@ -43,6 +43,58 @@ pub struct RuntimeConfigSpec {
     /// Upstream host groups with their load-balancing and connection settings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterConfig>,
+    /// One line per call (gRPC `InvokeService`, the HTTP API, proxy listeners). Off when
+    /// absent. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+    /// W3C trace context: when present, the sidecar continues each caller's `traceparent` with
+    /// its own span (or starts a trace) and forwards a `traceparent` naming that span to HTTP
+    /// upstreams, and as a Bolt header or Dubbo attachment. Off when absent. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Access log settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `json` (one object per line, the default) or `text` (space-separated fields).
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// `stdout` (the default) or the absolute path of a file, created when missing and
+    /// appended to.
+    #[serde(default = "default_access_log_path")]
+    pub path: String,
+}
+
+/// How an access log line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Space-separated fields in a fixed order, `-` for an absent one.
+    Text,
+}
+
+/// The `path` of an access log that writes to standard output.
+pub const ACCESS_LOG_STDOUT: &str = "stdout";
+
+fn default_access_log_path() -> String {
+    ACCESS_LOG_STDOUT.to_owned()
+}
+
+/// Trace context settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Share of the traces the sidecar starts itself (calls that came without a valid
+    /// `traceparent`) marked sampled, from 0 to 1. Default 1. A caller's own sampling
+    /// decision is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: Option<f64>,
 }
 
 /// The gRPC API server.

@@ -7,8 +7,9 @@
 use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
-    ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch, HeartbeatConfig,
-    ListenerConfig, Protocol, RateLimit, RouteConfig, RuntimeConfigSpec, ValueMatch,
+    ACCESS_LOG_STDOUT, ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch,
+    HeartbeatConfig, ListenerConfig, Protocol, RateLimit, RouteConfig, RuntimeConfigSpec,
+    ValueMatch,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -136,6 +137,26 @@ impl Validator {
         }
         self.api_token("grpc.apiToken", spec.grpc.api_token.as_deref());
         self.api_token("httpApi.apiToken", spec.http_api.api_token.as_deref());
+        if let Some(log) = &spec.access_log
+            && log.path != ACCESS_LOG_STDOUT
+            && !log.path.starts_with('/')
+        {
+            self.err(
+                "accessLog.path",
+                format!(
+                    "\"{}\" is neither \"stdout\" nor an absolute file path",
+                    log.path
+                ),
+            );
+        }
+        if let Some(ratio) = spec.tracing.as_ref().and_then(|t| t.sampling_ratio)
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            self.err(
+                "tracing.samplingRatio",
+                format!("{ratio} is not between 0 and 1"),
+            );
+        }
 
         if spec.rpc.timeout_ms == 0 {
             self.err("rpc.timeoutMs", "must be greater than 0");

@@ -722,3 +722,30 @@ clusters: [{name: g, protocol: http2, hosts: [{address: "127.0.0.1:50051"}]}]
     let spec = load_yaml(good).expect("http2 clusters are valid");
     assert_eq!(spec.clusters[0].protocol, Protocol::Http2);
 }
+
+#[test]
+fn access_log_and_tracing_are_off_by_default_and_checked() {
+    let spec = load_yaml(GOOD).expect("valid");
+    assert_eq!(spec.access_log, None);
+    assert_eq!(spec.tracing, None);
+
+    let on = format!("{GOOD}accessLog: {{}}\ntracing: {{samplingRatio: 0.25}}\n");
+    let spec = load_yaml(&on).expect("valid");
+    let log = spec.access_log.expect("on");
+    assert_eq!(log.format, outrigger_config::AccessLogFormat::Json);
+    assert_eq!(log.path, "stdout");
+    assert_eq!(spec.tracing.and_then(|t| t.sampling_ratio), Some(0.25));
+    let text = format!("{GOOD}accessLog: {{format: text, path: /var/log/outrigger/access.log}}\n");
+    assert!(errors(&text).is_empty(), "{:?}", errors(&text));
+
+    let bad = format!("{GOOD}accessLog: {{path: access.log}}\ntracing: {{samplingRatio: 1.5}}\n");
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "accessLog.path: \"access.log\" is neither \"stdout\" nor an absolute file path",
+            "tracing.samplingRatio: 1.5 is not between 0 and 1",
+        ]
+    );
+    let unknown = errors(&format!("{GOOD}accessLog: {{format: xml}}\n"));
+    assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
+}

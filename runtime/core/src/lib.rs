@@ -4,14 +4,21 @@
 //! helpers, the streaming pass-through interface the proxy core offers the gRPC edge, the shutdown signal passed down to every server, the one accept loop, and the
 //! metric families. Nothing here knows about pools, the proxy, channels or the gRPC API.
 
+mod access_log;
 mod error;
 mod metrics;
+mod observe;
 mod passthrough;
 mod serve;
 mod shutdown;
+mod trace;
 mod wire;
 
 pub use self::{
+    access_log::{
+        ACCESS_LOG_QUEUE, AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, AccessRecord,
+        format_line, rfc3339,
+    },
     error::{Cause, Failure, ProxyError},
     metrics::{
         BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
@@ -19,9 +26,11 @@ pub use self::{
         ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel,
         XprotocolLabels,
     },
+    observe::Observability,
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
     serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,
+    trace::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, TraceParseError},
     wire::{
         ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, parse_error_marker,
         strip_hop_by_hop,

@@ -290,6 +290,8 @@ pub struct Metrics {
     pub retry_budget_exhausted: Family<NameLabels, Counter>,
     /// Requests rejected by a local rate limit, by listener or route.
     pub rate_limited: Family<RateLimitLabels, Counter>,
+    /// Access log lines dropped because the writer's queue was full.
+    pub access_log_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -327,6 +329,7 @@ impl Metrics {
             circuit_breaker_rejections: Family::default(),
             retry_budget_exhausted: Family::default(),
             rate_limited: Family::default(),
+            access_log_dropped: Counter::default(),
         };
         registry.register(
             "grpc_requests",
@@ -442,6 +445,11 @@ impl Metrics {
             "rate_limited",
             "requests rejected by a local rate limit of a listener or route",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "access log lines dropped because the writer's queue was full",
+            m.access_log_dropped.clone(),
         );
         *m.registry.lock() = registry;
         m

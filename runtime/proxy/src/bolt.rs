@@ -89,6 +89,10 @@ impl ServerProtocol for Bolt {
         answer
     }
 
+    fn payload_len(frame: &Self::Frame) -> usize {
+        frame.content.len()
+    }
+
     fn pool(host: &Host) -> Option<&MuxPool<Bolt>> {
         match &host.pool {
             UpstreamPool::Bolt(pool) => Some(pool),

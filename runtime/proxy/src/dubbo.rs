@@ -134,6 +134,10 @@ impl ServerProtocol for Dubbo {
         )
     }
 
+    fn payload_len(frame: &Self::Frame) -> usize {
+        frame.body.len()
+    }
+
     fn pool(host: &Host) -> Option<&MuxPool<Dubbo>> {
         match &host.pool {
             UpstreamPool::Dubbo(pool) => Some(pool),

@@ -11,7 +11,7 @@
 //! limit, circuit breaker, retry budget: see `resilience`), host choice and the verdict on each
 //! try (outlier detection: see `cluster`), and each retry (breaker and budget again).
 
-use std::future::Future;
+use std::{future::Future, net::SocketAddr};
 
 use outrigger_config::RetryOn;
 use outrigger_core::{Cause, Failure, ProxyError};
@@ -65,12 +65,24 @@ pub(crate) fn failed(cause: Cause, cut_by_try_deadline: bool) -> Option<RetryOn>
     }
 }
 
-/// Sends `req` to the route's cluster by `deadline`, retrying on the route's conditions.
+/// What the forwarding pipeline did with one request, for its access log line: tries made
+/// and the host of the last. Lives on the caller's stack; filling it costs no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Trail {
+    /// Tries sent (0 when the request never reached a host).
+    pub(crate) attempts: u32,
+    /// The host of the last try.
+    pub(crate) host: Option<SocketAddr>,
+}
+
+/// Sends `req` to the route's cluster by `deadline`, retrying on the route's conditions, and
+/// notes in `trail` the tries made.
 pub(crate) async fn forward<U: Upstream>(
     shared: &Shared,
     route: &Route,
     req: U::Request,
     deadline: Instant,
+    trail: &mut Trail,
 ) -> Result<U::Response, ProxyError> {
     let cluster = &route.cluster;
     let mut admission = resilience::admit(route)?;
@@ -100,6 +112,8 @@ pub(crate) async fn forward<U: Upstream>(
             // Unreachable: the request is taken only on the last try.
             return Err(ProxyError::new(Cause::Reset, "request lost before a retry"));
         };
+        trail.attempts = try_no;
+        trail.host = Some(host.addr);
         let outcome = U::exchange(pool, &host, this, try_deadline).await;
         cluster.observe(&host, verdict(&outcome));
         let addr = host.addr;
@@ -298,6 +312,7 @@ mod tests {
             live: ArcSwap::from_pointee(ProxySnapshot::default()),
             metrics,
             shutdown: Shutdown::new(),
+            obs: Default::default(),
         };
         (shared, route)
     }
@@ -320,7 +335,12 @@ mod tests {
     async fn send(shared: &Shared, route: &Route) -> (Result<u16, ProxyError>, usize) {
         let copies = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + route.timeout;
-        let out = forward::<Fake>(shared, route, Req(copies.clone()), deadline).await;
+        let mut trail = Trail::default();
+        let out = forward::<Fake>(shared, route, Req(copies.clone()), deadline, &mut trail).await;
+        // Every test checks that the trail tells the tries as they were made.
+        let made = tries();
+        assert_eq!(trail.attempts as usize, made.len(), "attempts in the trail");
+        assert_eq!(trail.host, made.last().copied(), "host of the last try");
         (out, copies.load(Ordering::Relaxed))
     }
 

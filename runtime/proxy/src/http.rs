@@ -4,7 +4,10 @@
 //! failures: a listener on a byte stream answers the proxy's own failure with an HTTP status and
 //! the `x-outrigger-error` marker, while the in-process hand-off returns it typed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -14,8 +17,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, ProxyLabels, StreamBody,
-    TIMEOUT_HEADER, full_body, strip_hop_by_hop,
+    AccessRecord, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, ProxyLabels,
+    StreamBody, TIMEOUT_HEADER, TRACEPARENT, full_body, strip_hop_by_hop,
 };
 use outrigger_pool::{ExchangeError, Http1Pool, exchange};
 use parking_lot::Mutex;
@@ -23,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::{
     cluster::{Host, UpstreamPool},
-    forward::{Upstream, forward},
+    forward::{Trail, Upstream, forward},
     route::Retry,
     snapshot::{ProxySnapshot, Shared},
 };
@@ -91,6 +94,55 @@ pub(crate) async fn dispatch(
     mut parts: http::request::Parts,
     body: StreamBody,
 ) -> Result<Response<StreamBody>, ProxyError> {
+    // The proxy's span continues the caller's trace; the upstream sees it as the parent.
+    let span = shared
+        .obs
+        .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
+    if let Some(span) = &span {
+        span.inject(&mut parts.headers);
+    }
+    let Some(log) = &shared.obs.access_log else {
+        return route_and_forward(shared, snapshot, listener, parts, body, None).await;
+    };
+    let (start, arrival) = (SystemTime::now(), Instant::now());
+    let mut line = AccessRecord::new("proxy-http", start);
+    line.trace_id = span.map(|s| s.trace_id);
+    line.target = parts
+        .headers
+        .get("id")
+        .or_else(|| parts.headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    line.method = parts.uri.path().to_owned();
+    // Bodies stream: their sizes are what their lengths say when they say it.
+    line.bytes_in = body.size_hint().exact().unwrap_or(0);
+    let result = route_and_forward(shared, snapshot, listener, parts, body, Some(&mut line)).await;
+    line.status = Some(u32::from(
+        match &result {
+            Ok(resp) => resp.status(),
+            Err(e) => status(e.cause()),
+        }
+        .as_u16(),
+    ));
+    line.bytes_out = match &result {
+        Ok(resp) => resp.body().size_hint().exact().unwrap_or(0),
+        Err(e) => e.message().len() as u64,
+    };
+    line.duration = arrival.elapsed();
+    log.log(line);
+    result
+}
+
+/// Routes and forwards one request; fills `line` (route, cluster, tries) when it is logged.
+async fn route_and_forward(
+    shared: &Shared,
+    snapshot: Arc<ProxySnapshot>,
+    listener: &str,
+    mut parts: http::request::Parts,
+    body: StreamBody,
+    line: Option<&mut AccessRecord>,
+) -> Result<Response<StreamBody>, ProxyError> {
     let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
         let e = ProxyError::new(
             Cause::NoRoute,
@@ -151,16 +203,29 @@ pub(crate) async fn dispatch(
             return Err(e);
         }
     };
-    let result = forward::<Http>(shared, route, HttpRequest { parts, body }, deadline)
-        .await
-        .map(|resp| {
-            let (mut parts, body) = resp.into_parts();
-            // The body passes through as it came, so its content-length (if any) stays true.
-            strip_hop_by_hop(&mut parts.headers);
-            // Only the proxy marks its own answers; an upstream's marker is not passed on.
-            parts.headers.remove(ERROR_HEADER);
-            Response::from_parts(parts, body)
-        });
+    let mut trail = Trail::default();
+    let result = forward::<Http>(
+        shared,
+        route,
+        HttpRequest { parts, body },
+        deadline,
+        &mut trail,
+    )
+    .await;
+    if let Some(line) = line {
+        line.route = Some(route.name.clone());
+        line.cluster = Some(route.cluster.name.clone());
+        line.upstream_host = trail.host;
+        line.attempts = trail.attempts;
+    }
+    let result = result.map(|resp| {
+        let (mut parts, body) = resp.into_parts();
+        // The body passes through as it came, so its content-length (if any) stays true.
+        strip_hop_by_hop(&mut parts.headers);
+        // Only the proxy marks its own answers; an upstream's marker is not passed on.
+        parts.headers.remove(ERROR_HEADER);
+        Response::from_parts(parts, body)
+    });
     let code = match &result {
         Ok(resp) => resp.status(),
         Err(e) => status(e.cause()),

@@ -32,7 +32,7 @@ use std::{io, net::SocketAddr, sync::Arc};
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
-use outrigger_core::{Metrics, ProxyError, Shutdown, StreamBody};
+use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody};
 use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
@@ -135,11 +135,18 @@ impl ProxyCore {
     /// A proxy core with no listeners; `apply` gives it a config. Its connections drain when
     /// `shutdown` is signalled.
     pub fn new(metrics: Metrics, shutdown: Shutdown) -> Self {
+        Self::observed(metrics, shutdown, Observability::default())
+    }
+
+    /// A proxy core whose requests leave access log lines and continue trace context as `obs`
+    /// says.
+    pub fn observed(metrics: Metrics, shutdown: Shutdown, obs: Observability) -> Self {
         Self {
             shared: Arc::new(Shared {
                 live: ArcSwap::from_pointee(ProxySnapshot::default()),
                 metrics,
                 shutdown,
+                obs,
             }),
             bound: Mutex::new(Vec::new()),
         }

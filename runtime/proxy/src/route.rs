@@ -67,6 +67,8 @@ pub(crate) struct RouteTable {
 /// A compiled route.
 #[derive(Debug)]
 pub(crate) struct Route {
+    /// `<route table>/<index>`, for access logs.
+    pub(crate) name: Arc<str>,
     pub(crate) matcher: Matcher,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) timeout: Duration,
@@ -234,6 +236,8 @@ impl Route {
             }
         };
         Ok(Self {
+            // Named `<table>/<index>` by the snapshot that holds it.
+            name: Arc::from(""),
             matcher: Matcher::compile(&cfg.matcher)?,
             cluster,
             timeout: cfg

@@ -7,7 +7,9 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
-use outrigger_core::{LabelStr, Metrics, ProxyError, RetryLabels, Shutdown, StatusLabel};
+use outrigger_core::{
+    LabelStr, Metrics, Observability, ProxyError, RetryLabels, Shutdown, StatusLabel,
+};
 
 use crate::{
     cluster::Cluster,
@@ -70,6 +72,7 @@ impl ProxySnapshot {
                 };
                 match Route::compile(r, cluster.clone(), default_timeout) {
                     Ok(mut route) => {
+                        route.name = Arc::from(format!("{}/{i}", t.name));
                         route.rate_limit = r.rate_limit.as_ref().map(|rl| {
                             TokenBucket::new("route", &format!("{}/{i}", t.name), rl, metrics)
                         });
@@ -159,6 +162,8 @@ pub(crate) struct Shared {
     pub(crate) live: ArcSwap<ProxySnapshot>,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: Shutdown,
+    /// The access log and whether trace context is handled.
+    pub(crate) obs: Observability,
 }
 
 impl Shared {

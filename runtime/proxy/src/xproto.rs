@@ -7,14 +7,18 @@
 //! not the protocol close that connection only. Not for the protocols' details (see `bolt` and
 //! `dubbo`) or HTTP (see `forward`).
 
-use std::{marker::PhantomData, sync::Arc, time::Duration};
+use std::{
+    marker::PhantomData,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::{Bytes, BytesMut};
 use outrigger_codec::Limits;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    Cause, Failure, HeartbeatLabels, LabelStr, ProtocolLabels, ProxyError, StatusLabel,
-    XprotocolLabels,
+    AccessRecord, Cause, Failure, HeartbeatLabels, LabelStr, ProtocolLabels, ProxyError,
+    StatusLabel, TRACEPARENT, TraceContext, XprotocolLabels,
 };
 use outrigger_pool::{FrameKind, Io, MuxError, MuxPool, Wire, write_batch};
 use tokio::{
@@ -27,7 +31,7 @@ use tracing::Instrument;
 
 use crate::{
     cluster::Host,
-    forward::{Upstream, forward},
+    forward::{Trail, Upstream, forward},
     limits::{SocketLimits, until},
     outlier::Health,
     route::{RequestView, Retry},
@@ -57,6 +61,8 @@ pub(crate) trait ServerProtocol: Wire<Frame: Health> + Sized {
     fn error_answer(request: &Self::Frame, error: &ProxyError) -> Self::Frame;
     /// The host's pool, when the host speaks this protocol.
     fn pool(host: &Host) -> Option<&MuxPool<Self>>;
+    /// The frame's payload size in bytes, for access logs.
+    fn payload_len(frame: &Self::Frame) -> usize;
 }
 
 /// Serves one downstream connection whose first bytes (maybe none yet) are in `buf`, until
@@ -231,7 +237,19 @@ async fn handle<P: ServerProtocol>(
     limits: &Limits,
 ) -> Option<P::Frame> {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
-    let (outcome, cluster) = forward_request::<P>(shared, listener, &request, limits).await;
+    let mut line = shared.obs.access_log.as_ref().map(|_| {
+        let mut line = AccessRecord::new(P::NAME, SystemTime::now());
+        line.bytes_in = P::payload_len(&request) as u64;
+        (line, Instant::now())
+    });
+    let (outcome, cluster) = forward_request::<P>(
+        shared,
+        listener,
+        &request,
+        limits,
+        line.as_mut().map(|(l, _)| l),
+    )
+    .await;
     let answer = match outcome {
         Ok(Some(mut answer)) => {
             P::set_id(&mut answer, P::id(&request));
@@ -256,7 +274,25 @@ async fn handle<P: ServerProtocol>(
             status,
         })
         .inc();
+    if let (Some(log), Some((mut line, arrival))) = (&shared.obs.access_log, line) {
+        if let Some(a) = &answer {
+            line.status = Some(P::status(a));
+            line.bytes_out = P::payload_len(a) as u64;
+        }
+        line.duration = arrival.elapsed();
+        log.log(line);
+    }
     answer
+}
+
+/// The first value of the header (Bolt) or attachment (Dubbo) `name`, as routes see it.
+fn first_value(view: &dyn RequestView, name: &str) -> Option<String> {
+    let mut found = None;
+    view.any_header(name, &mut |v| {
+        found = Some(v.to_owned());
+        true
+    });
+    found
 }
 
 type Outcome<F> = Result<Option<F>, ProxyError>;
@@ -268,6 +304,7 @@ async fn forward_request<P: ServerProtocol>(
     listener: &str,
     request: &P::Frame,
     limits: &Limits,
+    mut line: Option<&mut AccessRecord>,
 ) -> (Outcome<P::Frame>, LabelStr) {
     let snapshot = shared.live.load_full();
     let Some(table) = snapshot.listeners.get(listener) else {
@@ -290,6 +327,14 @@ async fn forward_request<P: ServerProtocol>(
                 );
             }
         };
+        if let Some(line) = line.as_deref_mut() {
+            // The caller's trace context passes through in the frame as it came.
+            line.trace_id = first_value(&view, TRACEPARENT)
+                .and_then(|t| TraceContext::parse(t.as_bytes()).ok())
+                .map(|t| t.trace_id);
+            line.target = first_value(&view, "service").unwrap_or_default();
+            line.method = view.method().unwrap_or_default().to_owned();
+        }
         match table.find_view(&view) {
             Some(route) => route,
             None => {
@@ -310,7 +355,14 @@ async fn forward_request<P: ServerProtocol>(
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + route.timeout);
-    let outcome = forward::<Mux<P>>(shared, route, request.clone(), deadline).await;
+    let mut trail = Trail::default();
+    let outcome = forward::<Mux<P>>(shared, route, request.clone(), deadline, &mut trail).await;
+    if let Some(line) = line {
+        line.route = Some(route.name.clone());
+        line.cluster = Some(route.cluster.name.clone());
+        line.upstream_host = trail.host;
+        line.attempts = trail.attempts;
+    }
     (outcome, LabelStr::from(&route.cluster.name))
 }
 
