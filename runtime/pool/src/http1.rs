@@ -248,7 +248,17 @@ impl http_body::Body for PooledBody {
                     source,
                 }))))
             }
-            other => other.map_err(|e| -> BoxError { Box::new(e) }),
+            Poll::Ready(Some(Ok(frame))) => {
+                // A reader that trusts `is_end_stream` (hyper does) never polls again after
+                // the last frame: give the connection back now.
+                if this.body.is_end_stream()
+                    && let Some(conn) = this.conn.take()
+                {
+                    conn.reuse();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -410,5 +420,66 @@ mod tests {
         .await
         .expect_err("still silent");
         assert_eq!(err.cause(), Cause::Timeout, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_back_once_its_body_is_read_as_hyper_reads_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use http_body::Body as _;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"1 KiB or so"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let dial = Dial::Tcp {
+            addr,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let pool = Http1Pool::new(
+            PoolSettings {
+                name: "test".to_owned(),
+                size: 4,
+                idle_timeout: Duration::from_secs(60),
+            },
+            Http1Connector { dial: dial.clone() },
+            &Metrics::new(),
+        );
+        for _ in 0..5 {
+            let resp = exchange(
+                &pool,
+                &dial,
+                req("/a"),
+                Instant::now() + Duration::from_secs(2),
+            )
+            .await
+            .expect("answered");
+            // Read as hyper's server does: frames until the body says it has ended, then drop.
+            let mut body = resp.into_body();
+            while !body.is_end_stream() {
+                match body.frame().await {
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            drop(body);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
     }
 }
