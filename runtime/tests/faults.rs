@@ -194,3 +194,40 @@ async fn shutdown_waits_for_a_proxied_request_in_flight() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("late"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_fails_the_call_by_its_deadline() {
+    // Promises 100 bytes, sends 10, then says nothing more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                let _ = c.read(&mut head).await;
+                let _ = c
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let mut rt = start(&config(&[up], "", "")).await;
+    let mut req = Request::new(layotto_req("svc", "m", "", 0, ""));
+    req.metadata_mut()
+        .insert("rpc_request_timeout", "300".parse().expect("ascii"));
+    let err = rt
+        .layotto
+        .invoke_service(req)
+        .await
+        .expect_err("the body never ends");
+    assert_eq!(
+        err.code(),
+        tonic::Code::DeadlineExceeded,
+        "{}",
+        err.message()
+    );
+    rt.sidecar.shutdown().await;
+}

@@ -10,11 +10,13 @@ use http::{HeaderValue, Request, Uri, header};
 
 use http_body_util::BodyExt;
 use outrigger_core::{
-    Cause, ERROR_HEADER, Metrics, ProxyError, StreamBody, TIMEOUT_HEADER, full_body,
+    Cause, ERROR_HEADER, Failure, Metrics, ProxyError, StreamBody, TIMEOUT_HEADER, full_body,
     strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, RpcResponse};
-use outrigger_pool::{Dial, ExchangeError, Http1Connector, Http1Pool, PoolSettings, exchange};
+use outrigger_pool::{
+    BodyError, Dial, ExchangeError, Http1Connector, Http1Pool, PoolSettings, exchange,
+};
 
 use crate::{CHANNEL_IDLE_TIMEOUT, Carrier};
 
@@ -95,8 +97,13 @@ async fn read_answer(
     }
     let mut read = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| InvokeError::new(ErrorKind::Unavailable, format!("http channel: {e}")))?;
+        let frame = frame.map_err(|e| {
+            // A body that failed in the pool knows why (a stall past the deadline, a reset).
+            let kind = e
+                .downcast_ref::<BodyError>()
+                .map_or(ErrorKind::Unavailable, |b| b.cause().into());
+            InvokeError::new(kind, format!("http channel: {e}"))
+        })?;
         if let Ok(data) = frame.into_data() {
             if read.len() + data.len() > max {
                 return Err(too_big(None));

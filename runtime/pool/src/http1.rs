@@ -206,17 +206,33 @@ struct PooledBody {
     target: String,
 }
 
-/// Why a streamed response body failed.
+/// Why a streamed response body failed (the error inside a body's `BoxError`).
 #[derive(Debug, thiserror::Error)]
-enum BodyError {
+pub enum BodyError {
+    /// The connection failed mid-body.
     #[error("reading the response body from {target} failed: {source}")]
     Read {
+        /// Where the body came from.
         target: String,
+        /// The cause.
         #[source]
         source: hyper::Error,
     },
+    /// The deadline passed before the body ended (an upstream stalled mid-body).
     #[error("the response body from {target} did not end before the deadline")]
-    Timeout { target: String },
+    Timeout {
+        /// Where the body came from.
+        target: String,
+    },
+}
+
+impl Failure for BodyError {
+    fn cause(&self) -> Cause {
+        match self {
+            BodyError::Read { .. } => Cause::Reset,
+            BodyError::Timeout { .. } => Cause::Timeout,
+        }
+    }
 }
 
 impl http_body::Body for PooledBody {
