@@ -190,7 +190,8 @@ pub async fn exchange(
             body,
             conn: Some(conn),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            target: target.to_string(),
+            // Named only in an error: formatted then, not on every exchange.
+            target: target.clone(),
         };
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
     }
@@ -203,7 +204,7 @@ struct PooledBody {
     body: Incoming,
     conn: Option<Pooled<Http1Connector>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    target: String,
+    target: Dial,
 }
 
 /// Why a streamed response body failed (the error inside a body's `BoxError`).
@@ -247,7 +248,7 @@ impl http_body::Body for PooledBody {
         if this.conn.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
             this.conn = None;
             return Poll::Ready(Some(Err(Box::new(BodyError::Timeout {
-                target: this.target.clone(),
+                target: this.target.to_string(),
             }))));
         }
         match Pin::new(&mut this.body).poll_frame(cx) {
@@ -260,7 +261,7 @@ impl http_body::Body for PooledBody {
             Poll::Ready(Some(Err(source))) => {
                 this.conn = None;
                 Poll::Ready(Some(Err(Box::new(BodyError::Read {
-                    target: this.target.clone(),
+                    target: this.target.to_string(),
                     source,
                 }))))
             }
