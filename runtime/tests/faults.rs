@@ -231,3 +231,40 @@ async fn an_upstream_that_stalls_mid_body_fails_the_call_by_its_deadline() {
     );
     rt.sidecar.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_streamed_body_is_never_sent_again_empty_after_a_connect_failure() {
+    // Round robin sends the first try to the dead host; the route retries connect failures.
+    let live = Upstream::fixed("ok").await;
+    let dead = dead_address().await;
+    let yaml = config(
+        &[dead, live.addr],
+        "",
+        "        retry: {attempts: 1, on: [connect-failure], methods: [POST]}",
+    )
+    .replace(
+        "  - {name: egress, protocol: http, routeTable: main}",
+        "  - {name: egress, protocol: http, routeTable: main}\n  - {name: edge, protocol: http, routeTable: main, address: \"127.0.0.1:0\"}",
+    );
+    let rt = start(&yaml).await;
+    let body = vec![b'b'; 200 * 1024];
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(socket_of(&rt)).await.expect("connect");
+        let head = format!(
+            "POST /x HTTP/1.1\r\nHost: x\r\nid: svc\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.expect("head");
+        c.write_all(&body).await.expect("body");
+        let answer = String::from_utf8_lossy(&until_closed(c).await).into_owned();
+        statuses.push(answer.get(9..12).unwrap_or_default().to_owned());
+    }
+    // A 200 KiB body is beyond the replay buffer: it streams, so after the dead host took it
+    // the request is not sent again; the next request goes to the live host whole.
+    assert_eq!(statuses, ["503", "200"]);
+    let seen = live.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.len(), body.len(), "never an empty or cut body");
+    rt.sidecar.shutdown().await;
+}

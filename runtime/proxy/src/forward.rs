@@ -49,9 +49,11 @@ pub(crate) trait Upstream {
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send + 'a;
     /// The retry condition a successful exchange's answer meets (an HTTP status), if any.
     fn answered(resp: &Self::Response) -> Option<RetryOn>;
-    /// Whether `req` may be sent again after it was sent once (a connect failure is always
-    /// retried: nothing was sent).
+    /// Whether `req` may be sent again after it was sent once.
     fn replayable(req: &Self::Request, retry: &Retry) -> bool;
+    /// Whether `req` can be sent again at all: a streamed body that a failed try took is
+    /// gone, even when nothing of it reached the upstream.
+    fn intact(req: &Self::Request) -> bool;
 }
 
 /// The retry condition a failure meets. A try cut short by its own (per-try) deadline while
@@ -123,7 +125,9 @@ pub(crate) async fn forward<U: Upstream>(
             Err(e) => failed(e.cause(), try_deadline < deadline),
         }
         .filter(|&c| {
-            c == RetryOn::ConnectFailure
+            // Nothing was sent on a connect failure: any request that is still whole may go
+            // again; a sent one only when replaying it is safe.
+            (c == RetryOn::ConnectFailure && req.as_ref().is_some_and(U::intact))
                 || route
                     .retry
                     .as_ref()
@@ -287,6 +291,10 @@ mod tests {
 
         fn replayable(_: &Req, _: &Retry) -> bool {
             REPLAYABLE.with(std::cell::Cell::get)
+        }
+
+        fn intact(_: &Req) -> bool {
+            true
         }
     }
 

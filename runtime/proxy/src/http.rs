@@ -324,7 +324,15 @@ impl ReplayBody {
     fn take(&self) -> StreamBody {
         match self {
             ReplayBody::Whole(b) => full_body(b.clone()),
-            ReplayBody::Streamed(s) => s.lock().take().unwrap_or_else(|| full_body(Bytes::new())),
+            ReplayBody::Streamed(s) => s.lock().take().unwrap_or_else(|| {
+                // Never reached (`intact` keeps a taken stream from another try); if it were,
+                // the upstream gets a failed body, never a silently empty one.
+                let gone: BoxError = "the request body was already sent on an earlier try".into();
+                http_body_util::StreamBody::new(futures_util::stream::once(std::future::ready(
+                    Err::<http_body::Frame<Bytes>, BoxError>(gone),
+                )))
+                .boxed_unsync()
+            }),
         }
     }
 }
@@ -365,6 +373,13 @@ impl Upstream for Http {
 
     fn answered(resp: &Response<StreamBody>) -> Option<RetryOn> {
         Some(RetryOn::Status(resp.status().as_u16()))
+    }
+
+    fn intact(req: &HttpRequest) -> bool {
+        match &req.body {
+            ReplayBody::Whole(_) => true,
+            ReplayBody::Streamed(s) => s.lock().is_some(),
+        }
     }
 
     fn replayable(req: &HttpRequest, retry: &Retry) -> bool {

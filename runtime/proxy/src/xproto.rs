@@ -394,6 +394,10 @@ impl<P: ServerProtocol> Upstream for Mux<P> {
         None
     }
 
+    fn intact(_: &P::Frame) -> bool {
+        true
+    }
+
     fn replayable(_: &P::Frame, _: &Retry) -> bool {
         // An RPC is retried as the route says: routes opt in with `retry.on`.
         true
