@@ -515,6 +515,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn deadlines_take_the_shorter_timeout_and_never_overflow() {
+        let (_, route) = setup("", &["127.0.0.1:1"]).await;
+        let now = Instant::now();
+        assert_eq!(route.deadline(None), now + Duration::from_millis(1000));
+        assert_eq!(
+            route.deadline(Some(Duration::from_millis(100))),
+            now + Duration::from_millis(100)
+        );
+        assert_eq!(
+            route.deadline(Some(Duration::MAX)),
+            now + Duration::from_millis(1000),
+            "the route timeout bounds a caller's absurd one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cluster_without_hosts_fails_fast() {
         let (shared, route) = setup(RETRY, &[]).await;
         script(&[]);

@@ -186,10 +186,7 @@ async fn route_and_forward(
         return Err(e);
     };
     strip_hop_by_hop(&mut parts.headers);
-    let timeout = caller_timeout.map_or(route.timeout, |t| t.min(route.timeout));
-    let deadline = Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + route.timeout);
+    let deadline = route.deadline(caller_timeout);
     let replay_limit = route.retry.as_ref().map_or(0, |r| r.replay_limit);
     let body = match ReplayBody::read(body, replay_limit, deadline).await {
         Ok(b) => b,

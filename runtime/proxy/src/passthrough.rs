@@ -14,7 +14,6 @@ use outrigger_core::{
     Cause, Failure, LabelStr, Passthrough, PassthroughFuture, ProxyError, ProxyLabels, StreamBody,
     strip_hop_by_hop,
 };
-use tokio::time::Instant;
 
 use crate::{cluster::UpstreamPool, http::status, route::RequestView, snapshot::Shared};
 
@@ -109,10 +108,8 @@ async fn forward(
     };
     let cluster = &route.cluster;
     let cluster_label = LabelStr::from(&cluster.name);
-    let timeout = timeout.map_or(route.timeout, |t| t.min(route.timeout));
-    let deadline = Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + route.timeout);
+    let deadline = route.deadline(timeout);
+    let allowed = deadline.saturating_duration_since(tokio::time::Instant::now());
     let Some(host) = cluster.pick() else {
         let e = ProxyError::new(
             Cause::NoHealthyHost,
@@ -157,9 +154,9 @@ async fn forward(
         let cause = e.cause();
         let message = if cause == Cause::Timeout {
             format!(
-                "cluster {} host {addr}: no response headers within the route timeout of {} ms",
+                "cluster {} host {addr}: no response headers within {} ms",
                 cluster.name,
-                timeout.as_millis()
+                allowed.as_millis()
             )
         } else {
             format!("cluster {} host {addr}: {e}", cluster.name)

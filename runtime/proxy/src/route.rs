@@ -251,6 +251,16 @@ impl Route {
 }
 
 impl Route {
+    /// When a request arriving now must be answered: the route timeout, or the caller's own
+    /// when it is shorter. Never panics, however large either is (the deadline then lies far
+    /// in the future).
+    pub(crate) fn deadline(&self, caller_timeout: Option<Duration>) -> Instant {
+        let timeout = caller_timeout.map_or(self.timeout, |t| t.min(self.timeout));
+        let now = Instant::now();
+        now.checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+
     /// How many tries a request gets at most.
     pub(crate) fn tries(&self) -> u32 {
         1 + self.retry.as_ref().map_or(0, |r| r.attempts)

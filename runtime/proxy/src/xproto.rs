@@ -350,11 +350,7 @@ async fn forward_request<P: ServerProtocol>(
             }
         }
     };
-    let timeout =
-        P::caller_timeout(request, limits).map_or(route.timeout, |t| t.min(route.timeout));
-    let deadline = Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + route.timeout);
+    let deadline = route.deadline(P::caller_timeout(request, limits));
     let mut trail = Trail::default();
     let outcome = forward::<Mux<P>>(shared, route, request.clone(), deadline, &mut trail).await;
     if let Some(line) = line {
