@@ -14,6 +14,7 @@
 mod admin;
 mod config;
 mod demo;
+mod otlp;
 mod sidecar;
 
 pub use outrigger_api::{ApiListener, RuntimeApi, TIMEOUT_METADATA};

@@ -18,6 +18,7 @@ use outrigger_config::{ACCESS_LOG_STDOUT, AccessLogConfig};
 use outrigger_config::{ChannelTarget, RuntimeConfigSpec};
 use outrigger_core::{
     AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, Metrics, Observability, Shutdown,
+    SpanSink,
 };
 use outrigger_proxy::ProxyCore;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -25,6 +26,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use crate::{
     admin::{self, AdminState},
     config::{DEFAULT_WATCH_INTERVAL, Live, Overrides, Reloader, watch_file},
+    otlp::{self, OtlpError},
 };
 
 /// How a sidecar runs, beyond its config document.
@@ -63,6 +65,9 @@ pub enum StartError {
     /// The access log file cannot be opened.
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    /// The OTLP exporter cannot start.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
     /// A server address cannot be bound.
     #[error("cannot bind the {what} address {address}: {source}")]
     Bind {
@@ -115,6 +120,7 @@ pub struct Sidecar {
     tasks: JoinSet<()>,
     drain_timeout: Duration,
     access_log: Option<AccessLog>,
+    spans: Option<SpanSink>,
 }
 
 impl Sidecar {
@@ -189,6 +195,7 @@ impl Sidecar {
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let access_log = obs.access_log.clone();
+        let spans = obs.spans.clone();
         let api = RuntimeApi::new(live.clone(), metrics.clone()).observed(obs);
         let token = |configured: &Option<String>| {
             configured
@@ -265,6 +272,7 @@ impl Sidecar {
             tasks,
             drain_timeout: options.drain_timeout,
             access_log,
+            spans,
         })
     }
 
@@ -273,6 +281,14 @@ impl Sidecar {
     pub async fn flush_access_log(&self) {
         if let Some(log) = &self.access_log {
             log.flush().await;
+        }
+    }
+
+    /// Waits until every span of the calls answered so far is exported or given up on
+    /// (nothing to wait for when spans are not exported).
+    pub async fn flush_spans(&self) {
+        if let Some(spans) = &self.spans {
+            spans.flush().await;
         }
     }
 
@@ -319,6 +335,7 @@ impl Sidecar {
             self.tasks.abort_all();
         }
         self.flush_access_log().await;
+        self.flush_spans().await;
         tracing::info!("outrigger stopped");
     }
 
@@ -351,8 +368,17 @@ fn observability(spec: &RuntimeConfigSpec, metrics: &Metrics) -> Result<Observab
             Some(log)
         }
     };
+    let spans = match spec.tracing.as_ref().and_then(|t| t.otlp.as_ref()) {
+        None => None,
+        Some(otlp) => {
+            // The exporter ends by itself once the last sink is dropped.
+            let (sink, _exporter) = otlp::start(otlp, metrics)?;
+            Some(sink)
+        }
+    };
     Ok(Observability {
         access_log,
+        spans,
         propagate: spec.tracing.is_some(),
         sampling_ratio: spec
             .tracing

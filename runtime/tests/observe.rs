@@ -1,8 +1,9 @@
-//! Access logs and W3C trace context through a whole sidecar: a call through the gRPC API, a
-//! call through Dapr's HTTP API and a request on a proxy listener's socket each leave a line
-//! with the call's fields (JSON or text, in a file), upstreams see a `traceparent` continuing
-//! the caller's trace with the sidecar's own span, and with both off nothing of the sort
-//! happens: no line, the caller's `traceparent` passed on untouched.
+//! Access logs, W3C trace context and span export through a whole sidecar: a call through the
+//! gRPC API, a call through Dapr's HTTP API and a request on a proxy listener's socket each
+//! leave a line with the call's fields (JSON or text, in a file), upstreams see a `traceparent`
+//! continuing the caller's trace with the sidecar's own span, spans reach a real OTLP collector
+//! (gRPC and HTTP) as one tree, and with everything off nothing of the sort happens: no line,
+//! no span, the caller's `traceparent` passed on untouched.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -14,8 +15,12 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::trace::v1::{Span as OtlpSpan, span::SpanKind};
 use serde_json::Value;
-use support::*;
+use support::{
+    collector::{Collector, attr, hex},
+    *,
+};
 use tonic::metadata::MetadataValue;
 
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -271,6 +276,208 @@ async fn with_both_off_the_callers_context_passes_untouched() {
     assert!(
         !s.metrics.encode().contains("access_log_dropped_total 1"),
         "nothing queued"
+    );
+    s.sidecar.shutdown().await;
+}
+
+/// The upstream's `traceparent` fields: trace id, parent id, flags.
+fn fields(tp: &str) -> (String, String, String) {
+    let f: Vec<&str> = tp.split('-').collect();
+    assert_eq!(f.len(), 4, "{tp}");
+    (f[1].to_owned(), f[2].to_owned(), f[3].to_owned())
+}
+
+fn kind_of(span: &OtlpSpan) -> SpanKind {
+    SpanKind::try_from(span.kind).expect("a known kind")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_traced_calls_reach_an_otlp_collector_over_grpc() {
+    let upstream = Upstream::fixed("hello!").await;
+    let collector = Collector::grpc().await;
+    let yaml = observed(
+        &upstream,
+        &format!(
+            "tracing: {{otlp: {{endpoint: \"http://{}\"}}}}\n",
+            collector.addr
+        ),
+    );
+    let mut s = start(&yaml).await;
+
+    // InvokeService, continuing the caller's trace.
+    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "ping", 3, ""));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let resp = s.layotto.invoke_service(req).await.expect("ok");
+    assert_eq!(text(resp.into_inner().data), "hello!");
+    s.sidecar.flush_spans().await;
+    let spans = collector.spans();
+    assert_eq!(
+        spans.len(),
+        2,
+        "a server span and one client span: {spans:#?}"
+    );
+    let server = spans
+        .iter()
+        .find(|s| kind_of(s) == SpanKind::Server)
+        .expect("server span");
+    let client = spans
+        .iter()
+        .find(|s| kind_of(s) == SpanKind::Client)
+        .expect("client span");
+    assert_eq!(server.name, "spec.proto.runtime.v1.Runtime/InvokeService");
+    assert_eq!(hex(&server.trace_id), CALLER_TRACE);
+    assert_eq!(
+        hex(&server.parent_span_id),
+        CALLER_SPAN,
+        "the sidecar's span is a child of the caller's"
+    );
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(
+        client.parent_span_id, server.span_id,
+        "the try is a child of the sidecar's span"
+    );
+    let (trace, parent, flags) = fields(&traceparent(&upstream.requests()[0]).expect("sent"));
+    assert_eq!(trace, CALLER_TRACE);
+    assert_eq!(
+        parent,
+        hex(&client.span_id),
+        "the upstream's parent is the try"
+    );
+    assert_eq!(flags, "01");
+    assert_eq!(
+        attr(server, "outrigger.target_id").as_deref(),
+        Some("svc-a")
+    );
+    assert_eq!(attr(server, "outrigger.method").as_deref(), Some("hello"));
+    assert_eq!(attr(server, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(attr(client, "outrigger.route").as_deref(), Some("main/0"));
+    assert_eq!(
+        attr(client, "outrigger.cluster").as_deref(),
+        Some("backend")
+    );
+    assert_eq!(attr(client, "outrigger.protocol").as_deref(), Some("http"));
+    assert_eq!(attr(client, "outrigger.attempt").as_deref(), Some("1"));
+    assert_eq!(
+        attr(client, "server.port"),
+        Some(upstream.addr.port().to_string())
+    );
+    assert_eq!(
+        attr(client, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(attr(client, "outrigger.pool_wait_us").is_some());
+    assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
+    assert!(client.end_time_unix_nano <= server.end_time_unix_nano);
+    assert_eq!(collector.services()[0], "outrigger");
+
+    // A proxy listener's own socket, no context: the proxy's server span starts a trace.
+    let edge = s
+        .sidecar
+        .proxy()
+        .bound_addresses()
+        .into_iter()
+        .find_map(|(name, addr)| (name == "edge").then_some(addr))
+        .expect("edge is bound");
+    assert_eq!(
+        http_call(edge, "/direct", &[("id", "svc-c")], "").await,
+        200
+    );
+    s.sidecar.flush_spans().await;
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let server = &spans[2..]
+        .iter()
+        .find(|s| kind_of(s) == SpanKind::Server)
+        .expect("the proxy's server span");
+    assert_eq!(server.name, "POST");
+    assert!(server.parent_span_id.is_empty(), "a new trace");
+    assert_eq!(attr(server, "outrigger.listener").as_deref(), Some("edge"));
+    assert_eq!(
+        attr(server, "outrigger.cluster").as_deref(),
+        Some("backend")
+    );
+    let client = spans[2..]
+        .iter()
+        .find(|s| kind_of(s) == SpanKind::Client)
+        .expect("its try");
+    assert_eq!(client.parent_span_id, server.span_id);
+    let m = s.metrics.encode();
+    assert!(
+        m.contains("outrigger_trace_spans_exported_total{kind=\"exported\"} 4"),
+        "{m}"
+    );
+    s.sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_export_and_unsampled_calls_export_nothing() {
+    const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let upstream = Upstream::fixed("ok").await;
+    let collector = Collector::http().await;
+    let yaml = observed(
+        &upstream,
+        &format!(
+            "tracing: {{samplingRatio: 0, otlp: {{endpoint: \"http://{}\", protocol: http/protobuf}}}}\n",
+            collector.addr
+        ),
+    );
+    let mut s = start(&yaml).await;
+    // The caller chose not to sample; the sidecar keeps that decision.
+    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static(UNSAMPLED));
+    s.layotto.invoke_service(req).await.expect("ok");
+    // No context and a sampling ratio of 0: a trace that is not sampled.
+    s.layotto
+        .invoke_service(layotto_req("svc-a", "hello", "", 0, ""))
+        .await
+        .expect("ok");
+    s.sidecar.flush_spans().await;
+    assert!(
+        collector.spans().is_empty(),
+        "nothing sampled, nothing exported"
+    );
+    let seen = upstream.requests();
+    let (trace, _, flags) = fields(&traceparent(&seen[0]).unwrap());
+    assert_eq!((trace.as_str(), flags.as_str()), (CALLER_TRACE, "00"));
+    let (_, _, flags) = fields(&traceparent(&seen[1]).unwrap());
+    assert_eq!(flags, "00", "propagated even when not sampled");
+
+    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static(CALLER));
+    s.layotto.invoke_service(req).await.expect("ok");
+    s.sidecar.flush_spans().await;
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 2, "over OTLP/HTTP: {spans:#?}");
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == CALLER_TRACE));
+    s.sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_never_fails_a_call() {
+    let upstream = Upstream::fixed("ok").await;
+    let dead = dead_address().await;
+    let yaml = observed(
+        &upstream,
+        &format!("tracing: {{otlp: {{endpoint: \"http://{dead}\", timeoutMs: 2000}}}}\n"),
+    );
+    let mut s = start(&yaml).await;
+    for _ in 0..3 {
+        let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
+        req.metadata_mut()
+            .insert("traceparent", MetadataValue::from_static(CALLER));
+        s.layotto
+            .invoke_service(req)
+            .await
+            .expect("the call succeeds");
+    }
+    s.sidecar.flush_spans().await;
+    let m = s.metrics.encode();
+    assert!(
+        m.contains("outrigger_trace_spans_exported_total{kind=\"failed\"} 6"),
+        "{m}"
     );
     s.sidecar.shutdown().await;
 }

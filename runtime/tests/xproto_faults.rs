@@ -226,10 +226,12 @@ async fn the_bolt_upstream_sees_the_sidecars_span_and_the_hop_is_logged() {
     let (dubbo, _d) = silent_dubbo().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
+    let collector = support::collector::Collector::grpc().await;
     let yaml = format!(
-        "{}accessLog: {{path: {}}}\ntracing: {{}}\n",
+        "{}accessLog: {{path: {}}}\ntracing: {{otlp: {{endpoint: \"http://{}\"}}}}\n",
         config(up.addr, dubbo),
-        path.display()
+        path.display(),
+        collector.addr
     );
     let mut rt = start(&yaml).await;
     let mut req = invoke("get", "one", None);
@@ -249,6 +251,28 @@ async fn the_bolt_upstream_sees_the_sidecars_span_and_the_hop_is_logged() {
         fields[2], "00f067aa0ba902b7",
         "the sidecar's span is the parent: {tp}"
     );
+    rt.sidecar.flush_spans().await;
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let (server, client) = if spans[0].kind == 2 {
+        (&spans[0], &spans[1])
+    } else {
+        (&spans[1], &spans[0])
+    };
+    use support::collector::{attr, hex};
+    assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        hex(&server.span_id),
+        fields[2],
+        "the frame names the sidecar's server span"
+    );
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(attr(client, "outrigger.protocol").as_deref(), Some("bolt"));
+    assert_eq!(
+        attr(client, "outrigger.cluster").as_deref(),
+        Some("bolt_up")
+    );
+    assert_eq!(attr(client, "outrigger.status").as_deref(), Some("0"));
 
     rt.sidecar.flush_access_log().await;
     let log = std::fs::read_to_string(&path).unwrap();

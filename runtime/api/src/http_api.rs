@@ -23,8 +23,8 @@ use hyper::{
     service::service_fn,
 };
 use outrigger_core::{
-    AccessRecord, KindLabels, LabelStr, ServerLimits, Shutdown, TRACEPARENT, TraceContext,
-    accept_loop, serve_http1, strip_hop_by_hop,
+    AccessRecord, AttrValue, KindLabels, LabelStr, ServerLimits, Shutdown, Span, SpanKind,
+    TRACEPARENT, accept_loop, serve_http1, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, deadline_after};
 use tokio::{net::TcpListener, time::Instant};
@@ -122,31 +122,55 @@ impl HttpApi {
             Err(resp) => return *resp,
         };
         let (id, method) = target;
-        let span = self
-            .api
-            .obs
-            .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
-        let Some(log) = &self.api.obs.access_log else {
+        let obs = &self.api.obs;
+        let span = obs
+            .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes))
+            .map(|s| Span::started_at(s.context, s.parent, arrival));
+        let recorder = obs.recorder(span.as_ref());
+        if obs.access_log.is_none() && recorder.is_none() {
             return self
                 .read_and_invoke(&id, &method, parts, body, arrival, span)
                 .await
                 .0;
-        };
+        }
         let start = SystemTime::now()
             .checked_sub(arrival.elapsed())
             .unwrap_or_else(SystemTime::now);
+        let verb = parts.method.clone();
         let (resp, bytes_in) = self
             .read_and_invoke(&id, &method, parts, body, arrival, span)
             .await;
-        let mut line = AccessRecord::new("http-api", start);
-        line.trace_id = span.map(|s| s.trace_id);
-        line.target = id;
-        line.method = method;
-        line.status = Some(u32::from(resp.status().as_u16()));
-        line.bytes_in = bytes_in;
-        line.bytes_out = resp.body().size_hint().exact().unwrap_or_default();
-        line.duration = arrival.elapsed();
-        log.log(line);
+        let status = resp.status().as_u16();
+        if let (Some(sink), Some(span)) = (recorder, &span) {
+            let mut attrs = vec![
+                ("http.request.method", AttrValue::from(verb.to_string())),
+                ("http.response.status_code", i64::from(status).into()),
+                ("outrigger.api", "dapr-http".into()),
+                ("outrigger.target_id", id.clone().into()),
+                ("outrigger.method", method.clone().into()),
+            ];
+            let error = (status >= 500).then(|| {
+                attrs.push(("error.type", status.to_string().into()));
+                format!("answered {status}")
+            });
+            sink.record(span.finish(
+                SpanKind::Server,
+                format!("{verb} /v1.0/invoke/{{id}}/method"),
+                attrs,
+                error,
+            ));
+        }
+        if let Some(log) = &obs.access_log {
+            let mut line = AccessRecord::new("http-api", start);
+            line.trace_id = span.map(|s| s.context.trace_id);
+            line.target = id;
+            line.method = method;
+            line.status = Some(u32::from(status));
+            line.bytes_in = bytes_in;
+            line.bytes_out = resp.body().size_hint().exact().unwrap_or_default();
+            line.duration = arrival.elapsed();
+            log.log(line);
+        }
         resp
     }
 
@@ -158,7 +182,7 @@ impl HttpApi {
         mut parts: http::request::Parts,
         body: B,
         arrival: Instant,
-        span: Option<TraceContext>,
+        span: Option<Span>,
     ) -> (Response<Full<Bytes>>, u64)
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -211,7 +235,7 @@ impl HttpApi {
         };
         let bytes_in = data.len() as u64;
         if let Some(span) = span {
-            span.inject(&mut parts.headers);
+            span.context.inject(&mut parts.headers);
         }
         let query = parts.uri.query().unwrap_or_default().to_owned();
         let resp = match self

@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
 use outrigger_core::{
-    AccessRecord, KindLabels, LabelStr, Metrics, Observability, Passthrough, ServerLimits,
-    Shutdown, TRACEPARENT, TraceContext, strip_hop_by_hop,
+    AccessRecord, AttrValue, KindLabels, LabelStr, Metrics, Observability, Passthrough,
+    ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
@@ -55,6 +55,10 @@ pub const TIMEOUT_METADATA: &str = "rpc_request_timeout";
 
 /// How much earlier than the caller's own gRPC deadline the sidecar gives up (at most 5%).
 const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// The gRPC services that serve `InvokeService`, as their server spans name them.
+const LAYOTTO_SERVICE: &str = "spec.proto.runtime.v1.Runtime";
+const DAPR_SERVICE: &str = "dapr.proto.runtime.v1.Dapr";
 
 /// Where the API accepts connections.
 pub enum ApiListener {
@@ -260,38 +264,71 @@ impl RuntimeApi {
 
     async fn invoke(
         &self,
+        service: &'static str,
         call: Call,
         metadata: MetadataMap,
         extensions: &tonic::Extensions,
     ) -> Result<Answer, Status> {
         let received = extensions.get::<layers::Arrival>().map(|a| a.0);
+        // The server span starts when the call arrived.
         let span = self
             .obs
-            .span(|| metadata.get(TRACEPARENT).map(|v| v.as_bytes()));
-        let Some(log) = &self.obs.access_log else {
+            .span(|| metadata.get(TRACEPARENT).map(|v| v.as_bytes()))
+            .map(|s| match received {
+                Some(at) => Span::started_at(s.context, s.parent, at),
+                None => s,
+            });
+        let recorder = self.obs.recorder(span.as_ref());
+        if self.obs.access_log.is_none() && recorder.is_none() {
             return self.invoke_outer(call, metadata, received, span).await;
-        };
+        }
         let arrival = received.unwrap_or_else(Instant::now);
         // The wall-clock time of arrival, from the monotonic time since.
         let start = SystemTime::now()
             .checked_sub(arrival.elapsed())
             .unwrap_or_else(SystemTime::now);
         let mut line = AccessRecord::new("grpc", start);
-        line.trace_id = span.map(|s| s.trace_id);
+        line.trace_id = span.map(|s| s.context.trace_id);
         line.target.clone_from(&call.id);
         line.method.clone_from(&call.method);
         line.bytes_in = call.data.as_ref().map_or(0, |a| a.value.len() as u64);
         let result = self.invoke_outer(call, metadata, Some(arrival), span).await;
-        match &result {
+        let code = match &result {
             Ok(a) => {
-                line.grpc_status = Some(tonic::Code::Ok as i32);
                 line.status = Some(u32::from(a.status));
                 line.bytes_out = a.data.as_ref().map_or(0, |d| d.value.len() as u64);
+                tonic::Code::Ok
             }
-            Err(status) => line.grpc_status = Some(status.code() as i32),
-        }
+            Err(status) => status.code(),
+        };
+        line.grpc_status = Some(code as i32);
         line.duration = arrival.elapsed();
-        log.log(line);
+        if let (Some(sink), Some(span)) = (recorder, &span) {
+            let mut attrs = vec![
+                ("rpc.system", AttrValue::from("grpc")),
+                ("rpc.service", service.into()),
+                ("rpc.method", "InvokeService".into()),
+                ("rpc.grpc.status_code", i64::from(code as i32).into()),
+                ("outrigger.target_id", line.target.clone().into()),
+                ("outrigger.method", line.method.clone().into()),
+            ];
+            if let Some(status) = line.status {
+                attrs.push(("outrigger.status", i64::from(status).into()));
+            }
+            let error = result.as_ref().err().map(|s| {
+                attrs.push(("error.type", format!("{:?}", s.code()).into()));
+                s.message().to_owned()
+            });
+            sink.record(span.finish(
+                SpanKind::Server,
+                format!("{service}/InvokeService"),
+                attrs,
+                error,
+            ));
+        }
+        if let Some(log) = &self.obs.access_log {
+            log.log(line);
+        }
         result
     }
 
@@ -300,7 +337,7 @@ impl RuntimeApi {
         call: Call,
         metadata: MetadataMap,
         received: Option<Instant>,
-        span: Option<TraceContext>,
+        span: Option<Span>,
     ) -> Result<Answer, Status> {
         let (id, method) = (call.id.clone(), call.method.clone());
         let result = self.invoke_inner(call, metadata, received, span).await;
@@ -321,7 +358,7 @@ impl RuntimeApi {
         call: Call,
         metadata: MetadataMap,
         received: Option<Instant>,
-        span: Option<TraceContext>,
+        span: Option<Span>,
     ) -> Result<Answer, InvokeError> {
         let invalid = |m: &str| InvokeError::new(ErrorKind::InvalidArgument, m.to_owned());
         if call.id.is_empty() {
@@ -377,7 +414,7 @@ impl RuntimeApi {
         if let Some(span) = span {
             // Upstreams see the sidecar's span as the parent (an HTTP header, a Bolt header,
             // a Dubbo attachment).
-            span.inject(&mut headers);
+            span.context.inject(&mut headers);
         }
         let mut req = RpcRequest::new(call.id, call.method, deadline);
         req.content_type = call.content_type;
@@ -455,7 +492,9 @@ impl layotto::runtime_server::Runtime for RuntimeApi {
         request: Request<layotto::InvokeServiceRequest>,
     ) -> Result<Response<layotto::InvokeResponse>, Status> {
         let (metadata, extensions, msg) = request.into_parts();
-        let a = self.invoke(msg.into(), metadata, &extensions).await?;
+        let a = self
+            .invoke(LAYOTTO_SERVICE, msg.into(), metadata, &extensions)
+            .await?;
         Ok(respond(
             layotto::InvokeResponse {
                 data: a.data,
@@ -473,7 +512,9 @@ impl dapr::dapr_server::Dapr for RuntimeApi {
         request: Request<dapr::InvokeServiceRequest>,
     ) -> Result<Response<dapr_common::InvokeResponse>, Status> {
         let (metadata, extensions, msg) = request.into_parts();
-        let a = self.invoke(msg.into(), metadata, &extensions).await?;
+        let a = self
+            .invoke(DAPR_SERVICE, msg.into(), metadata, &extensions)
+            .await?;
         Ok(respond(
             dapr_common::InvokeResponse {
                 data: a.data,

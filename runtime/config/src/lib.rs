@@ -15,9 +15,9 @@ pub use crate::{
         DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_BUFFER_BYTES,
         DEFAULT_TIMEOUT_MS, FilterConfig, FilterKind, GrpcConfig, HeaderEdits, HeaderMatch,
         HeadersFilterConfig, HeartbeatConfig, HostConfig, HttpApiConfig, IDEMPOTENT_METHODS,
-        LbPolicy, ListenerConfig, OutlierDetection, Protocol, RateLimit, RetryBackoff, RetryBudget,
-        RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig, RpcConfig,
-        RuntimeConfigSpec, TracingConfig, ValueMatch,
+        LbPolicy, ListenerConfig, OtlpConfig, OtlpProtocol, OutlierDetection, Protocol, RateLimit,
+        RetryBackoff, RetryBudget, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
+        RpcConfig, RuntimeConfigSpec, TracingConfig, ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

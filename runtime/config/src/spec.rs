@@ -47,9 +47,10 @@ pub struct RuntimeConfigSpec {
     /// absent. Read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogConfig>,
-    /// W3C trace context: when present, the sidecar continues each caller's `traceparent` with
-    /// its own span (or starts a trace) and forwards a `traceparent` naming that span to HTTP
-    /// upstreams, and as a Bolt header or Dubbo attachment. Off when absent. Read at start.
+    /// W3C trace context and span export: when present, the sidecar continues each caller's
+    /// `traceparent` with its own span (or starts a trace) and forwards a `traceparent` to HTTP
+    /// upstreams (naming the try's client span), and as a Bolt header or Dubbo attachment;
+    /// with `otlp`, it also exports its spans. Off when absent. Read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
 }
@@ -95,6 +96,43 @@ pub struct TracingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub sampling_ratio: Option<f64>,
+    /// Where sampled spans are exported (OTLP). No export when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// An OTLP trace exporter: spans are batched, queued (bounded; spans that do not fit are
+/// dropped and counted) and sent in the background, never holding up a call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector: `http://host:port` (OTLP/gRPC, usually port 4317; OTLP/HTTP, usually
+    /// 4318, where `/v1/traces` is added when the URL has no path).
+    pub endpoint: String,
+    /// `grpc` (the default) or `http/protobuf`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// How long one export may take before it is given up (its spans dropped and counted), in
+    /// milliseconds. Default 10000.
+    #[serde(default = "default_otlp_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: u64,
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (`TraceService/Export`).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with a protobuf body (`POST /v1/traces`).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+fn default_otlp_timeout_ms() -> u64 {
+    10_000
 }
 
 /// The gRPC API server.

@@ -157,6 +157,14 @@ impl Validator {
                 format!("{ratio} is not between 0 and 1"),
             );
         }
+        if let Some(otlp) = spec.tracing.as_ref().and_then(|t| t.otlp.as_ref()) {
+            if let Err(e) = check_otlp_endpoint(&otlp.endpoint) {
+                self.err("tracing.otlp.endpoint", e);
+            }
+            if otlp.timeout_ms == 0 {
+                self.err("tracing.otlp.timeoutMs", "must be greater than 0");
+            }
+        }
 
         if spec.rpc.timeout_ms == 0 {
             self.err("rpc.timeoutMs", "must be greater than 0");
@@ -599,6 +607,23 @@ fn check_api_token(t: &str) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `http://host:port[/path]`: the collector, reached without TLS (a Collector agent on the node
+/// or in the pod, the usual deployment, forwards with TLS if it must).
+fn check_otlp_endpoint(s: &str) -> Result<(), String> {
+    if s.starts_with("https://") {
+        return Err(format!(
+            "\"{s}\": TLS to the collector is not supported; export to a Collector over http:// (a node or pod agent) and let it forward with TLS"
+        ));
+    }
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("\"{s}\" is not an http://host:port URL"))?;
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    check_host_port(authority).map_err(|_| {
+        format!("\"{s}\" does not name a host:port after http:// (for example http://otel-collector:4317)")
+    })
 }
 
 fn check_socket_addr(s: &str) -> Result<(), String> {

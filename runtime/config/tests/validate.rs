@@ -749,3 +749,49 @@ fn access_log_and_tracing_are_off_by_default_and_checked() {
     let unknown = errors(&format!("{GOOD}accessLog: {{format: xml}}\n"));
     assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
 }
+
+#[test]
+fn otlp_export_is_checked() {
+    let on = format!(
+        "{GOOD}tracing: {{otlp: {{endpoint: \"http://otel-collector.observability:4317\"}}}}\n"
+    );
+    let spec = load_yaml(&on).expect("valid");
+    let otlp = spec.tracing.and_then(|t| t.otlp).expect("otlp");
+    assert_eq!(otlp.protocol, outrigger_config::OtlpProtocol::Grpc);
+    assert_eq!(otlp.timeout_ms, 10_000);
+    let http = format!(
+        "{GOOD}tracing: {{otlp: {{endpoint: \"http://10.0.0.7:4318/v1/traces\", protocol: http/protobuf}}}}\n"
+    );
+    let spec = load_yaml(&http).expect("valid");
+    assert_eq!(
+        spec.tracing.and_then(|t| t.otlp).map(|o| o.protocol),
+        Some(outrigger_config::OtlpProtocol::HttpProtobuf)
+    );
+
+    let bad = format!(
+        "{GOOD}tracing: {{otlp: {{endpoint: \"https://collector:4317\", timeoutMs: 0}}}}\n"
+    );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "tracing.otlp.endpoint: \"https://collector:4317\": TLS to the collector is not supported; export to a Collector over http:// (a node or pod agent) and let it forward with TLS",
+            "tracing.otlp.timeoutMs: must be greater than 0",
+        ]
+    );
+    for endpoint in [
+        "collector:4317",
+        "http://",
+        "http://collector",
+        "http://:4317/x",
+    ] {
+        let e = errors(&format!(
+            "{GOOD}tracing: {{otlp: {{endpoint: \"{endpoint}\"}}}}\n"
+        ));
+        assert_eq!(e.len(), 1, "{endpoint}: {e:?}");
+        assert!(e[0].starts_with("tracing.otlp.endpoint: "), "{e:?}");
+    }
+    let unknown = errors(&format!(
+        "{GOOD}tracing: {{otlp: {{endpoint: \"http://c:4317\", protocol: zipkin}}}}\n"
+    ));
+    assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
+}

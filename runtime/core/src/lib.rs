@@ -11,6 +11,7 @@ mod observe;
 mod passthrough;
 mod serve;
 mod shutdown;
+mod span;
 mod trace;
 mod wire;
 
@@ -30,7 +31,11 @@ pub use self::{
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
     serve::{ServerLimits, accept_loop, serve_http1},
     shutdown::Shutdown,
-    trace::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, TraceParseError},
+    span::{AttrValue, SPAN_QUEUE, Span, SpanData, SpanKind, SpanMessage, SpanSink, TryAttributes},
+    trace::{
+        FOREIGN_TRACE_ID_KEYS, SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId,
+        TraceParseError,
+    },
     wire::{
         ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, parse_error_marker,
         strip_hop_by_hop,

@@ -292,6 +292,10 @@ pub struct Metrics {
     pub rate_limited: Family<RateLimitLabels, Counter>,
     /// Access log lines dropped because the writer's queue was full.
     pub access_log_dropped: Counter,
+    /// Spans dropped because the exporter's queue was full.
+    pub spans_dropped: Counter,
+    /// Spans the OTLP exporter sent, by outcome (`exported`, `failed`).
+    pub spans_exported: Family<KindLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -330,6 +334,8 @@ impl Metrics {
             retry_budget_exhausted: Family::default(),
             rate_limited: Family::default(),
             access_log_dropped: Counter::default(),
+            spans_dropped: Counter::default(),
+            spans_exported: Family::default(),
         };
         registry.register(
             "grpc_requests",
@@ -450,6 +456,16 @@ impl Metrics {
             "access_log_dropped",
             "access log lines dropped because the writer's queue was full",
             m.access_log_dropped.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "spans dropped because the OTLP exporter's queue was full",
+            m.spans_dropped.clone(),
+        );
+        registry.register(
+            "trace_spans_exported",
+            "spans the OTLP exporter sent, by kind: exported (accepted by the collector) or failed",
+            m.spans_exported.clone(),
         );
         *m.registry.lock() = registry;
         m

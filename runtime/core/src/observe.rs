@@ -1,11 +1,16 @@
 //! What the edges and the proxy core need to know about observability, built once at start and
-//! handed down at construction: the access log (if on) and whether trace context is handled.
-//! With both off, a request does no extra work: no trace ids, no records, no formatting. Not for
-//! the access log's writer (see `access_log`) or trace context parsing (see `trace`).
+//! handed down at construction: the access log (if on), whether trace context is handled, and
+//! where exported spans go (if anywhere). With all of them off, a request does no extra work:
+//! no trace ids, no records, no formatting, no clock reads. Not for the access log's writer
+//! (see `access_log`), trace context parsing (see `trace`) or the span queue (see `span`).
 
-use crate::{access_log::AccessLog, trace::TraceContext};
+use crate::{
+    access_log::AccessLog,
+    span::{Span, SpanData, SpanSink},
+    trace::TraceContext,
+};
 
-/// The access log and trace context settings every edge shares.
+/// The access log, trace context and span export settings every edge shares.
 #[derive(Clone, Debug)]
 pub struct Observability {
     /// Where each call's line goes; `None` when access logs are off.
@@ -16,29 +21,51 @@ pub struct Observability {
     pub propagate: bool,
     /// Share of the traces the sidecar starts that are marked sampled (0 to 1).
     pub sampling_ratio: f64,
+    /// Where sampled spans go (`tracing.otlp`); `None` when nothing is exported.
+    pub spans: Option<SpanSink>,
 }
 
 impl Default for Observability {
-    /// Access logs and trace context off.
+    /// Access logs, trace context and export off.
     fn default() -> Self {
         Self {
             access_log: None,
             propagate: false,
             sampling_ratio: 1.0,
+            spans: None,
         }
     }
 }
 
 impl Observability {
-    /// Whether a call needs its trace context: to propagate it, or for its access log line.
+    /// Whether a call needs its trace context: to propagate it, to export it, or for its access
+    /// log line.
     pub fn traces(&self) -> bool {
-        self.propagate || self.access_log.is_some()
+        self.propagate || self.access_log.is_some() || self.spans.is_some()
     }
 
     /// The sidecar's span for a call whose `traceparent` (if any) `incoming` reads, when traces
     /// are handled; `incoming` is not called otherwise.
-    pub fn span<'a>(&self, incoming: impl FnOnce() -> Option<&'a [u8]>) -> Option<TraceContext> {
-        self.traces()
-            .then(|| TraceContext::continue_from(incoming(), self.sampling_ratio))
+    pub fn span<'a>(&self, incoming: impl FnOnce() -> Option<&'a [u8]>) -> Option<Span> {
+        self.traces().then(|| {
+            let (context, parent) =
+                TraceContext::continue_with_parent(incoming(), self.sampling_ratio);
+            Span::start(context, parent)
+        })
+    }
+
+    /// Where `span` goes when it ends: the sink, when spans are exported and it is sampled.
+    /// Callers build a span's attributes only when this is `Some`.
+    pub fn recorder(&self, span: Option<&Span>) -> Option<&SpanSink> {
+        self.spans
+            .as_ref()
+            .filter(|_| span.is_some_and(Span::sampled))
+    }
+
+    /// Records `data` if spans are exported (the caller checked sampling with `recorder`).
+    pub fn record(&self, data: SpanData) {
+        if let Some(sink) = &self.spans {
+            sink.record(data);
+        }
     }
 }

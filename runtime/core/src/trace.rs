@@ -11,6 +11,16 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The vendor-specific companion header, forwarded unchanged.
 pub const TRACESTATE: &str = "tracestate";
 
+/// Headers (Bolt) and attachments (Dubbo) where other tracers put their trace id, read when no
+/// `traceparent` came so that the sidecar's spans stay in the caller's trace: SOFATracer's
+/// (`rpc_trace_context.sofaTraceId`, and `sofa_trace_id` of older SOFA clients) and Zipkin B3's.
+pub const FOREIGN_TRACE_ID_KEYS: [&str; 4] = [
+    "rpc_trace_context.sofaTraceId",
+    "sofa_trace_id",
+    "X-B3-TraceId",
+    "x-b3-traceid",
+];
+
 /// A 16-byte trace id, never all zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TraceId(pub [u8; 16]);
@@ -148,14 +158,57 @@ impl TraceContext {
     /// valid one (keeping the caller's sampling decision), else a new trace sampled with
     /// probability `sampling_ratio`. A malformed value is logged and replaced, never forwarded.
     pub fn continue_from(traceparent: Option<&[u8]>, sampling_ratio: f64) -> Self {
+        Self::continue_with_parent(traceparent, sampling_ratio).0
+    }
+
+    /// [`continue_from`](Self::continue_from), with the caller's span id when a valid context
+    /// came (the parent of the sidecar's span in an exported trace).
+    pub fn continue_with_parent(
+        traceparent: Option<&[u8]>,
+        sampling_ratio: f64,
+    ) -> (Self, Option<SpanId>) {
         match traceparent.map(Self::parse) {
-            Some(Ok(parent)) => parent.child(),
+            Some(Ok(parent)) => (parent.child(), Some(parent.span_id)),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "ignoring a malformed traceparent; starting a new trace");
-                Self::new_root(sampling_ratio)
+                (Self::new_root(sampling_ratio), None)
             }
-            None => Self::new_root(sampling_ratio),
+            None => (Self::new_root(sampling_ratio), None),
         }
+    }
+
+    /// A new span in the trace another tracer named with `trace_id` (see
+    /// [`FOREIGN_TRACE_ID_KEYS`]), sampled with probability `sampling_ratio`: up to 32 hex
+    /// digits (SOFATracer's and B3's ids are) are the W3C trace id, right-aligned; anything
+    /// else is hashed into one, so that every span of the call still shares it. `None` for an
+    /// empty or all-zero id.
+    pub fn from_foreign(trace_id: &str, sampling_ratio: f64) -> Option<Self> {
+        let raw = trace_id.trim().as_bytes();
+        if raw.is_empty() {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        let hex = raw.len() <= 32 && raw.iter().all(u8::is_ascii_hexdigit);
+        if hex {
+            // Right-aligned: an odd digit count gets a leading zero.
+            let mut padded = [b'0'; 32];
+            padded[32 - raw.len()..].copy_from_slice(raw);
+            padded.make_ascii_lowercase();
+            hex_into(&padded, &mut id)?;
+        } else {
+            // FNV-1a, twice with different seeds: stable, and spread over 16 bytes.
+            for (half, seed) in [(0, 0xcbf2_9ce4_8422_2325_u64), (8, 0x8422_2325_cbf2_9ce4)] {
+                let h = raw.iter().fold(seed, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                id[half..half + 8].copy_from_slice(&h.to_be_bytes());
+            }
+        }
+        (id != [0; 16]).then(|| Self {
+            trace_id: TraceId(id),
+            span_id: SpanId(random_nonzero()),
+            flags: u8::from(fastrand::f64() < sampling_ratio),
+        })
     }
 
     /// The `traceparent` naming this span (version `00`, 55 characters).
@@ -256,6 +309,29 @@ mod tests {
                 "{value:?}"
             );
         }
+    }
+
+    #[test]
+    fn foreign_trace_ids_keep_the_trace() {
+        let sofa = TraceContext::from_foreign("0a0fe8e21585036488312100116856", 1.0).unwrap();
+        assert_eq!(
+            sofa.trace_id.to_string(),
+            "000a0fe8e21585036488312100116856"
+        );
+        assert_eq!(sofa.flags, 1);
+        let b3 = TraceContext::from_foreign("463AC35C9F6413AD", 0.0).unwrap();
+        assert_eq!(b3.trace_id.to_string(), "0000000000000000463ac35c9f6413ad");
+        assert_eq!(b3.flags, 0);
+        let odd = TraceContext::from_foreign("trace-é/42", 1.0).unwrap();
+        assert_eq!(
+            odd.trace_id,
+            TraceContext::from_foreign("trace-é/42", 1.0)
+                .unwrap()
+                .trace_id,
+            "hashed ids are stable"
+        );
+        assert_eq!(TraceContext::from_foreign("", 1.0), None);
+        assert_eq!(TraceContext::from_foreign("0000", 1.0), None);
     }
 
     #[test]

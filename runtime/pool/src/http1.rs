@@ -11,6 +11,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -125,11 +126,27 @@ impl Failure for ExchangeError {
 pub async fn exchange(
     pool: &Http1Pool,
     target: &Dial,
-    mut req: Request<StreamBody>,
+    req: Request<StreamBody>,
     deadline: Instant,
 ) -> Result<Response<StreamBody>, ExchangeError> {
+    exchange_waited(pool, target, req, deadline, None).await
+}
+
+/// [`exchange`], also telling in `waited` (when asked) how long the request waited for a
+/// connection of the pool (a trace shows it).
+pub async fn exchange_waited(
+    pool: &Http1Pool,
+    target: &Dial,
+    mut req: Request<StreamBody>,
+    deadline: Instant,
+    mut waited: Option<&mut Duration>,
+) -> Result<Response<StreamBody>, ExchangeError> {
     loop {
+        let asked = waited.is_some().then(Instant::now);
         let mut conn = pool.get(deadline).await?;
+        if let (Some(w), Some(asked)) = (waited.as_deref_mut(), asked) {
+            *w += asked.elapsed();
+        }
         let reused = conn.reused();
         let sender = match &mut *conn {
             Http1Conn::Wire(sender) => sender,

@@ -18,7 +18,9 @@ pub use self::{
     bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
     dial::{ConnectError, Dial, Io, Open},
     h2::{H2Error, H2Pool},
-    http1::{BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange},
+    http1::{
+        BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange, exchange_waited,
+    },
     local::{LocalHttp, LocalListeners},
     mux::{
         Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,

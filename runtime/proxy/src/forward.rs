@@ -11,10 +11,10 @@
 //! limit, circuit breaker, retry budget: see `resilience`), host choice and the verdict on each
 //! try (outlier detection: see `cluster`), and each retry (breaker and budget again).
 
-use std::{future::Future, net::SocketAddr};
+use std::{borrow::Cow, future::Future, net::SocketAddr, time::Duration};
 
 use outrigger_config::RetryOn;
-use outrigger_core::{Cause, Failure, ProxyError};
+use outrigger_core::{Cause, Failure, ProxyError, Span, SpanKind, TraceContext, TryAttributes};
 use tokio::time::Instant;
 
 use crate::{
@@ -40,13 +40,22 @@ pub(crate) trait Upstream {
 
     /// The host's pool, when the host speaks this protocol.
     fn pool(host: &Host) -> Option<&Self::Pool>;
-    /// One exchange on `pool` (a pool of `host`), finished by `deadline`.
+    /// One exchange on `pool` (a pool of `host`), finished by `deadline`; adds to `waited`
+    /// (when asked) the time spent waiting for a connection.
     fn exchange<'a>(
         pool: &'a Self::Pool,
         host: &'a Host,
         req: Self::Request,
         deadline: Instant,
+        waited: Option<&'a mut Duration>,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send + 'a;
+    /// Names the try's span as the upstream's parent in `req` (a `traceparent` header), when
+    /// the protocol's requests can carry it per try.
+    fn trace(req: &mut Self::Request, context: &TraceContext);
+    /// The name of a try's client span.
+    fn operation(req: &Self::Request) -> Cow<'static, str>;
+    /// The upstream's status in a successful exchange's answer, for the try's span.
+    fn status(resp: &Self::Response) -> Option<i64>;
     /// The retry condition a successful exchange's answer meets (an HTTP status), if any.
     fn answered(resp: &Self::Response) -> Option<RetryOn>;
     /// Whether `req` may be sent again after it was sent once.
@@ -78,13 +87,16 @@ pub(crate) struct Trail {
 }
 
 /// Sends `req` to the route's cluster by `deadline`, retrying on the route's conditions, and
-/// notes in `trail` the tries made.
+/// notes in `trail` the tries made. With a `parent` span (trace context handled), each try is a
+/// client span of its own, a child of `parent`, named to the upstream as its parent where the
+/// protocol allows, and recorded when spans are exported.
 pub(crate) async fn forward<U: Upstream>(
     shared: &Shared,
     route: &Route,
     req: U::Request,
     deadline: Instant,
     trail: &mut Trail,
+    parent: Option<&Span>,
 ) -> Result<U::Response, ProxyError> {
     let cluster = &route.cluster;
     let mut admission = resilience::admit(route)?;
@@ -110,13 +122,45 @@ pub(crate) async fn forward<U: Upstream>(
         } else {
             req.clone()
         };
-        let Some(this) = this else {
+        let Some(mut this) = this else {
             // Unreachable: the request is taken only on the last try.
             return Err(ProxyError::new(Cause::Reset, "request lost before a retry"));
         };
         trail.attempts = try_no;
         trail.host = Some(host.addr);
-        let outcome = U::exchange(pool, &host, this, try_deadline).await;
+        let span = parent.map(Span::child);
+        if let Some(span) = &span {
+            U::trace(&mut this, &span.context);
+        }
+        let recorded = shared
+            .obs
+            .recorder(span.as_ref())
+            .map(|_| (U::operation(&this), Duration::ZERO));
+        let (operation, mut waited) = recorded.unzip();
+        let outcome = U::exchange(pool, &host, this, try_deadline, waited.as_mut()).await;
+        if let (Some(span), Some(operation)) = (&span, operation) {
+            let (status, cause) = match &outcome {
+                Ok(resp) => (U::status(resp), None),
+                Err(e) => (None, Some(e.cause())),
+            };
+            let attributes = TryAttributes {
+                protocol: U::NAME,
+                route: &route.name,
+                cluster: &cluster.name,
+                host: host.addr,
+                attempt: try_no,
+                pool_wait: waited,
+                status,
+                cause,
+            };
+            let error = outcome.as_ref().err().map(ToString::to_string);
+            shared.obs.record(span.finish(
+                SpanKind::Client,
+                operation,
+                attributes.into_attributes(),
+                error,
+            ));
+        }
         cluster.observe(&host, verdict(&outcome));
         let addr = host.addr;
         drop(host);
@@ -270,6 +314,7 @@ mod tests {
             host: &Host,
             _: Req,
             deadline: Instant,
+            _: Option<&mut Duration>,
         ) -> Result<u16, Scripted> {
             let step = SCRIPT.with_borrow_mut(|(steps, hosts)| {
                 hosts.push(host.addr);
@@ -295,6 +340,16 @@ mod tests {
 
         fn intact(_: &Req) -> bool {
             true
+        }
+
+        fn trace(_: &mut Req, _: &TraceContext) {}
+
+        fn operation(_: &Req) -> Cow<'static, str> {
+            "fake".into()
+        }
+
+        fn status(resp: &u16) -> Option<i64> {
+            Some(i64::from(*resp))
         }
     }
 
@@ -344,7 +399,15 @@ mod tests {
         let copies = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + route.timeout;
         let mut trail = Trail::default();
-        let out = forward::<Fake>(shared, route, Req(copies.clone()), deadline, &mut trail).await;
+        let out = forward::<Fake>(
+            shared,
+            route,
+            Req(copies.clone()),
+            deadline,
+            &mut trail,
+            None,
+        )
+        .await;
         // Every test checks that the trail tells the tries as they were made.
         let made = tries();
         assert_eq!(trail.attempts as usize, made.len(), "attempts in the trail");
@@ -538,5 +601,62 @@ mod tests {
         assert_eq!(err.cause(), Cause::NoHealthyHost);
         assert_eq!(err.message(), "cluster c has no resolved hosts");
         assert!(tries().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_try_is_a_client_span_of_the_server_span() {
+        use outrigger_core::{AttrValue, SpanMessage, SpanSink};
+        let (mut shared, route) = setup(RETRY, &["127.0.0.1:1", "127.0.0.1:2"]).await;
+        let (sink, mut rx) = SpanSink::channel(Default::default());
+        shared.obs.spans = Some(sink);
+        script(&[Step::Fail(Cause::ConnectFailure), Step::Answer(200)]);
+        let server = Span::start(TraceContext::new_root(1.0), None);
+        let mut trail = Trail::default();
+        let deadline = Instant::now() + route.timeout;
+        let copies = Arc::new(AtomicUsize::new(0));
+        let out = forward::<Fake>(
+            &shared,
+            &route,
+            Req(copies),
+            deadline,
+            &mut trail,
+            Some(&server),
+        )
+        .await;
+        assert_eq!(out, Ok(200));
+        let mut spans = Vec::new();
+        while let Ok(SpanMessage::Span(s)) = rx.try_recv() {
+            spans.push(s);
+        }
+        assert_eq!(spans.len(), 2, "one span per try");
+        for (n, span) in spans.iter().enumerate() {
+            assert_eq!(span.kind, SpanKind::Client);
+            assert_eq!(span.context.trace_id, server.context.trace_id);
+            assert_eq!(span.parent, Some(server.context.span_id));
+            let attempt = span
+                .attributes
+                .iter()
+                .find(|(k, _)| *k == "outrigger.attempt")
+                .map(|(_, v)| v.clone());
+            assert_eq!(attempt, Some(AttrValue::Int(n as i64 + 1)));
+        }
+        assert_ne!(spans[0].context.span_id, spans[1].context.span_id);
+        assert!(spans[0].error.is_some(), "the failed try says why");
+        assert!(spans[1].error.is_none());
+
+        // An unsampled trace records nothing.
+        script(&[Step::Answer(200)]);
+        let unsampled = Span::start(TraceContext::new_root(0.0), None);
+        let copies = Arc::new(AtomicUsize::new(0));
+        let _ = forward::<Fake>(
+            &shared,
+            &route,
+            Req(copies),
+            deadline,
+            &mut trail,
+            Some(&unsampled),
+        )
+        .await;
+        assert!(rx.try_recv().is_err());
     }
 }

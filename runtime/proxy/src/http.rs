@@ -5,6 +5,7 @@
 //! the `x-outrigger-error` marker, while the in-process hand-off returns it typed.
 
 use std::{
+    borrow::Cow,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -17,10 +18,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    AccessRecord, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, ProxyLabels,
-    StreamBody, TIMEOUT_HEADER, TRACEPARENT, full_body, strip_hop_by_hop,
+    AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError,
+    ProxyLabels, Span, SpanKind, StreamBody, TIMEOUT_HEADER, TRACEPARENT, TraceContext, full_body,
+    strip_hop_by_hop,
 };
-use outrigger_pool::{ExchangeError, Http1Pool, exchange};
+use outrigger_pool::{ExchangeError, Http1Pool, exchange_waited};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -74,12 +76,23 @@ pub(crate) async fn handle(
         listener,
         parts,
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+        Origin::Socket,
     )
     .await
     {
         Ok(resp) => resp,
         Err(e) => error_response(&e).map(full_body),
     }
+}
+
+/// Where a request came from, which decides whose span its tries are children of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A listener's socket: the proxy's own server span continues the caller's trace.
+    Socket,
+    /// A channel of this sidecar, in process: its `traceparent` names the sidecar's server span
+    /// of the call (an API edge's), which the tries continue; no second server span is made.
+    InProcess,
 }
 
 /// Routes and forwards one request that arrived on `listener`: what an HTTP listener does once
@@ -91,22 +104,30 @@ pub(crate) async fn dispatch(
     shared: &Shared,
     snapshot: Arc<ProxySnapshot>,
     listener: &str,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: StreamBody,
+    origin: Origin,
 ) -> Result<Response<StreamBody>, ProxyError> {
-    // The proxy's span continues the caller's trace; the upstream sees it as the parent.
-    let span = shared
-        .obs
-        .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes));
-    if let Some(span) = &span {
-        span.inject(&mut parts.headers);
-    }
-    let Some(log) = &shared.obs.access_log else {
-        return route_and_forward(shared, snapshot, listener, parts, body, None).await;
+    let obs = &shared.obs;
+    let incoming = || parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes);
+    let span = match origin {
+        Origin::Socket => obs.span(incoming),
+        Origin::InProcess => obs
+            .traces()
+            .then(|| incoming().and_then(|t| TraceContext::parse(t).ok()))
+            .flatten()
+            .map(|context| Span::start(context, None)),
     };
+    // Only a socket request's span is the proxy's own, recorded when it ends.
+    let recorder = obs
+        .recorder(span.as_ref())
+        .filter(|_| origin == Origin::Socket);
+    if obs.access_log.is_none() && recorder.is_none() {
+        return route_and_forward(shared, snapshot, listener, parts, body, span, None).await;
+    }
     let (start, arrival) = (SystemTime::now(), Instant::now());
     let mut line = AccessRecord::new("proxy-http", start);
-    line.trace_id = span.map(|s| s.trace_id);
+    line.trace_id = span.map(|s| s.context.trace_id);
     line.target = parts
         .headers
         .get("id")
@@ -115,23 +136,67 @@ pub(crate) async fn dispatch(
         .unwrap_or_default()
         .to_owned();
     line.method = parts.uri.path().to_owned();
+    let verb = recorder.map(|_| parts.method.clone());
     // Bodies stream: their sizes are what their lengths say when they say it.
     line.bytes_in = body.size_hint().exact().unwrap_or(0);
-    let result = route_and_forward(shared, snapshot, listener, parts, body, Some(&mut line)).await;
-    line.status = Some(u32::from(
-        match &result {
-            Ok(resp) => resp.status(),
-            Err(e) => status(e.cause()),
-        }
-        .as_u16(),
-    ));
+    let result = route_and_forward(
+        shared,
+        snapshot,
+        listener,
+        parts,
+        body,
+        span,
+        Some(&mut line),
+    )
+    .await;
+    let code = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => status(e.cause()),
+    };
+    line.status = Some(u32::from(code.as_u16()));
     line.bytes_out = match &result {
         Ok(resp) => resp.body().size_hint().exact().unwrap_or(0),
         Err(e) => e.message().len() as u64,
     };
     line.duration = arrival.elapsed();
-    log.log(line);
+    if let (Some(sink), Some(span), Some(verb)) = (recorder, &span, verb) {
+        sink.record(span.finish(
+            SpanKind::Server,
+            verb.as_str().to_owned(),
+            server_attributes(listener, &line, code, result.as_ref().err()),
+            result.as_ref().err().map(ToString::to_string),
+        ));
+    }
+    if let Some(log) = &obs.access_log {
+        log.log(line);
+    }
     result
+}
+
+/// The attributes of a proxy listener's server span, from what its access line gathered.
+fn server_attributes(
+    listener: &str,
+    line: &AccessRecord,
+    code: StatusCode,
+    error: Option<&ProxyError>,
+) -> Vec<(&'static str, AttrValue)> {
+    let mut attrs = vec![
+        ("outrigger.listener", AttrValue::from(listener.to_owned())),
+        ("url.path", line.method.clone().into()),
+        ("outrigger.target_id", line.target.clone().into()),
+        ("http.response.status_code", i64::from(code.as_u16()).into()),
+        ("outrigger.attempts", i64::from(line.attempts).into()),
+    ];
+    if let Some(route) = &line.route {
+        attrs.push(("outrigger.route", route.to_string().into()));
+    }
+    if let Some(cluster) = &line.cluster {
+        attrs.push(("outrigger.cluster", cluster.to_string().into()));
+    }
+    if let Some(e) = error {
+        attrs.push(("error.type", e.cause().as_str().into()));
+    }
+    attrs
 }
 
 /// Routes and forwards one request; fills `line` (route, cluster, tries) when it is logged.
@@ -141,6 +206,7 @@ async fn route_and_forward(
     listener: &str,
     mut parts: http::request::Parts,
     body: StreamBody,
+    span: Option<Span>,
     line: Option<&mut AccessRecord>,
 ) -> Result<Response<StreamBody>, ProxyError> {
     let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
@@ -207,6 +273,7 @@ async fn route_and_forward(
         HttpRequest { parts, body },
         deadline,
         &mut trail,
+        span.as_ref(),
     )
     .await;
     if let Some(line) = line {
@@ -356,6 +423,7 @@ impl Upstream for Http {
         host: &Host,
         req: HttpRequest,
         deadline: Instant,
+        waited: Option<&mut Duration>,
     ) -> Result<Response<StreamBody>, ExchangeError> {
         let body = req.body.take();
         let mut req = Request::from_parts(req.parts, body);
@@ -365,7 +433,7 @@ impl Upstream for Http {
             req.headers_mut()
                 .insert(header::HOST, host.authority.clone());
         }
-        exchange(pool, &host.dial, req, deadline).await
+        exchange_waited(pool, &host.dial, req, deadline, waited).await
     }
 
     fn answered(resp: &Response<StreamBody>) -> Option<RetryOn> {
@@ -382,6 +450,19 @@ impl Upstream for Http {
     fn replayable(req: &HttpRequest, retry: &Retry) -> bool {
         retry.methods.contains(&req.parts.method)
             && req.body.len().is_some_and(|n| n <= retry.replay_limit)
+    }
+
+    fn trace(req: &mut HttpRequest, context: &TraceContext) {
+        context.inject(&mut req.parts.headers);
+    }
+
+    fn operation(req: &HttpRequest) -> Cow<'static, str> {
+        // OpenTelemetry names HTTP client spans by their method.
+        Cow::Owned(req.parts.method.as_str().to_owned())
+    }
+
+    fn status(resp: &Response<StreamBody>) -> Option<i64> {
+        Some(i64::from(resp.status().as_u16()))
     }
 }
 

@@ -117,6 +117,7 @@ impl LocalHttp for InProcessHttp {
             &self.listener,
             parts,
             body,
+            http::Origin::InProcess,
         ))
     }
 

@@ -6,14 +6,20 @@
 //! request is tried once: its body cannot be replayed. Not for whole-body HTTP/1.1, Bolt or
 //! Dubbo requests (see `http`, `xproto`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use outrigger_config::Protocol;
 use outrigger_core::{
-    Cause, Failure, LabelStr, Passthrough, PassthroughFuture, ProxyError, ProxyLabels, StreamBody,
-    strip_hop_by_hop,
+    AccessRecord, AttrValue, Cause, Failure, LabelStr, Passthrough, PassthroughFuture, ProxyError,
+    ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT, TryAttributes, strip_hop_by_hop,
 };
+use tokio::time::Instant;
 
 use crate::{cluster::UpstreamPool, http::status, route::RequestView, snapshot::Shared};
 
@@ -67,8 +73,110 @@ impl Passthrough for Streams {
     ) -> PassthroughFuture {
         let shared = self.shared.clone();
         let app_id = app_id.to_owned();
-        Box::pin(async move { forward(&shared, &app_id, req, timeout).await })
+        Box::pin(async move { observed(&shared, &app_id, req, timeout).await })
     }
+}
+
+/// What the one try of a proxied call went to, for its access line and spans.
+#[derive(Default)]
+struct Hop {
+    route: Option<Arc<str>>,
+    cluster: Option<Arc<str>>,
+    host: Option<SocketAddr>,
+}
+
+/// [`forward`], leaving an access line (`grpc-proxy`) and a server span with the try's client
+/// span as its child when those are on. The call ends, for both, when the answer's head
+/// arrives: its body (a stream, maybe long-lived) is not waited for.
+async fn observed(
+    shared: &Shared,
+    app_id: &str,
+    mut req: Request<StreamBody>,
+    timeout: Option<Duration>,
+) -> Result<Response<StreamBody>, ProxyError> {
+    let obs = &shared.obs;
+    let span = obs.span(|| req.headers().get(TRACEPARENT).map(HeaderValue::as_bytes));
+    let client = span.as_ref().map(Span::child);
+    if let Some(client) = &client {
+        client.context.inject(req.headers_mut());
+    }
+    let recorder = obs.recorder(span.as_ref());
+    if obs.access_log.is_none() && recorder.is_none() {
+        return forward(shared, app_id, req, timeout, &mut Hop::default()).await;
+    }
+    let mut line = AccessRecord::new("grpc-proxy", SystemTime::now());
+    let arrival = Instant::now();
+    line.trace_id = span.map(|s| s.context.trace_id);
+    line.target = app_id.to_owned();
+    line.method = req.uri().path().to_owned();
+    line.bytes_in = req.body().size_hint().exact().unwrap_or(0);
+    let mut hop = Hop::default();
+    let result = forward(shared, app_id, req, timeout, &mut hop).await;
+    line.route = hop.route;
+    line.cluster = hop.cluster;
+    line.upstream_host = hop.host;
+    line.attempts = u32::from(hop.host.is_some());
+    let code = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => status(e.cause()),
+    };
+    line.status = Some(u32::from(code.as_u16()));
+    // A trailers-only answer carries its gRPC status in the head; the proxy's own failure is
+    // given its gRPC status by the API edge, and shows here as the HTTP status of its cause.
+    line.grpc_status = result.as_ref().ok().and_then(|resp| {
+        resp.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    });
+    line.bytes_out = match &result {
+        Ok(resp) => resp.body().size_hint().exact().unwrap_or(0),
+        Err(_) => 0,
+    };
+    line.duration = arrival.elapsed();
+    if let (Some(sink), Some(span), Some(client)) = (recorder, &span, &client) {
+        let error = result.as_ref().err();
+        let mut attrs = vec![
+            ("rpc.system", AttrValue::from("grpc")),
+            ("outrigger.api", "grpc-proxy".into()),
+            ("outrigger.target_id", line.target.clone().into()),
+            ("rpc.method", line.method.clone().into()),
+            ("http.response.status_code", i64::from(code.as_u16()).into()),
+        ];
+        if let Some(g) = line.grpc_status {
+            attrs.push(("rpc.grpc.status_code", i64::from(g).into()));
+        }
+        if let Some(e) = error {
+            attrs.push(("error.type", e.cause().as_str().into()));
+        }
+        sink.record(span.finish(
+            SpanKind::Server,
+            line.method.clone(),
+            attrs,
+            error.map(ToString::to_string),
+        ));
+        if let (Some(route), Some(cluster), Some(host)) = (&line.route, &line.cluster, hop.host) {
+            let attributes = TryAttributes {
+                protocol: "http2",
+                route,
+                cluster,
+                host,
+                attempt: 1,
+                pool_wait: None,
+                status: Some(i64::from(code.as_u16())),
+                cause: error.map(Failure::cause),
+            };
+            sink.record(client.finish(
+                SpanKind::Client,
+                line.method.clone(),
+                attributes.into_attributes(),
+                error.map(ToString::to_string),
+            ));
+        }
+    }
+    if let Some(log) = &obs.access_log {
+        log.log(line);
+    }
+    result
 }
 
 async fn forward(
@@ -76,6 +184,7 @@ async fn forward(
     app_id: &str,
     mut req: Request<StreamBody>,
     timeout: Option<Duration>,
+    hop: &mut Hop,
 ) -> Result<Response<StreamBody>, ProxyError> {
     let snapshot = shared.live.load_full();
     let Some(table) = &snapshot.passthrough else {
@@ -107,6 +216,8 @@ async fn forward(
         return Err(e);
     };
     let cluster = &route.cluster;
+    hop.route = Some(route.name.clone());
+    hop.cluster = Some(cluster.name.clone());
     let cluster_label = LabelStr::from(&cluster.name);
     let deadline = route.deadline(timeout);
     let allowed = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -150,6 +261,7 @@ async fn forward(
         *req.uri_mut() = uri;
     }
     let addr = host.addr;
+    hop.host = Some(addr);
     let result = pool.send(req, deadline).await.map_err(|e| {
         let cause = e.cause();
         let message = if cause == Cause::Timeout {

@@ -8,6 +8,7 @@
 //! `dubbo`) or HTTP (see `forward`).
 
 use std::{
+    borrow::Cow,
     marker::PhantomData,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -17,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 use outrigger_codec::Limits;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    AccessRecord, Cause, Failure, HeartbeatLabels, LabelStr, ProtocolLabels, ProxyError,
-    StatusLabel, TRACEPARENT, TraceContext, XprotocolLabels,
+    AccessRecord, AttrValue, Cause, FOREIGN_TRACE_ID_KEYS, Failure, HeartbeatLabels, LabelStr,
+    ProtocolLabels, ProxyError, Span, SpanKind, StatusLabel, TRACEPARENT, TraceContext,
+    XprotocolLabels,
 };
 use outrigger_pool::{FrameKind, Io, MuxError, MuxPool, Wire, write_batch};
 use tokio::{
@@ -32,6 +34,7 @@ use tracing::Instrument;
 use crate::{
     cluster::Host,
     forward::{Trail, Upstream, forward},
+    http::Origin,
     limits::{SocketLimits, until},
     outlier::Health,
     route::{RequestView, Retry},
@@ -129,10 +132,15 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                     };
                     let (shared, listener, tx, limits) =
                         (shared.clone(), listener.clone(), tx.clone(), limits.clone());
+                    let origin = if socket.is_some() {
+                        Origin::Socket
+                    } else {
+                        Origin::InProcess
+                    };
                     tasks.spawn(
                         async move {
                             if let Some(answer) =
-                                handle::<P>(&shared, &listener, frame, &limits).await
+                                handle::<P>(&shared, &listener, frame, &limits, origin).await
                             {
                                 match P::encode(&answer) {
                                     Ok(bytes) => {
@@ -235,21 +243,27 @@ async fn handle<P: ServerProtocol>(
     listener: &Arc<str>,
     request: P::Frame,
     limits: &Limits,
+    origin: Origin,
 ) -> Option<P::Frame> {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
-    let mut line = shared.obs.access_log.as_ref().map(|_| {
+    let obs = &shared.obs;
+    let mut line = (obs.access_log.is_some() || obs.spans.is_some()).then(|| {
         let mut line = AccessRecord::new(P::NAME, SystemTime::now());
         line.bytes_in = P::payload_len(&request) as u64;
         (line, Instant::now())
     });
+    let mut span = None;
     let (outcome, cluster) = forward_request::<P>(
         shared,
         listener,
         &request,
         limits,
         line.as_mut().map(|(l, _)| l),
+        origin,
+        &mut span,
     )
     .await;
+    let mut failure = None;
     let answer = match outcome {
         Ok(Some(mut answer)) => {
             P::set_id(&mut answer, P::id(&request));
@@ -258,7 +272,9 @@ async fn handle<P: ServerProtocol>(
         Ok(None) => None,
         Err(e) => {
             tracing::debug!(cause = %e.cause(), message = %e, "answering with the proxy's own error");
-            (!one_way).then(|| P::error_answer(&request, &e))
+            let answer = (!one_way).then(|| P::error_answer(&request, &e));
+            failure = Some(e);
+            answer
         }
     };
     let status = answer.as_ref().map_or(StatusLabel::Word("oneway"), |a| {
@@ -274,13 +290,46 @@ async fn handle<P: ServerProtocol>(
             status,
         })
         .inc();
-    if let (Some(log), Some((mut line, arrival))) = (&shared.obs.access_log, line) {
+    if let Some((mut line, arrival)) = line {
         if let Some(a) = &answer {
             line.status = Some(P::status(a));
             line.bytes_out = P::payload_len(a) as u64;
         }
         line.duration = arrival.elapsed();
-        log.log(line);
+        // Only a socket request's span is the proxy's own, recorded when it ends.
+        if origin == Origin::Socket
+            && let (Some(sink), Some(span)) = (obs.recorder(span.as_ref()), &span)
+        {
+            let mut attrs = vec![
+                ("rpc.system", AttrValue::from(P::NAME)),
+                ("outrigger.listener", listener.to_string().into()),
+                ("rpc.service", line.target.clone().into()),
+                ("rpc.method", line.method.clone().into()),
+                ("outrigger.attempts", i64::from(line.attempts).into()),
+            ];
+            if let Some(status) = line.status {
+                attrs.push(("outrigger.status", i64::from(status).into()));
+            }
+            if let Some(route) = &line.route {
+                attrs.push(("outrigger.route", route.to_string().into()));
+            }
+            if let Some(cluster) = &line.cluster {
+                attrs.push(("outrigger.cluster", cluster.to_string().into()));
+            }
+            let error = failure.map(|e| {
+                attrs.push(("error.type", e.cause().as_str().into()));
+                e.to_string()
+            });
+            sink.record(span.finish(
+                SpanKind::Server,
+                format!("{}/{}", line.target, line.method),
+                attrs,
+                error,
+            ));
+        }
+        if let Some(log) = &obs.access_log {
+            log.log(line);
+        }
     }
     answer
 }
@@ -305,6 +354,8 @@ async fn forward_request<P: ServerProtocol>(
     request: &P::Frame,
     limits: &Limits,
     mut line: Option<&mut AccessRecord>,
+    origin: Origin,
+    span: &mut Option<Span>,
 ) -> (Outcome<P::Frame>, LabelStr) {
     let snapshot = shared.live.load_full();
     let Some(table) = snapshot.listeners.get(listener) else {
@@ -327,11 +378,29 @@ async fn forward_request<P: ServerProtocol>(
                 );
             }
         };
+        let obs = &shared.obs;
+        if obs.traces() {
+            // The frame goes upstream as it came, its trace context too. A socket request
+            // gets the proxy's own server span; an in-process one's context is the sidecar's
+            // server span of the call already.
+            let incoming = first_value(&view, TRACEPARENT);
+            let traceparent = || incoming.as_deref().map(str::as_bytes);
+            *span = match origin {
+                // Another tracer's trace id (SOFATracer, B3) keeps the call in its trace.
+                Origin::Socket if incoming.is_none() => FOREIGN_TRACE_ID_KEYS
+                    .iter()
+                    .find_map(|k| first_value(&view, k))
+                    .and_then(|id| TraceContext::from_foreign(&id, obs.sampling_ratio))
+                    .map(|context| Span::start(context, None))
+                    .or_else(|| obs.span(|| None)),
+                Origin::Socket => obs.span(traceparent),
+                Origin::InProcess => traceparent()
+                    .and_then(|t| TraceContext::parse(t).ok())
+                    .map(|context| Span::start(context, None)),
+            };
+        }
         if let Some(line) = line.as_deref_mut() {
-            // The caller's trace context passes through in the frame as it came.
-            line.trace_id = first_value(&view, TRACEPARENT)
-                .and_then(|t| TraceContext::parse(t.as_bytes()).ok())
-                .map(|t| t.trace_id);
+            line.trace_id = span.as_ref().map(|s| s.context.trace_id);
             line.target = first_value(&view, "service").unwrap_or_default();
             line.method = view.method().unwrap_or_default().to_owned();
         }
@@ -352,7 +421,15 @@ async fn forward_request<P: ServerProtocol>(
     };
     let deadline = route.deadline(P::caller_timeout(request, limits));
     let mut trail = Trail::default();
-    let outcome = forward::<Mux<P>>(shared, route, request.clone(), deadline, &mut trail).await;
+    let outcome = forward::<Mux<P>>(
+        shared,
+        route,
+        request.clone(),
+        deadline,
+        &mut trail,
+        span.as_ref(),
+    )
+    .await;
     if let Some(line) = line {
         line.route = Some(route.name.clone());
         line.cluster = Some(route.cluster.name.clone());
@@ -381,8 +458,23 @@ impl<P: ServerProtocol> Upstream for Mux<P> {
         _: &'a Host,
         req: P::Frame,
         deadline: Instant,
+        _: Option<&'a mut Duration>,
     ) -> impl std::future::Future<Output = Result<Option<P::Frame>, MuxError>> + Send + 'a {
+        // Calls share connections: nothing waits for one of its own.
         pool.call(req, deadline)
+    }
+
+    fn trace(_: &mut P::Frame, _: &TraceContext) {
+        // The frame goes upstream byte for byte: its context names the sidecar's server span
+        // (in process) or the caller's span (a socket listener), not the try's.
+    }
+
+    fn operation(_: &P::Frame) -> Cow<'static, str> {
+        Cow::Borrowed(P::NAME)
+    }
+
+    fn status(resp: &Option<P::Frame>) -> Option<i64> {
+        resp.as_ref().map(|f| i64::from(P::status(f)))
     }
 
     fn answered(_: &Option<P::Frame>) -> Option<RetryOn> {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod collector;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
