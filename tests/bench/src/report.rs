@@ -633,9 +633,13 @@ fn issue15(scs: &[ScenarioResult], settings: &Settings, nproc: usize) -> Vec<Tar
                 Some((r.threads, mb(hwm)))
             })
             .collect();
-        let mut basis = format!(
-            "VmHWM at the end of open loop {TARGET_HIGH_RATE} rps over {streams} connections/streams"
-        );
+        let mut basis = if peaks.is_empty() {
+            format!("needs {sc} with an open loop at {TARGET_HIGH_RATE} rps")
+        } else {
+            format!(
+                "VmHWM at the end of open loop {TARGET_HIGH_RATE} rps over {streams} connections/streams"
+            )
+        };
         if peaks.len() > 1 {
             let each: Vec<String> = peaks
                 .iter()
@@ -1311,6 +1315,17 @@ mod tests {
         assert_eq!(
             (rss("invoke-bolt").measured, rss("invoke-bolt").met),
             (None, None)
+        );
+        assert_eq!(
+            rss("invoke-bolt").basis,
+            "needs invoke-bolt with an open loop at 10000 rps"
+        );
+        assert!(
+            rss("invoke-http")
+                .basis
+                .ends_with("the highest of 20.5 MB with 1 thread, 41.0 MB with 2 threads"),
+            "{}",
+            rss("invoke-http").basis
         );
     }
 
