@@ -1,9 +1,10 @@
-//! The benchmark harness of issue 6: it starts its own upstreams (HTTP/1.1 and Bolt, each
-//! answering a fixed 1 KiB) and gRPC floor in processes of their own, the real `outrigger`
-//! sidecar, and nginx and HAProxy as peer proxies when they are installed; drives each scenario open-loop at fixed
-//! rates (latency from the scheduled send time, HdrHistogram) and closed-loop at fixed
-//! concurrency; measures each process's CPU per request and memory from `/proc`; and reports
-//! every scenario side by side, in Markdown and JSON, with the issue's targets checked.
+//! The benchmark harness of issues 6 and 15: it starts its own upstreams (HTTP/1.1 and Bolt,
+//! each answering a fixed 1 KiB) and gRPC floor in processes of their own, the real
+//! `outrigger` sidecar, and nginx and HAProxy as peer proxies when they are installed; drives
+//! each scenario open-loop at fixed rates (latency from the scheduled send time, HdrHistogram)
+//! and closed-loop at fixed concurrency, the proxies once per worker-thread count of the
+//! sweep; measures each process's CPU per request and memory from `/proc`; and reports every
+//! scenario side by side, in Markdown and JSON, with both issues' targets checked.
 //! `main.rs` only parses flags; `--smoke` is what CI runs. Loopback only.
 
 mod load;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub use crate::{
     load::{Latency, LoadResult},
     machine::Machine,
-    report::{Report, TargetCheck},
+    report::{Comparison, Report, TargetCheck},
     scenario::{PhaseResult, ProcCost, Role, Scenario, ScenarioResult, Settings},
     servers::{BODY_LEN, run_bolt_upstream, run_echo, run_upstream},
     sidecar::{build as build_sidecar, sibling_binary as sidecar_next_to},

@@ -11,7 +11,7 @@ use outrigger_bench::{Scenario, Settings};
 #[derive(Parser, Debug)]
 #[command(
     name = "outrigger-bench",
-    about = "Benchmarks the outrigger sidecar against direct calls and peer proxies (issue 6)"
+    about = "Benchmarks the outrigger sidecar against direct calls and peer proxies (issues 6 and 15)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,10 +47,12 @@ struct Cli {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Tokio worker threads of the sidecar (0: one per core). Default 1, like the peers'
-    /// single worker.
-    #[arg(long, default_value_t = 1)]
-    sidecar_threads: usize,
+    /// Worker-thread counts to sweep, comma-separated (default 1; 0: one per core): every
+    /// proxy scenario runs once per count, the sidecar with that many tokio worker threads,
+    /// nginx with that many worker processes, HAProxy with that many threads. The first count
+    /// is the one scenarios are compared at. `--sidecar-threads N` is the same flag.
+    #[arg(long, value_delimiter = ',', visible_alias = "sidecar-threads")]
+    threads: Vec<usize>,
     /// The outrigger binary (default: next to this executable, rebuilt first when run by cargo).
     #[arg(long, env = "OUTRIGGER_BIN", value_name = "PATH")]
     sidecar_bin: Option<PathBuf>,
@@ -152,7 +154,14 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     if let Some(m) = cli.max_requests {
         s.max_requests = m.max(1);
     }
-    s.sidecar_threads = cli.sidecar_threads;
+    if !cli.threads.is_empty() {
+        s.threads.clear();
+        for &t in &cli.threads {
+            if !s.threads.contains(&t) {
+                s.threads.push(t);
+            }
+        }
+    }
     Ok(s)
 }
 

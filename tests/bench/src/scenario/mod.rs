@@ -3,7 +3,9 @@
 //! fresh system under test (the sidecar, nginx or HAProxy; none for the direct baselines),
 //! measure its idle memory, warm it up, and run every load phase (open loop at each rate,
 //! closed loop at each concurrency) while watching the proxy, the upstream and the bench
-//! itself. Not for generating load (see `load`) or rendering results (see `report`).
+//! itself. A proxy scenario (the sidecar's and the peers') runs once per worker-thread count
+//! of the sweep (`Settings::threads`). Not for generating load (see `load`) or rendering
+//! results (see `report`).
 
 mod monitor;
 
@@ -90,10 +92,8 @@ impl Scenario {
             Scenario::ProxyHttp => {
                 "HTTP/1.1 client → sidecar proxy listener (TCP) → proxy core → upstream"
             }
-            Scenario::NginxHttp => "HTTP/1.1 client → nginx (1 worker, keep-alive pool) → upstream",
-            Scenario::HaproxyHttp => {
-                "HTTP/1.1 client → HAProxy (1 thread, http-reuse always) → upstream"
-            }
+            Scenario::NginxHttp => "HTTP/1.1 client → nginx (keep-alive pool) → upstream",
+            Scenario::HaproxyHttp => "HTTP/1.1 client → HAProxy (http-reuse always) → upstream",
             Scenario::InvokeBolt => {
                 "tonic client → sidecar InvokeService → Bolt channel → in-process listener → proxy core → Bolt upstream"
             }
@@ -104,6 +104,20 @@ impl Scenario {
     /// gRPC floor (`direct-grpc`) as well as with `direct-http`.
     pub fn is_invoke(self) -> bool {
         matches!(self, Scenario::InvokeHttp | Scenario::InvokeBolt)
+    }
+
+    /// Whether the scenario runs the sidecar.
+    pub fn is_sidecar(self) -> bool {
+        matches!(
+            self,
+            Scenario::InvokeHttp | Scenario::ProxyHttp | Scenario::InvokeBolt
+        )
+    }
+
+    /// Whether the scenario has a proxy whose worker threads (or processes) the sweep sets:
+    /// the sidecar's scenarios and the peers'. The direct baselines have none.
+    pub fn has_workers(self) -> bool {
+        self.is_sidecar() || matches!(self, Scenario::NginxHttp | Scenario::HaproxyHttp)
     }
 }
 
@@ -146,8 +160,12 @@ pub struct Settings {
     pub warmup_requests: usize,
     /// The `outrigger` binary.
     pub sidecar_bin: PathBuf,
-    /// The sidecar's tokio worker threads (0: tokio's default, one per core).
-    pub sidecar_threads: usize,
+    /// The worker-thread counts of the proxies, in run order: every proxy scenario runs once
+    /// per count (the sidecar with that many tokio worker threads, `TOKIO_WORKER_THREADS`;
+    /// nginx with that many worker processes; HAProxy with that many threads; 0: one per
+    /// core). The first is the *primary* count, the one every comparison between scenarios
+    /// uses. Never empty.
+    pub threads: Vec<usize>,
     /// The bench executable, re-run with a hidden subcommand to start our own servers.
     pub self_exe: PathBuf,
     /// Smoke mode: tiny phases, only correctness matters.
@@ -167,7 +185,7 @@ impl Settings {
             open_loop_connections: 64,
             warmup_requests: 20,
             sidecar_bin,
-            sidecar_threads: 1,
+            threads: vec![1],
             self_exe,
             smoke: false,
         }
@@ -186,6 +204,26 @@ impl Settings {
             ..Self::full(self_exe, sidecar_bin)
         }
     }
+
+    /// The worker-thread count every comparison between scenarios uses: the first of
+    /// [`Settings::threads`].
+    pub fn primary_threads(&self) -> usize {
+        self.threads.first().copied().unwrap_or(1)
+    }
+
+    /// Whether this run sweeps more than one worker-thread count.
+    pub fn is_sweep(&self) -> bool {
+        self.threads.len() > 1
+    }
+}
+
+/// A worker-thread count in words.
+pub(crate) fn threads_label(threads: usize) -> String {
+    match threads {
+        0 => "one thread per core".to_owned(),
+        1 => "1 thread".to_owned(),
+        n => format!("{n} threads"),
+    }
 }
 
 /// The result of one scenario.
@@ -200,6 +238,10 @@ pub struct ScenarioResult {
     pub failure: Option<String>,
     /// The proxy under test and its version, if any.
     pub proxy: Option<String>,
+    /// The proxy's worker threads in this run (the sidecar's tokio worker threads, nginx's
+    /// worker processes, HAProxy's threads; 0: one per core); `None` for the direct
+    /// baselines, which have no proxy.
+    pub threads: Option<usize>,
     /// The proxy's memory after start, before any load.
     pub idle_rss_kib: Option<u64>,
     pub phases: Vec<PhaseResult>,
@@ -214,8 +256,18 @@ impl ScenarioResult {
             skipped: None,
             failure: None,
             proxy: None,
+            threads: None,
             idle_rss_kib: None,
             phases: Vec::new(),
+        }
+    }
+
+    /// The name, with the worker-thread count when the run sweeps several
+    /// (`invoke-http [2 threads]`).
+    pub fn label(&self, sweep: bool) -> String {
+        match self.threads {
+            Some(t) if sweep => format!("{} [{}]", self.name, threads_label(t)),
+            _ => self.name.to_owned(),
         }
     }
 
@@ -298,11 +350,23 @@ pub(crate) async fn run_all(
     }
     let mut results = Vec::new();
     for &sc in &settings.scenarios {
-        let sdir = dir.path().join(sc.name());
-        std::fs::create_dir_all(&sdir)
-            .map_err(|e| BenchError::io(format!("create {}", sdir.display()), e))?;
-        let result = run_scenario(sc, settings, &sdir, &servers, progress).await;
-        results.push(result);
+        // A proxy scenario once per thread count, one after the other, so that the counts
+        // are compared minutes rather than the whole run apart.
+        let counts: Vec<Option<usize>> = if sc.has_workers() {
+            settings.threads.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for threads in counts {
+            let sdir = match threads {
+                Some(t) => dir.path().join(format!("{}-{t}", sc.name())),
+                None => dir.path().join(sc.name()),
+            };
+            std::fs::create_dir_all(&sdir)
+                .map_err(|e| BenchError::io(format!("create {}", sdir.display()), e))?;
+            let result = run_scenario(sc, threads, settings, &sdir, &servers, progress).await;
+            results.push(result);
+        }
     }
     servers.stop().await;
     Ok((machine, results))
@@ -356,6 +420,7 @@ struct Subject {
 
 async fn start_subject(
     sc: Scenario,
+    threads: usize,
     settings: &Settings,
     dir: &Path,
     servers: &Servers,
@@ -392,9 +457,8 @@ async fn start_subject(
                     upstream: servers.upstream.addr,
                 }
             };
-            let (proc, addrs) =
-                sidecar::start(&settings.sidecar_bin, dir, setup, settings.sidecar_threads).await?;
-            let threads = match settings.sidecar_threads {
+            let (proc, addrs) = sidecar::start(&settings.sidecar_bin, dir, setup, threads).await?;
+            let threads = match threads {
                 0 => "default tokio worker threads".to_owned(),
                 n => format!("{n} tokio worker thread{}", if n == 1 { "" } else { "s" }),
             };
@@ -426,39 +490,46 @@ async fn start_subject(
                 )));
             };
             let version = peer.version(&bin);
-            let (proc, listen) = peer.start(&bin, dir, servers.upstream.addr).await?;
+            let (proc, listen) = peer
+                .start(&bin, dir, servers.upstream.addr, threads)
+                .await?;
             Subject {
                 proc: Some(proc),
                 target: Target::Http(listen),
-                label: Some(version),
+                label: Some(format!("{version} ({})", peer.workers_label(threads))),
             }
         }
     }))
 }
 
+/// Runs one scenario; `threads` is the proxy's worker-thread count (`None` for the direct
+/// baselines).
 async fn run_scenario(
     sc: Scenario,
+    threads: Option<usize>,
     settings: &Settings,
     dir: &Path,
     servers: &Servers,
     progress: &mut (dyn Write + Send),
 ) -> ScenarioResult {
     let mut result = ScenarioResult::new(sc);
-    let subject = match start_subject(sc, settings, dir, servers).await {
+    result.threads = threads;
+    let name = result.label(settings.is_sweep());
+    let subject = match start_subject(sc, threads.unwrap_or(1), settings, dir, servers).await {
         Ok(Ok(s)) => s,
         Ok(Err(skip)) => {
-            let _ = writeln!(progress, "{sc}: skipped: {skip}");
+            let _ = writeln!(progress, "{name}: skipped: {skip}");
             result.skipped = Some(skip);
             return result;
         }
         Err(e) => {
-            let _ = writeln!(progress, "{sc}: FAILED to start: {e}");
+            let _ = writeln!(progress, "{name}: FAILED to start: {e}");
             result.failure = Some(e.to_string());
             return result;
         }
     };
     result.proxy = subject.label.clone();
-    let _ = writeln!(progress, "{sc}: {}", sc.description());
+    let _ = writeln!(progress, "{name}: {}", sc.description());
 
     let mut watched = Vec::new();
     if let Some(proc) = &subject.proc {
@@ -493,7 +564,7 @@ async fn run_scenario(
             Some(rate),
         )
         .await;
-        report_phase(progress, sc, &phase);
+        report_phase(progress, &name, &phase);
         result.phases.push(phase);
     }
     for &c in &settings.concurrency {
@@ -506,7 +577,7 @@ async fn run_scenario(
             None,
         )
         .await;
-        report_phase(progress, sc, &phase);
+        report_phase(progress, &name, &phase);
         result.phases.push(phase);
     }
     if let Some(mut proc) = subject.proc {
@@ -551,7 +622,7 @@ async fn run_phase(
     PhaseResult { key, load, procs }
 }
 
-fn report_phase(progress: &mut (dyn Write + Send), sc: Scenario, p: &PhaseResult) {
+fn report_phase(progress: &mut (dyn Write + Send), sc: &str, p: &PhaseResult) {
     let l = &p.load;
     let proxy_cpu = p
         .cost(Role::Proxy)
