@@ -5,23 +5,61 @@
 # request counts and the difference is divided by the difference in requests, so start-up,
 # config loading and shutdown cancel out.
 #
-#   tests/bench/callgrind.sh SCENARIO [OUTRIGGER_BIN] [BENCH_BIN]
+#   tests/bench/callgrind.sh [--tracing RATIO] SCENARIO [OUTRIGGER_BIN] [BENCH_BIN]
 #
 # SCENARIO: invoke-http, proxy-http or invoke-bolt. The binaries default to target/release/
 # (build them first: cargo build --release -p outrigger-runtime -p outrigger-bench).
+# --tracing RATIO turns span export on (`tracing: {samplingRatio: RATIO, otlp: ...}`) to a
+# local OTLP/HTTP sink that answers every export with 200; the bench's requests carry no
+# traceparent, so RATIO is the share of calls sampled.
 # Needs valgrind. Prints one line: SCENARIO instructions/request (requests counted).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scenario=${1:?usage: tests/bench/callgrind.sh SCENARIO [OUTRIGGER_BIN] [BENCH_BIN]}
+ratio=
+if [ "${1:-}" = --tracing ]; then
+  ratio=${2:?--tracing needs a sampling ratio}
+  shift 2
+fi
+scenario=${1:?usage: tests/bench/callgrind.sh [--tracing RATIO] SCENARIO [OUTRIGGER_BIN] [BENCH_BIN]}
 sidecar=$(realpath "${2:-target/release/outrigger}")
 bench=$(realpath "${3:-target/release/outrigger-bench}")
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 1; }
 [ -x "$sidecar" ] && [ -x "$bench" ] || { echo "callgrind.sh: build $sidecar and $bench first" >&2; exit 1; }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+sink_pid=
+trap 'rm -rf "$work"; [ -z "$sink_pid" ] || kill "$sink_pid" 2>/dev/null' EXIT
+extra=
+if [ -n "$ratio" ]; then
+  python3 - "$work/sink.port" <<'PY' &
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Sink)
+open(sys.argv[1], "w").write(str(server.server_port))
+server.serve_forever()
+PY
+  sink_pid=$!
+  for _ in $(seq 50); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
+  extra="tracing: {samplingRatio: $ratio, otlp: {endpoint: \"http://127.0.0.1:$(cat "$work/sink.port")\", protocol: http/protobuf}}"
+fi
+# The wrapper appends the tracing settings (if any) to the config the harness generated.
+printf '%s\n' "$extra" > "$work/extra.yaml"
 cat > "$work/wrap.sh" <<EOF
 #!/usr/bin/env bash
+args=("\$@")
+for ((i = 0; i < \${#args[@]}; i++)); do
+  if [ "\${args[\$i]}" = --config ]; then
+    cat "$work/extra.yaml" >> "\${args[\$((i + 1))]}"
+  fi
+done
 exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.\$\$.%p" "$sidecar" "\$@"
 EOF
 chmod +x "$work/wrap.sh"

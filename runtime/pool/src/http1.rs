@@ -206,7 +206,8 @@ pub async fn exchange_waited(
         let body = PooledBody {
             body,
             conn: Some(conn),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            timer: None,
             // Named only in an error: formatted then, not on every exchange.
             target: target.clone(),
         };
@@ -220,7 +221,10 @@ pub async fn exchange_waited(
 struct PooledBody {
     body: Incoming,
     conn: Option<Pooled<Http1Connector>>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+    /// The deadline's timer, made only once the body is found waiting: a body that has
+    /// arrived with its head (most do) costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     target: Dial,
 }
 
@@ -262,12 +266,6 @@ impl http_body::Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.conn.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
-            this.conn = None;
-            return Poll::Ready(Some(Err(Box::new(BodyError::Timeout {
-                target: this.target.to_string(),
-            }))));
-        }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(None) => {
                 if let Some(conn) = this.conn.take() {
@@ -292,7 +290,19 @@ impl http_body::Body for PooledBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if this.conn.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyError::Timeout {
+                        target: this.target.to_string(),
+                    }))));
+                }
+                Poll::Pending
+            }
         }
     }
 
