@@ -12,6 +12,7 @@
 # --tracing RATIO turns span export on (`tracing: {samplingRatio: RATIO, otlp: ...}`) to a
 # local OTLP/HTTP sink that answers every export with 200; the bench's requests carry no
 # traceparent, so RATIO is the share of calls sampled.
+# CALLGRIND_KEEP=DIR keeps each run's profiles in DIR/run-N (read them with callgrind_annotate).
 # Needs valgrind. Prints one line: SCENARIO instructions/request (requests counted).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,6 +81,10 @@ run() {
   local instructions
   instructions=$(cat "$work"/cg.* | awk '/^summary:/ {s += $2} END {print s + 0}')
   [ "$instructions" -gt 0 ] || { echo "callgrind.sh: no callgrind output" >&2; exit 1; }
+  # CALLGRIND_KEEP=DIR keeps the profiles, for callgrind_annotate.
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then
+    mkdir -p "$CALLGRIND_KEEP/run-$n" && cp "$work"/cg.* "$CALLGRIND_KEEP/run-$n/"
+  fi
   local requests
   requests=$(python3 -c '
 import json, sys

@@ -1,13 +1,15 @@
-//! Tower layers in front of the gRPC services, at the HTTP/2 request level: gRPC metrics by
-//! path and status, and the answer for Layotto rpcs the sidecar does not serve. (Request ids,
-//! tracing spans and the concurrency limit come from tower-http and tower; see `api::serve`.)
+//! Tower layers in front of the gRPC services, at the HTTP/2 request level: request ids, gRPC
+//! metrics by path and status (and a debug line per call), and the answer for Layotto rpcs the
+//! sidecar does not serve. (Setting and propagating the request id and the concurrency limit
+//! come from tower-http and tower; see `api::serve`.)
 
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
+use tower_http::request_id::{MakeRequestId, RequestId};
 
 use outrigger_core::{GrpcLabels, Metrics, PathLabels};
 
@@ -25,6 +27,33 @@ const LABELLED_PATHS: [&str; 5] = [
 
 /// Layotto rpcs this sidecar serves; the others answer UNIMPLEMENTED naming the API.
 const SERVED: [&str; 2] = ["SayHello", "InvokeService"];
+
+/// Request ids in UUID v4 form (`x-request-id`, when the caller sent none), from a fast
+/// generator rather than the operating system's: they correlate log lines, and need not be
+/// unpredictable.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FastRequestId;
+
+impl MakeRequestId for FastRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = fastrand::u128(..).to_be_bytes();
+        // Version 4, variant RFC 4122.
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for (i, b) in bytes.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            out[at] = HEX[usize::from(b >> 4)];
+            out[at + 1] = HEX[usize::from(b & 0xf)];
+            at += 2;
+        }
+        HeaderValue::from_bytes(&out).ok().map(RequestId::new)
+    }
+}
 
 /// When the call arrived, stamped by the outermost layer: deadlines are measured from here, as
 /// tonic measures the caller's `grpc-timeout`.
@@ -81,6 +110,14 @@ where
         let path = path_label(req.uri().path());
         let start = Instant::now();
         req.extensions_mut().insert(Arrival(start));
+        // Named in the debug line; only looked at when debug logs are on.
+        let request_id = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            req.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        });
         let fut = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -106,6 +143,9 @@ where
                     code: code_label(code),
                 })
                 .inc();
+            if let Some(request_id) = request_id {
+                tracing::debug!(path, ?code, %request_id, elapsed_us = start.elapsed().as_micros() as u64, "grpc call");
+            }
             result
         })
     }
@@ -251,5 +291,30 @@ mod tests {
         let (_, send) = handle.next_request().await.expect("forwarded");
         send.send_response(grpc_answer(None));
         call.await.expect("answered by the service");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_shaped_and_differ() {
+        let req = Request::new(());
+        let mut make = FastRequestId;
+        let a = make.make_request_id(&req).expect("id");
+        let b = make.make_request_id(&req).expect("id");
+        let a = a.header_value().to_str().expect("ascii").to_owned();
+        assert_ne!(a, b.header_value().to_str().expect("ascii"));
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{a}"
+        );
+        assert!(groups[2].starts_with('4'), "version 4: {a}");
+        assert!(
+            matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+            "variant: {a}"
+        );
+        assert!(
+            a.bytes()
+                .all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

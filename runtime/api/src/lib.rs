@@ -45,10 +45,7 @@ use tokio::{
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// gRPC metadata key that overrides the default request timeout, in milliseconds.
 pub const TIMEOUT_METADATA: &str = "rpc_request_timeout";
@@ -570,25 +567,15 @@ pub async fn serve(
     let dapr_svc = dapr::dapr_server::DaprServer::new(api.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    // In data-path order: request id, metrics, tracing span, the API token (checked, and
+    // In data-path order: request id, metrics (and a debug line), the API token (checked, and
     // removed from every call), concurrency limit, calls for another app (`dapr-app-id`)
     // proxied, then the answer for rpcs not served; message size limits sit on each service.
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(layers::FastRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(layers::GrpcMetricsLayer {
             metrics: api.metrics.clone(),
         })
-        .layer(
-            TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::debug_span!("grpc", path = %req.uri().path(), request_id = %id)
-            }),
-        )
         .layer(token::GrpcTokenLayer {
             token: grpc.api_token.clone(),
         })

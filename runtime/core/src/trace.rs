@@ -90,7 +90,11 @@ fn hex_into(src: &[u8], out: &mut [u8]) -> Option<()> {
 fn random_nonzero<const N: usize>() -> [u8; N] {
     loop {
         let mut out = [0u8; N];
-        out.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        // Eight random bytes per draw, not one.
+        for chunk in out.chunks_mut(8) {
+            let r = fastrand::u64(..).to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
         if out.iter().any(|&b| b != 0) {
             return out;
         }
