@@ -12,6 +12,7 @@ mod incoming;
 mod layers;
 mod status;
 mod token;
+mod unary;
 
 pub use self::{
     grpc_proxy::APP_ID_METADATA,
@@ -569,7 +570,8 @@ pub async fn serve(
         .max_encoding_message_size(max);
     // In data-path order: request id, metrics (and a debug line), the API token (checked, and
     // removed from every call), concurrency limit, calls for another app (`dapr-app-id`)
-    // proxied, then the answer for rpcs not served; message size limits sit on each service.
+    // proxied, `InvokeService` served on the lean path, then the answer for rpcs not served;
+    // message size limits sit on each service (and the lean path).
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(layers::FastRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -584,6 +586,10 @@ pub async fn serve(
         ))
         .layer(grpc_proxy::GrpcProxyLayer {
             passthrough: grpc.passthrough.clone(),
+        })
+        .layer(unary::UnaryInvokeLayer {
+            api: api.clone(),
+            max_message_bytes: max,
         })
         .layer(layers::UnimplementedLayer);
     let mut router = tonic::transport::Server::builder()
