@@ -125,7 +125,7 @@ impl HttpApi {
         let obs = &self.api.obs;
         let span = obs
             .span(|| parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes))
-            .map(|s| Span::started_at(s.context, s.parent, arrival));
+            .map(|s| s.since(arrival));
         let recorder = obs.recorder(span.as_ref());
         if obs.access_log.is_none() && recorder.is_none() {
             return self

@@ -273,7 +273,7 @@ impl RuntimeApi {
             .obs
             .span(|| metadata.get(TRACEPARENT).map(|v| v.as_bytes()))
             .map(|s| match received {
-                Some(at) => Span::started_at(s.context, s.parent, at),
+                Some(at) => s.since(at),
                 None => s,
             });
         let recorder = self.obs.recorder(span.as_ref());

@@ -7,7 +7,7 @@
 use crate::{
     access_log::AccessLog,
     span::{Span, SpanData, SpanSink},
-    trace::TraceContext,
+    trace::{SpanId, TraceContext},
 };
 
 /// The access log, trace context and span export settings every edge shares.
@@ -50,8 +50,18 @@ impl Observability {
         self.traces().then(|| {
             let (context, parent) =
                 TraceContext::continue_with_parent(incoming(), self.sampling_ratio);
-            Span::start(context, parent)
+            self.adopt(context, parent)
         })
+    }
+
+    /// A span at `context` (one made elsewhere, or from another tracer's id), timed only when
+    /// it will be recorded: spans are exported and its trace is sampled.
+    pub fn adopt(&self, context: TraceContext, parent: Option<SpanId>) -> Span {
+        if self.spans.is_some() && context.flags & 1 == 1 {
+            Span::start(context, parent)
+        } else {
+            Span::untimed(context, parent)
+        }
     }
 
     /// Where `span` goes when it ends: the sink, when spans are exported and it is sampled.

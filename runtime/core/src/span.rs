@@ -82,15 +82,15 @@ pub struct SpanData {
     pub error: Option<String>,
 }
 
-/// A span in progress: its place in the trace and when it started.
+/// A span in progress: its place in the trace and, when it will be recorded, when it started
+/// (a span that is only propagated reads no clock).
 #[derive(Clone, Copy, Debug)]
 pub struct Span {
     /// This span's context, what is forwarded as `traceparent`.
     pub context: TraceContext,
     /// The span it is a child of, if any.
     pub parent: Option<SpanId>,
-    start: SystemTime,
-    started: Instant,
+    clock: Option<(SystemTime, Instant)>,
 }
 
 impl Span {
@@ -99,8 +99,16 @@ impl Span {
         Self {
             context,
             parent,
-            start: SystemTime::now(),
-            started: Instant::now(),
+            clock: Some((SystemTime::now(), Instant::now())),
+        }
+    }
+
+    /// A span that is carried but not recorded: no clock is read.
+    pub fn untimed(context: TraceContext, parent: Option<SpanId>) -> Self {
+        Self {
+            context,
+            parent,
+            clock: None,
         }
     }
 
@@ -112,29 +120,31 @@ impl Span {
         Self {
             context,
             parent,
-            start,
-            started: arrival,
+            clock: Some((start, arrival)),
         }
     }
 
-    /// A child of this span, starting now.
+    /// This span, begun at `arrival` instead, if it is timed.
+    pub fn since(self, arrival: Instant) -> Self {
+        match self.clock {
+            Some(_) => Self::started_at(self.context, self.parent, arrival),
+            None => self,
+        }
+    }
+
+    /// A child of this span, starting now (timed when this one is).
     pub fn child(&self) -> Self {
-        Self::start(self.context.child(), Some(self.context.span_id))
+        let context = self.context.child();
+        let parent = Some(self.context.span_id);
+        match self.clock {
+            Some(_) => Self::start(context, parent),
+            None => Self::untimed(context, parent),
+        }
     }
 
     /// Whether the trace is sampled (flag bit 0): only sampled spans are exported.
     pub fn sampled(&self) -> bool {
         self.context.flags & 1 == 1
-    }
-
-    /// When the span started (wall clock).
-    pub fn start_time(&self) -> SystemTime {
-        self.start
-    }
-
-    /// The time since the span started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// The finished span: ended now, with `attributes`.
@@ -145,13 +155,17 @@ impl Span {
         attributes: Vec<(&'static str, AttrValue)>,
         error: Option<String>,
     ) -> SpanData {
+        // An untimed span is never recorded; were it, it would show as instantaneous.
+        let (start, started) = self
+            .clock
+            .unwrap_or_else(|| (SystemTime::now(), Instant::now()));
         SpanData {
             context: self.context,
             parent: self.parent,
             kind,
             name: name.into(),
-            start: self.start,
-            end: self.start + self.started.elapsed(),
+            start,
+            end: start + started.elapsed(),
             attributes,
             error,
         }
@@ -269,6 +283,12 @@ mod tests {
         assert!(client.sampled());
         let data = client.finish(SpanKind::Client, "GET", Vec::new(), None);
         assert!(data.end >= data.start);
+        let carried = Span::untimed(TraceContext::new_root(1.0), None);
+        assert!(
+            carried.child().clock.is_none(),
+            "children of carried spans read no clock"
+        );
+        assert!(server.child().clock.is_some());
     }
 
     #[tokio::test]

@@ -116,7 +116,7 @@ pub(crate) async fn dispatch(
             .traces()
             .then(|| incoming().and_then(|t| TraceContext::parse(t).ok()))
             .flatten()
-            .map(|context| Span::start(context, None)),
+            .map(|context| obs.adopt(context, None)),
     };
     // Only a socket request's span is the proxy's own, recorded when it ends.
     let recorder = obs

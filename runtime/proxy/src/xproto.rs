@@ -391,12 +391,12 @@ async fn forward_request<P: ServerProtocol>(
                     .iter()
                     .find_map(|k| first_value(&view, k))
                     .and_then(|id| TraceContext::from_foreign(&id, obs.sampling_ratio))
-                    .map(|context| Span::start(context, None))
+                    .map(|context| obs.adopt(context, None))
                     .or_else(|| obs.span(|| None)),
                 Origin::Socket => obs.span(traceparent),
                 Origin::InProcess => traceparent()
                     .and_then(|t| TraceContext::parse(t).ok())
-                    .map(|context| Span::start(context, None)),
+                    .map(|context| obs.adopt(context, None)),
             };
         }
         if let Some(line) = line.as_deref_mut() {
