@@ -225,6 +225,10 @@ mod tests {
         );
         r.data = data;
         r.headers.insert("x-tenant", HeaderValue::from_static("t1"));
+        r.headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
         r.dubbo = outrigger_invoke::DubboCall {
             parameter_types: types.to_owned(),
             version: "1.0.0".to_owned(),
@@ -260,6 +264,11 @@ mod tests {
         assert_eq!(att("version").as_deref(), Some("1.0.0"));
         assert_eq!(att("timeout").as_deref(), Some("800"));
         assert_eq!(att("x-tenant").as_deref(), Some("t1"));
+        assert_eq!(
+            att("traceparent").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "the trace context is an attachment"
+        );
         assert_eq!(
             att(PARAMETER_TYPES_METADATA),
             None,
