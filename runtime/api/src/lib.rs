@@ -32,7 +32,7 @@ use futures_util::FutureExt;
 use http::{HeaderMap, Method};
 use outrigger_core::{
     AccessRecord, AttrValue, KindLabels, LabelStr, Metrics, Observability, Passthrough,
-    ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, strip_hop_by_hop,
+    ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, is_hop_by_hop, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
@@ -53,6 +53,10 @@ pub const TIMEOUT_METADATA: &str = "rpc_request_timeout";
 
 /// How much earlier than the caller's own gRPC deadline the sidecar gives up (at most 5%).
 const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// [`TIMEOUT_METADATA`] and `grpc-timeout` as header names.
+const TIMEOUT_METADATA_NAME: http::HeaderName = http::HeaderName::from_static(TIMEOUT_METADATA);
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// The gRPC services that serve `InvokeService`, as their server spans name them.
 const LAYOTTO_SERVICE: &str = "spec.proto.runtime.v1.Runtime";
@@ -233,6 +237,28 @@ pub(crate) fn grpc_timeout(v: &str) -> Option<Duration> {
 }
 
 /// Metadata that is about the gRPC call itself, never forwarded as a header.
+/// The call's metadata that goes upstream as headers: all but gRPC's own, the sidecar's token and
+/// timeout, and hop-by-hop headers. Built in one pass: taking a few names out of the map costs
+/// more than copying the rest (a gRPC call always carries `te` and `content-type`).
+fn forwarded(mut metadata: HeaderMap) -> HeaderMap {
+    if metadata.contains_key(http::header::CONNECTION) {
+        // Rare (HTTP/2 forbids it): also drops the headers it names.
+        strip_hop_by_hop(&mut metadata);
+    }
+    let mut out = HeaderMap::with_capacity(metadata.len());
+    let mut current = None;
+    for (name, value) in metadata {
+        // A name comes with its first value only; the next ones are its other values.
+        if let Some(name) = name {
+            current = (forwardable(name.as_str()) && !is_hop_by_hop(&name)).then_some(name);
+        }
+        if let Some(name) = &current {
+            out.append(name.clone(), value);
+        }
+    }
+    out
+}
+
 fn forwardable(name: &str) -> bool {
     !(name.starts_with("grpc-")
         || name == API_TOKEN_HEADER
@@ -374,7 +400,9 @@ impl RuntimeApi {
         let (data, packing) = unpack(call.data)?;
         let invoker = self.invokers.current();
         let now = received.unwrap_or_else(Instant::now);
-        let timeout = match metadata.get(TIMEOUT_METADATA) {
+        // Looked up by names parsed once, not per call.
+        let metadata = metadata.into_headers();
+        let timeout = match metadata.get(&TIMEOUT_METADATA_NAME) {
             None => invoker.default_timeout(),
             Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(ms) if ms > 0 => Duration::from_millis(ms),
@@ -387,7 +415,7 @@ impl RuntimeApi {
         };
         let mut deadline = deadline_after(now, timeout);
         if let Some(t) = metadata
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(grpc_timeout)
         {
@@ -397,18 +425,7 @@ impl RuntimeApi {
             let margin = (t / 20).min(CALLER_DEADLINE_MARGIN);
             deadline = deadline.min(deadline_after(now, t.saturating_sub(margin)));
         }
-        let mut headers: HeaderMap = metadata.into_headers();
-        strip_hop_by_hop(&mut headers);
-        if headers.keys().any(|k| !forwardable(k.as_str())) {
-            let drop: Vec<_> = headers
-                .keys()
-                .filter(|k| !forwardable(k.as_str()))
-                .cloned()
-                .collect();
-            for k in drop {
-                headers.remove(k);
-            }
-        }
+        let mut headers = forwarded(metadata);
         if let Some(span) = span {
             // Upstreams see the sidecar's span as the parent (an HTTP header, a Bolt header,
             // a Dubbo attachment).
@@ -631,6 +648,45 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_metadata_keeps_what_the_app_sent() {
+        let mut m = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("grpc-timeout", "1S"),
+            ("user-agent", "grpc-go"),
+            ("x-tenant", "a"),
+            ("rpc_request_timeout", "100"),
+        ] {
+            m.append(http::HeaderName::from_static(k), k_v(v));
+        }
+        m.append("x-tenant", k_v("b"));
+        let out = forwarded(m);
+        assert_eq!(
+            out.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["user-agent", "x-tenant"]
+        );
+        assert_eq!(
+            out.get_all("x-tenant").iter().collect::<Vec<_>>(),
+            ["a", "b"],
+            "every value of a name"
+        );
+        let mut m = HeaderMap::new();
+        m.append("connection", k_v("x-secret"));
+        m.append("x-secret", k_v("1"));
+        m.append("x-kept", k_v("1"));
+        let out = forwarded(m);
+        assert_eq!(
+            out.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+
+    fn k_v(v: &'static str) -> http::HeaderValue {
+        http::HeaderValue::from_static(v)
+    }
 
     #[test]
     fn grpc_timeout_units() {

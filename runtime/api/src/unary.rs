@@ -174,15 +174,18 @@ where
         return Status::internal(format!("failed to encode the answer: {e}")).into_http();
     }
     let mut headers = metadata.into_headers();
-    // What tonic keeps out of the answer's metadata; the handler never sets these.
-    for reserved in [
+    // What tonic keeps out of an answer's metadata (looked up only when present).
+    const RESERVED: [&str; 5] = [
         "te",
         "user-agent",
         "grpc-message",
         "grpc-message-type",
         "grpc-status",
-    ] {
-        headers.remove(reserved);
+    ];
+    if headers.keys().any(|k| RESERVED.contains(&k.as_str())) {
+        for reserved in RESERVED {
+            headers.remove(reserved);
+        }
     }
     headers.insert(
         header::CONTENT_TYPE,

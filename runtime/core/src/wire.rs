@@ -41,7 +41,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Whether `name` is a hop-by-hop header (`Connection` itself included).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
@@ -49,19 +49,33 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none: one pass over the few names present is cheaper than hashing
-    // every hop-by-hop name for a removal.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the few names present finds the hop-by-hop ones (most requests carry none,
+    // a gRPC call only `te`): cheaper than hashing every hop-by-hop name for a removal.
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut more = false;
+    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        match found.iter_mut().find(|f| f.is_none()) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more = true,
+        }
+    }
+    if found[0].is_none() {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
         strip_connection_named(headers);
     }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
+    if more {
+        for n in &HOP_BY_HOP {
+            headers.remove(n);
+        }
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
+        return;
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    for name in found.iter().flatten() {
+        headers.remove(name);
+    }
 }
 
 /// Removes the headers the `Connection` header names (rare, so it may allocate).
@@ -110,6 +124,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        // More hop-by-hop names than the quick path holds: all go still.
+        let mut h = HeaderMap::new();
+        for name in [
+            "te",
+            "upgrade",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+            "x-kept",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
         // Each one alone is found by the quick check too.
         for name in [
             "keep-alive",

@@ -109,6 +109,14 @@ impl RpcRequest {
     /// Takes the control metadata out of `headers` into the typed fields: `rpc_protocol`,
     /// `rpc_request_type` and the `dubbo_*` entries. They are never forwarded.
     pub fn take_control_metadata(&mut self) -> Result<(), InvokeError> {
+        // Most calls carry none: one pass over the names present, not five lookups.
+        let control = |k: &http::HeaderName| {
+            let k = k.as_str();
+            k.starts_with("rpc_") || k.starts_with("dubbo_")
+        };
+        if !self.headers.keys().any(control) {
+            return Ok(());
+        }
         let invalid = |m: String| InvokeError::new(ErrorKind::InvalidArgument, m);
         if let Some(v) = self.headers.remove(PROTOCOL_METADATA) {
             let wanted = text(&v).to_ascii_lowercase();

@@ -12,7 +12,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -32,6 +32,10 @@ use crate::{
     route::Retry,
     snapshot::{ProxySnapshot, Shared},
 };
+
+/// [`TIMEOUT_HEADER`] and [`ERROR_HEADER`] as header names, parsed once.
+const TIMEOUT_NAME: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
+const ERROR_NAME: HeaderName = HeaderName::from_static(ERROR_HEADER);
 
 /// The HTTP status of the proxy's own answer.
 pub(crate) fn status(cause: Cause) -> StatusCode {
@@ -230,7 +234,7 @@ async fn route_and_forward(
     }
     let caller_timeout = parts
         .headers
-        .remove(TIMEOUT_HEADER)
+        .remove(&TIMEOUT_NAME)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .map(Duration::from_millis);
     let Some(route) = table.find(&parts.method, parts.uri.path(), &parts.headers) else {
@@ -287,7 +291,7 @@ async fn route_and_forward(
         // The body passes through as it came, so its content-length (if any) stays true.
         strip_hop_by_hop(&mut parts.headers);
         // Only the proxy marks its own answers; an upstream's marker is not passed on.
-        parts.headers.remove(ERROR_HEADER);
+        parts.headers.remove(&ERROR_NAME);
         Response::from_parts(parts, body)
     });
     let code = match &result {
