@@ -247,7 +247,11 @@ async fn handle<P: ServerProtocol>(
 ) -> Option<P::Frame> {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
     let obs = &shared.obs;
-    let mut line = (obs.access_log.is_some() || obs.spans.is_some()).then(|| {
+    // The record feeds the access line and, for a socket request (only those get the proxy's
+    // own server span), the span's attributes: an in-process call with export on needs none.
+    let needs_record =
+        obs.access_log.is_some() || (origin == Origin::Socket && obs.spans.is_some());
+    let mut line = needs_record.then(|| {
         let mut line = AccessRecord::new(P::NAME, SystemTime::now());
         line.bytes_in = P::payload_len(&request) as u64;
         (line, Instant::now())
