@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::{
@@ -32,6 +32,9 @@ use tonic::transport::{Channel, Endpoint};
 pub(crate) const MAX_BATCH: usize = 512;
 /// How long a batch waits for more spans after its first one.
 pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(1000);
+/// The most of a collector's OTLP/HTTP answer that is read (an `ExportTraceServiceResponse`
+/// is a few bytes; a partial-success message a few hundred).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Time to connect to the collector.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -207,12 +210,12 @@ impl HttpTransport {
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        // The answer's body is read so that the connection can carry the next export.
-        let body = resp
-            .into_body()
+        // The answer's body is read (up to a bound) so that the connection can carry the next
+        // export.
+        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("reading the collector's answer: {e}"))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
             return Err(format!("collector answered {status}: {text}"));
