@@ -68,6 +68,18 @@ async fn http_call(
     status
 }
 
+/// An `InvokeService` call of `hello` on `svc-a` carrying `traceparent`.
+fn traced(
+    data: &str,
+    verb: i32,
+    traceparent: &'static str,
+) -> tonic::Request<outrigger_proto::spec::proto::runtime::v1::InvokeServiceRequest> {
+    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", data, verb, ""));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static(traceparent));
+    req
+}
+
 fn traceparent(seen: &Seen) -> Option<String> {
     seen.headers
         .get("traceparent")
@@ -89,9 +101,7 @@ async fn json_lines_and_trace_context_at_every_edge() {
     let mut s = start(&yaml).await;
 
     // gRPC, continuing the caller's trace.
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "ping", 3, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let req = traced("ping", 3, CALLER);
     let resp = s.layotto.invoke_service(req).await.expect("ok");
     assert_eq!(text(resp.into_inner().data), "hello!");
     // Dapr's HTTP API, no trace context: the sidecar starts a trace.
@@ -220,9 +230,7 @@ async fn text_lines_without_tracing_still_name_the_trace() {
         &format!("accessLog: {{format: text, path: {}}}\n", path.display()),
     );
     let mut s = start(&yaml).await;
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let req = traced("", 0, CALLER);
     s.layotto.invoke_service(req).await.expect("ok");
     s.sidecar.flush_access_log().await;
     let log = std::fs::read_to_string(&path).unwrap();
@@ -261,9 +269,7 @@ async fn text_lines_without_tracing_still_name_the_trace() {
 async fn with_both_off_the_callers_context_passes_untouched() {
     let upstream = Upstream::fixed("ok").await;
     let mut s = start(&observed(&upstream, "")).await;
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let req = traced("", 0, CALLER);
     s.layotto.invoke_service(req).await.expect("ok");
     s.layotto
         .invoke_service(layotto_req("svc-a", "hello", "", 0, ""))
@@ -305,9 +311,7 @@ async fn spans_of_traced_calls_reach_an_otlp_collector_over_grpc() {
     let mut s = start(&yaml).await;
 
     // InvokeService, continuing the caller's trace.
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "ping", 3, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let req = traced("ping", 3, CALLER);
     let resp = s.layotto.invoke_service(req).await.expect("ok");
     assert_eq!(text(resp.into_inner().data), "hello!");
     s.sidecar.flush_spans().await;
@@ -424,9 +428,7 @@ async fn http_protobuf_export_and_unsampled_calls_export_nothing() {
     );
     let mut s = start(&yaml).await;
     // The caller chose not to sample; the sidecar keeps that decision.
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(UNSAMPLED));
+    let req = traced("", 0, UNSAMPLED);
     s.layotto.invoke_service(req).await.expect("ok");
     // No context and a sampling ratio of 0: a trace that is not sampled.
     s.layotto
@@ -444,9 +446,7 @@ async fn http_protobuf_export_and_unsampled_calls_export_nothing() {
     let (_, _, flags) = fields(&traceparent(&seen[1]).unwrap());
     assert_eq!(flags, "00", "propagated even when not sampled");
 
-    let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
-    req.metadata_mut()
-        .insert("traceparent", MetadataValue::from_static(CALLER));
+    let req = traced("", 0, CALLER);
     s.layotto.invoke_service(req).await.expect("ok");
     s.sidecar.flush_spans().await;
     let spans = collector.spans();
@@ -465,9 +465,7 @@ async fn an_unreachable_collector_never_fails_a_call() {
     );
     let mut s = start(&yaml).await;
     for _ in 0..3 {
-        let mut req = tonic::Request::new(layotto_req("svc-a", "hello", "", 0, ""));
-        req.metadata_mut()
-            .insert("traceparent", MetadataValue::from_static(CALLER));
+        let req = traced("", 0, CALLER);
         s.layotto
             .invoke_service(req)
             .await
