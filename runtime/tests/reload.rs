@@ -150,7 +150,11 @@ async fn invalid_reload_is_rejected_with_every_problem_and_the_old_config_serves
 #[tokio::test]
 async fn admin_endpoint_reports_health_readiness_metrics_and_config() {
     let a = Upstream::fixed("a").await;
-    let mut rt = start(&config(&[a.addr], "", "")).await;
+    // `start` overrides `httpApi.address` as the injector overrides `admin.address`: the hash
+    // is still the file's, the one the operator reports for the same document.
+    let yaml = config(&[a.addr], "", "");
+    let file_hash = outrigger_config::config_hash(&outrigger_config::load_yaml(&yaml).unwrap());
+    let mut rt = start(&yaml).await;
     rt.layotto
         .invoke_service(layotto_req("svc", "m", "", 0, ""))
         .await
@@ -166,12 +170,17 @@ async fn admin_endpoint_reports_health_readiness_metrics_and_config() {
         "outrigger_proxy_requests_total{listener=\"egress\",cluster=\"backend\",status=\"200\"} 1",
         "outrigger_pool_connections{name=\"channel/http\"} 1",
         "outrigger_config_version 1",
+        format!("outrigger_config_info{{hash=\"{file_hash}\"}} 1").as_str(),
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
     let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
-    assert_eq!(dump["hash"].as_str().unwrap().len(), 16);
+    assert_eq!(dump["hash"], file_hash.as_str());
+    assert_eq!(
+        dump["config"]["httpApi"]["address"], "127.0.0.1:0",
+        "served with the override"
+    );
     assert_eq!(dump["config"]["rpc"]["timeoutMs"], 3000);
     assert_eq!(dump["clusterHosts"]["backend"][0], a.addr.to_string());
     assert!(dump["lastRejected"].is_null());

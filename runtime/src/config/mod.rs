@@ -25,9 +25,11 @@ pub(crate) use self::watch::watch_file;
 pub struct Snapshot {
     /// 1 for the first config, +1 per applied reload.
     pub version: u64,
-    /// `outrigger_config::config_hash` of `spec`.
+    /// `outrigger_config::config_hash` of the document as the file holds it, before the
+    /// command-line overrides: the hash the operator reports in `status.configHash` and stamps on
+    /// pods, whatever flags the injector gave this sidecar.
     pub hash: String,
-    /// The document.
+    /// The document the sidecar serves (the file's, with the overrides applied).
     pub spec: Arc<RuntimeConfigSpec>,
     /// The invoke stack built from it.
     pub invoker: Arc<Invoker>,
@@ -142,11 +144,12 @@ impl Reloader {
         proxy: Arc<ProxyCore>,
         metrics: Metrics,
     ) -> Result<Self, Vec<String>> {
+        let hash = config_hash(&spec);
         overrides.apply(&mut spec);
         let invoker = build(&spec, &proxy, &metrics).await?;
         let snapshot = Snapshot {
             version: 1,
-            hash: config_hash(&spec),
+            hash,
             spec: Arc::new(spec),
             invoker,
             loaded_at: SystemTime::now(),
@@ -174,9 +177,9 @@ impl Reloader {
     /// problem (the live config stays).
     pub async fn apply(&self, mut spec: RuntimeConfigSpec) -> Result<Option<u64>, Vec<String>> {
         let _one_at_a_time = self.apply_lock.lock().await;
+        let hash = config_hash(&spec);
         self.overrides.apply(&mut spec);
         let old = self.live.current();
-        let hash = config_hash(&spec);
         if hash == old.hash {
             return Ok(None);
         }
