@@ -64,21 +64,22 @@ pub struct RuntimeConfigStatus {
     /// Every validation error of the current spec, as `path: message`; empty when valid.
     #[serde(default)]
     pub errors: Vec<String>,
-    /// How many injected pods run the current config: counted from the `outrigger.dev/config-hash`
-    /// each pod was admitted with (a running sidecar's hot reloads are not seen here).
+    /// How many injected pods run the current config: the hash each running sidecar reports on
+    /// its admin port (hot reloads count), else the `outrigger.dev/config-hash` it was admitted
+    /// with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
 }
 
-/// Injected pods using a RuntimeConfig, by whether they were admitted with its current config.
+/// Injected pods using a RuntimeConfig, by whether they run its current config.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// Injected pods (not finished, not terminating) whose `outrigger.dev/config` names this RuntimeConfig.
     pub pods: i32,
-    /// Those admitted with the current `configHash`.
+    /// Those running the current `configHash` (as their sidecar reports it, else as admitted).
     pub updated: i32,
-    /// Those admitted with another config, or with none recorded; `pods - updated`.
+    /// Those running another config, or none known; `pods - updated`.
     pub stale: i32,
 }
 

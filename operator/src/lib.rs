@@ -12,6 +12,7 @@ mod crd;
 mod desired;
 mod inject;
 mod leader;
+mod live;
 mod logging;
 mod manifests;
 mod metrics;
@@ -48,12 +49,14 @@ pub use crate::{
         Decision, LeaseConfig, LeaseObserver, decide, next_spec, release, released_spec,
         run_election, try_lead,
     },
+    live::{SCRAPE_TIMEOUT, ScrapeError, admin_address, live_hashes, parse_config_hash, scrape},
     manifests::{InjectReport, ManifestError, inject_manifests, render},
     metrics::Metrics,
     names::*,
     quantity::{Quantity, QuantityError, parse as parse_quantity},
     reconcile::{
-        Context, RESYNC, ReconcileError, backoff, error_policy, reconcile, run_controller,
+        Context, RESYNC, ROLLOUT_RECHECK, ReconcileError, backoff, error_policy, reconcile,
+        run_controller,
     },
     serve::{DRAIN_TIMEOUT, Readiness, WebhookState, serve_health, serve_webhooks},
     skips::{OncePer, REMEMBER_FOR, SkipNotice, SkipReporter, publish as publish_skips},

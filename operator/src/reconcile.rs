@@ -1,6 +1,6 @@
 //! The RuntimeConfig controller's I/O: for each object, render the desired ConfigMap (pure, in
-//! `desired`), server-side apply it with one field manager, list the namespace's injected pods to
-//! count the rollout, patch the status (pure, in `status`), publish an Event when the config
+//! `desired`), server-side apply it with one field manager, list the namespace's injected pods and
+//! read the config their sidecars run (`live`) to count the rollout, patch the status (pure, in `status`), publish an Event when the config
 //! changes or is rejected, and return an explicit requeue. Injected pods are watched (metadata
 //! only) so the rollout counts follow pods as they come and go. An invalid spec never touches the
 //! ConfigMap, so running pods keep their last good config.
@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::{
     crd::{RuntimeConfig, RuntimeConfigStatus},
     desired::{config_map_name, desired},
+    live::live_hashes,
     metrics::Metrics,
     names::{
         ANNOTATION_CONFIG, CONTROLLER_NAME, DEFAULT_CONFIG_NAME, FIELD_MANAGER, LABEL_INJECTED,
@@ -43,6 +44,8 @@ use crate::{
 
 /// How long a healthy object waits before it is checked again (drift correction).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon an object with stale pods is counted again.
+pub const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,8 +223,15 @@ async fn apply(
             namespace: namespace.to_owned(),
             source,
         })?;
-    let counts = rollout(&injected.items, name, status.config_hash.as_deref());
+    let live = live_hashes(&injected.items, name).await;
+    let counts = rollout(&injected.items, name, status.config_hash.as_deref(), &live);
     let status = with_rollout(status, previous, counts, &now);
+    // Sidecars pick a new config up by themselves once the kubelet updates their mounted
+    // ConfigMap: look again soon, so `RolledOut` follows them without waiting for a resync.
+    let action = match action {
+        _ if counts.stale > 0 && status.config_hash.is_some() => Action::requeue(ROLLOUT_RECHECK),
+        other => other,
+    };
 
     if previous != Some(&status) {
         patch_status(&ctx.client, namespace, name, &status).await?;

@@ -3,6 +3,8 @@
 //! while a condition's status does not change), the live config hash, every validation error, and
 //! the rollout counts from the injected pods. Not for writing it (see `reconcile`).
 
+use std::collections::HashMap;
+
 use k8s_openapi::{
     api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -19,7 +21,7 @@ use crate::{
 pub const CONDITION_VALID: &str = "Valid";
 /// Condition type: the ConfigMap holds the current spec.
 pub const CONDITION_READY: &str = "Ready";
-/// Condition type: every injected pod using the RuntimeConfig was admitted with its current config.
+/// Condition type: every injected pod using the RuntimeConfig runs its current config.
 pub const CONDITION_ROLLED_OUT: &str = "RolledOut";
 
 /// What reconcile did with the spec.
@@ -125,9 +127,16 @@ fn condition(
 }
 
 /// Counts the injected pods of namespace `pods` that use RuntimeConfig `name`, by whether they
-/// were admitted with `hash` (their `outrigger.dev/config-hash` annotation). Pods that finished
-/// (`Succeeded`, `Failed`) or are terminating are not counted.
-pub fn rollout(pods: &[Pod], name: &str, hash: Option<&str>) -> Rollout {
+/// run `hash`: the live hash their sidecar reports (`live`, by pod name) when it could be read,
+/// else the hash they were admitted with (their `outrigger.dev/config-hash` annotation). A
+/// sidecar that reloaded a changed ConfigMap by itself is updated without a restart. Pods that
+/// finished (`Succeeded`, `Failed`) or are terminating are not counted.
+pub fn rollout(
+    pods: &[Pod],
+    name: &str,
+    hash: Option<&str>,
+    live: &HashMap<String, String>,
+) -> Rollout {
     let mut r = Rollout::default();
     for pod in pods {
         let finished = pod
@@ -139,13 +148,20 @@ pub fn rollout(pods: &[Pod], name: &str, hash: Option<&str>) -> Rollout {
             continue;
         }
         r.pods += 1;
-        let admitted_with = pod
+        let reported = pod
             .metadata
-            .annotations
+            .name
             .as_ref()
-            .and_then(|a| a.get(ANNOTATION_CONFIG_HASH))
+            .and_then(|n| live.get(n))
             .map(String::as_str);
-        if hash.is_some() && admitted_with == hash {
+        let runs = reported.or_else(|| {
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_CONFIG_HASH))
+                .map(String::as_str)
+        });
+        if hash.is_some() && runs == hash {
             r.updated += 1;
         } else {
             r.stale += 1;
@@ -175,14 +191,16 @@ pub fn with_rollout(
         (Some(h), Rollout { pods, stale: 0, .. }) => (
             "True",
             "PodsUpdated",
-            format!("all {pods} injected pod(s) were admitted with config {h}"),
+            format!("all {pods} injected pod(s) run config {h}"),
         ),
         (Some(h), Rollout { pods, stale, .. }) => (
             "False",
             "PodsStale",
             format!(
-                "{stale} of {pods} injected pod(s) were admitted with another config than {h}; \
-                 restart their workloads to update them (a sidecar's own reload is not counted)"
+                "{stale} of {pods} injected pod(s) do not run config {h} yet: a sidecar reloads \
+                 the new config by itself once the kubelet updates its mounted ConfigMap (up to \
+                 about a minute and a half); one that stays stale rejected it or cannot be read \
+                 (its pod's outrigger container logs say why)"
             ),
         ),
     };
@@ -388,7 +406,7 @@ mod tests {
             pod(None, Some("h1"), "Running", false),
         ];
         assert_eq!(
-            rollout(&pods, "web", Some("h2")),
+            rollout(&pods, "web", Some("h2"), &HashMap::new()),
             Rollout {
                 pods: 4,
                 updated: 2,
@@ -396,7 +414,7 @@ mod tests {
             }
         );
         assert_eq!(
-            rollout(&pods, "default", Some("h1")),
+            rollout(&pods, "default", Some("h1"), &HashMap::new()),
             Rollout {
                 pods: 1,
                 updated: 1,
@@ -405,7 +423,7 @@ mod tests {
             "no annotation means the RuntimeConfig named default"
         );
         assert_eq!(
-            rollout(&pods, "web", None),
+            rollout(&pods, "web", None, &HashMap::new()),
             Rollout {
                 pods: 4,
                 updated: 0,
@@ -413,7 +431,43 @@ mod tests {
             },
             "without a live hash nothing is up to date"
         );
-        assert_eq!(rollout(&[], "web", Some("h2")), Rollout::default());
+        assert_eq!(
+            rollout(&[], "web", Some("h2"), &HashMap::new()),
+            Rollout::default()
+        );
+    }
+
+    #[test]
+    fn rollout_counts_the_live_hash_over_the_admission_stamp() {
+        let named = |name: &str, stamp: Option<&str>| {
+            let mut p = pod(Some("web"), stamp, "Running", false);
+            p.metadata.name = Some(name.into());
+            p
+        };
+        let pods = [
+            named("reloaded", Some("h1")),
+            named("unreadable", Some("h1")),
+            named("rejected", Some("h2")),
+            named("admitted-late", None),
+        ];
+        let live: HashMap<String, String> = [
+            ("reloaded", "h2"),
+            ("rejected", "h1"),
+            ("admitted-late", "h2"),
+        ]
+        .into_iter()
+        .map(|(p, h)| (p.to_owned(), h.to_owned()))
+        .collect();
+        assert_eq!(
+            rollout(&pods, "web", Some("h2"), &live),
+            Rollout {
+                pods: 4,
+                updated: 2,
+                stale: 2
+            },
+            "a sidecar that reloaded counts; one that cannot be read counts by its stamp; \
+             one that runs another config than its stamp is stale"
+        );
     }
 
     #[test]
@@ -442,7 +496,7 @@ mod tests {
                 r(3, 3, 0),
                 "True",
                 "PodsUpdated",
-                "all 3 injected pod(s) were admitted with config h2",
+                "all 3 injected pod(s) run config h2",
             ),
             (
                 "no pods",
@@ -458,7 +512,7 @@ mod tests {
                 r(3, 1, 2),
                 "False",
                 "PodsStale",
-                "2 of 3 injected pod(s) were admitted with another config than h2",
+                "2 of 3 injected pod(s) do not run config h2 yet",
             ),
             (
                 "no config yet",
