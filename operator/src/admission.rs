@@ -103,6 +103,9 @@ pub struct PodAdmission {
     pub notice: Option<SkipNotice>,
     /// The pod, as `namespace/name` (or `namespace/generateName*`), for logs.
     pub pod: Option<String>,
+    /// Injected without an `outrigger.dev/config-hash` stamp: the RuntimeConfig
+    /// (`namespace`, `name`) whose ConfigMap hash the cache does not know yet.
+    pub unstamped: Option<(String, String)>,
 }
 
 /// Handles a `/mutate-pods` review body. `namespace_opted_in` is true when the webhook
@@ -129,17 +132,24 @@ pub async fn admit_pod_live(
     namespace_opted_in: bool,
 ) -> PodAdmission {
     let first = admit_pod(body, settings, cluster, namespace_opted_in);
-    let (MutateVerdict::Skipped(Skip::ConfigNotFound { namespace, name })
-    | MutateVerdict::Denied(Skip::ConfigNotFound { namespace, name })) = &first.verdict
-    else {
-        return first;
+    let (namespace, name) = match (&first.verdict, &first.unstamped) {
+        (
+            MutateVerdict::Skipped(Skip::ConfigNotFound { namespace, name })
+            | MutateVerdict::Denied(Skip::ConfigNotFound { namespace, name }),
+            _,
+        )
+        | (MutateVerdict::Injected, Some((namespace, name))) => (namespace, name),
+        _ => return first,
     };
     let Some(lookup) = lookup else {
         return first;
     };
     match lookup.lookup(namespace, name).await {
         Ok(live) if live.exists => {
-            tracing::info!(%namespace, %name, "RuntimeConfig not in the cache yet but exists");
+            if first.verdict == MutateVerdict::Injected && live.hash.is_none() {
+                return first;
+            }
+            tracing::info!(%namespace, %name, hash = ?live.hash, "RuntimeConfig or its ConfigMap not in the cache yet; read live");
             let view = Found {
                 base: cluster,
                 namespace,
@@ -202,6 +212,7 @@ pub fn admit_pod(
         verdict,
         notice: None,
         pod: None,
+        unstamped: None,
     };
     let request = match parse(body) {
         Ok(r) => r,
@@ -250,6 +261,7 @@ pub fn admit_pod(
         verdict,
         notice: None,
         pod: subject.clone(),
+        unstamped: None,
     };
     let opted_in = namespace_opted_in || cluster.namespace_opted_in(&namespace) == Some(true);
     let config = inject::config_name(&pod);
@@ -276,7 +288,11 @@ pub fn admit_pod(
             if !warnings.is_empty() {
                 response.warnings = Some(warnings);
             }
-            return done(review(response), MutateVerdict::Injected);
+            let mut admitted = done(review(response), MutateVerdict::Injected);
+            if config_hash.is_none() {
+                admitted.unstamped = Some((namespace.clone(), config.to_owned()));
+            }
+            return admitted;
         }
         Injection::Unchanged(skip) => skip,
     };
@@ -308,6 +324,7 @@ pub fn admit_pod(
         verdict: MutateVerdict::Skipped(skip),
         notice,
         pod: subject,
+        unstamped: None,
     }
 }
 
@@ -763,6 +780,43 @@ mod tests {
             ),
             "a failed lookup keeps the cache's answer"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pod_admitted_before_its_config_map_is_stamped_with_the_hash_to_come() {
+        // `kubectl apply -f dir/`: the RuntimeConfig is in the cache, its ConfigMap not yet.
+        let s = SidecarSettings::default();
+        let cache = Cluster {
+            ns_opted_in: true,
+            configs: &["default"],
+        };
+        let pod = owned_pod(json!({}));
+        let body = review_of("Pod", "CREATE", pod.clone());
+        let first = admit_pod(&body, &s, &cache, false);
+        assert_eq!(first.verdict, MutateVerdict::Injected);
+        assert_eq!(
+            first.unstamped,
+            Some(("apps".to_owned(), "default".to_owned()))
+        );
+        let to_come = Live(Ok(LiveConfig {
+            exists: true,
+            hash: Some("h-to-come".into()),
+        }));
+        let a = admit_pod_live(&body, &s, &cache, Some(&to_come), false).await;
+        assert_eq!(a.verdict, MutateVerdict::Injected);
+        assert_eq!(
+            patched(&a.review, &pod)["metadata"]["annotations"]["outrigger.dev/config-hash"],
+            "h-to-come"
+        );
+        assert_eq!(a.unstamped, None);
+        // An invalid spec has no hash to come: the pod is injected unstamped, as before.
+        let invalid = Live(Ok(LiveConfig {
+            exists: true,
+            hash: None,
+        }));
+        let a = admit_pod_live(&body, &s, &cache, Some(&invalid), false).await;
+        assert_eq!(a.verdict, MutateVerdict::Injected);
+        assert!(a.unstamped.is_some());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use kube::{
 use crate::{
     admission::{ClusterView, ConfigLookup, LiveConfig},
     crd::RuntimeConfig,
-    desired::config_map_name,
+    desired::{config_map_name, desired},
     names::{
         ANNOTATION_CONFIG_HASH, ANNOTATION_INJECT_POLICY, CONTROLLER_NAME, INJECT_POLICY_REQUIRED,
         NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT,
@@ -167,7 +167,9 @@ impl ConfigLookup for ClusterCache {
 }
 
 /// Reads RuntimeConfig `namespace/name` and its ConfigMap's hash from the API server (metadata
-/// only; two GETs).
+/// only; two GETs). When the controller has not written the ConfigMap yet (the RuntimeConfig
+/// was applied together with the workload), the hash is the one it will write: the spec is read
+/// and hashed exactly as reconcile does (a third GET; none when the spec is invalid).
 pub async fn lookup_live(
     client: &Client,
     namespace: &str,
@@ -178,9 +180,17 @@ pub async fn lookup_live(
         return Ok(LiveConfig::default());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let hash = cms
+    let written = cms
         .get_metadata_opt(&config_map_name(name))
         .await?
         .and_then(|cm| cm.annotations().get(ANNOTATION_CONFIG_HASH).cloned());
+    let hash = match written {
+        Some(h) => Some(h),
+        None => rcs
+            .get_opt(name)
+            .await?
+            .and_then(|rc| desired(&rc).ok())
+            .map(|d| d.config_hash),
+    };
     Ok(LiveConfig { exists: true, hash })
 }
