@@ -451,8 +451,15 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
         }
         let run = r.run_args();
 
-        // Env: POD_NAME and POD_NAMESPACE from the downward API, nothing the operator ignores.
+        // Env: POD_NAME and POD_NAMESPACE from the downward API, nothing the operator ignores,
+        // then exactly the user's `operator.extraEnv` (a proxy, the API server's address).
         let env = r.operator_container()["env"].as_array().expect("env");
+        let extra = scenario.values()["operator"]["extraEnv"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let (env, passed) = env.split_at(env.len() - extra.len());
+        assert_eq!(passed, extra.as_slice(), "{scenario:?}: operator.extraEnv");
         let mut seen = BTreeMap::new();
         for var in env {
             let name = var["name"].as_str().expect("name").to_owned();
