@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs the third-party tools the tests talk to (once, cached in the
-# git-ignored .tools/), then checks formatting and lints and runs the whole suite.
+# git-ignored .tools/), then checks formatting and lints and runs the whole suite, the cluster
+# tests on a real Kubernetes node included when the kit is there (scripts/cluster-suite.sh).
 #   scripts/test.sh            everything
 #   scripts/test.sh -p NAME    only one package's tests (after the same checks)
 set -euo pipefail
@@ -37,6 +38,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test" >&2
 if [ "$#" -gt 0 ]; then
   cargo test "$@"
-else
-  cargo test --workspace
+  exit 0
 fi
+cargo test --workspace
+
+# The cluster suite (operator/tests/e2e.rs): the operator and the sidecar in real pods on a real
+# Kubernetes node from the kit beside this repo (../shared/kube, or OUTRIGGER_KUBE_KIT: the kit's
+# folder or its cluster.sh). Without the kit those tests stay listed as ignored, with the reason.
+kit=${OUTRIGGER_KUBE_KIT:-../shared/kube}
+[ -d "$kit" ] && kit="$kit/cluster.sh"
+if [ ! -f "$kit" ]; then
+  echo "==> no Kubernetes test kit at $kit: the cluster tests were listed as ignored above" >&2
+  exit 0
+fi
+exec ./scripts/cluster-suite.sh "$kit"

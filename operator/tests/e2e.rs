@@ -1,22 +1,39 @@
-//! Cluster tests: the README's install-and-use flow against a real cluster. They are `#[ignore]`d,
-//! so a plain `cargo test` lists them as ignored (with the reason) instead of passing without
-//! doing anything. Run them with
+//! Cluster tests: what a user does and sees, on a real cluster with real pods — the chart
+//! installed with `helm`, the operator serving both webhooks from its pod, injected pods whose
+//! native sidecar starts first, calls from inside an app container through its sidecar to
+//! another pod, a changed RuntimeConfig reaching running sidecars, rollout status, drain on pod
+//! deletion, and leader failover between operator replicas.
+//!
+//! They are `#[ignore]`d, so a plain `cargo test` lists them as ignored (with the reason) instead
+//! of passing without doing anything. `scripts/test.sh` runs them on the Kubernetes kit beside
+//! the repo (`scripts/cluster-suite.sh`): it starts a cluster with a node, builds the images from
+//! the binaries just built and runs
 //!
 //! ```sh
-//! OUTRIGGER_E2E_KUBECONFIG=/tmp/kind.kubeconfig cargo test -p outrigger-operator --test e2e -- --ignored --test-threads=1
+//! OUTRIGGER_E2E_KUBECONFIG=… OUTRIGGER_E2E_OPERATOR_IMAGE=test/outrigger-operator:e2e \
+//! OUTRIGGER_E2E_SIDECAR_IMAGE=test/outrigger:e2e \
+//!   cargo test -p outrigger-operator --test e2e -- --include-ignored --test-threads=1
 //! ```
 //!
-//! against a cluster whose nodes can pull (or were loaded with) the operator and sidecar images;
-//! operator/README.md shows it for kind and k3d. `--ignored` without the variable fails, naming it.
+//! The images are used as they are on the node (`pullPolicy: Never`); without the image
+//! variables the chart's default images are pulled. The app and upstream pods run
+//! `localhost/busybox:1` (the kit's; set `OUTRIGGER_E2E_BUSYBOX_IMAGE` elsewhere). Pods are
+//! reached by pod IP: the kit has no kube-proxy and no DNS. `--ignored` without
+//! `OUTRIGGER_E2E_KUBECONFIG` fails, naming it. operator/README.md shows kind and k3d.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
+        coordination::v1::Lease,
         core::v1::{ConfigMap, Namespace, Pod},
         events::v1::Event,
     },
@@ -24,7 +41,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use outrigger_operator::RuntimeConfig;
@@ -52,52 +69,133 @@ async fn client() -> Client {
     Client::try_from(config).unwrap()
 }
 
-/// Runs a tool (`helm`, `kubectl`) against the test cluster; panics with its output on failure.
-fn tool(name: &str, args: &[&str]) -> String {
+fn tool_command(name: &str) -> Command {
     let bin = std::env::var_os("OUTRIGGER_TOOLS")
         .map(|t| std::path::Path::new(&t).join("bin").join(name))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| name.into());
-    let out = Command::new(&bin)
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", kubeconfig_path())
+        .current_dir(support::workspace_root());
+    cmd
+}
+
+/// Runs a tool (`helm`, `kubectl`) against the test cluster: whether it succeeded, and its
+/// stdout followed by its stderr.
+fn try_tool(name: &str, args: &[&str]) -> (bool, String) {
+    let out = tool_command(name)
         .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .current_dir(support::workspace_root())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    (out.status.success(), text)
+}
+
+/// [`try_tool`], panicking with the output on failure.
+fn tool(name: &str, args: &[&str]) -> String {
+    let (ok, text) = try_tool(name, args);
+    assert!(ok, "{name} {args:?} failed:\n{text}");
     text
 }
 
-/// Extra `helm` arguments from `OUTRIGGER_E2E_HELM_ARGS` (image tags and the like).
-fn helm_args() -> Vec<String> {
-    std::env::var("OUTRIGGER_E2E_HELM_ARGS")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+/// `repository` and `tag` of an image named by variable `var` (`repo:tag`), if set.
+fn local_image(var: &str) -> Option<(String, String)> {
+    let image = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+    let (repo, tag) = image
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{var}={image} is not REPOSITORY:TAG"));
+    Some((repo.to_owned(), tag.to_owned()))
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// The `helm` arguments that point the chart at this cluster: the local images (used as they
+/// are on the node), where pods reach the API server (the kit has no kube-proxy, so the
+/// `kubernetes` Service leads nowhere), and any extra from `OUTRIGGER_E2E_HELM_ARGS`.
+fn helm_args() -> Vec<String> {
+    let mut args = Vec::new();
+    for (var, key, policy) in [
+        (
+            "OUTRIGGER_E2E_OPERATOR_IMAGE",
+            "operator.image",
+            "operator.image.pullPolicy=Never",
+        ),
+        (
+            "OUTRIGGER_E2E_SIDECAR_IMAGE",
+            "sidecar.image",
+            "sidecar.image.pullPolicy=Never",
+        ),
+    ] {
+        if let Some((repo, tag)) = local_image(var) {
+            for set in [
+                format!("{key}.registry="),
+                format!("{key}.repository={repo}"),
+                format!("{key}.tag={tag}"),
+                policy.to_owned(),
+            ] {
+                args.extend(["--set-string".to_owned(), set]);
+            }
+        }
+    }
+    if let (Ok(host), Ok(port)) = (
+        std::env::var("OUTRIGGER_KUBE_POD_API_HOST"),
+        std::env::var("OUTRIGGER_KUBE_POD_API_PORT"),
+    ) {
+        for (i, (name, value)) in [
+            ("KUBERNETES_SERVICE_HOST", host),
+            ("KUBERNETES_SERVICE_PORT", port),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            args.extend([
+                "--set-string".to_owned(),
+                format!("operator.extraEnv[{i}].name={name}"),
+                "--set-string".to_owned(),
+                format!("operator.extraEnv[{i}].value={value}"),
+            ]);
+        }
+    }
+    args.extend(
+        std::env::var("OUTRIGGER_E2E_HELM_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    args
+}
+
+fn busybox_image() -> String {
+    std::env::var("OUTRIGGER_E2E_BUSYBOX_IMAGE").unwrap_or_else(|_| "localhost/busybox:1".into())
+}
+
+/// Polls `check` every second until it answers, for at most `limit`.
+async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(what, Duration::from_secs(120), check).await
 }
 
 struct TestNamespace {
@@ -140,6 +238,10 @@ fn runtime_config(name: &str, upstream: &str) -> RuntimeConfig {
     .unwrap()
 }
 
+/// An app that stays up and, like a well-behaved app, finishes its work (here: 5 s) when told
+/// to stop.
+const APP_SCRIPT: &str = "trap 'sleep 5; exit 0' TERM; while true; do sleep 1; done";
+
 fn deployment(name: &str, replicas: i32, annotations: serde_json::Value) -> Deployment {
     serde_json::from_value(json!({
         "metadata": { "name": name },
@@ -148,7 +250,13 @@ fn deployment(name: &str, replicas: i32, annotations: serde_json::Value) -> Depl
             "selector": { "matchLabels": { "app": name } },
             "template": {
                 "metadata": { "labels": { "app": name }, "annotations": annotations },
-                "spec": { "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10" }] },
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": "app", "image": busybox_image(),
+                        "command": ["sh", "-c", APP_SCRIPT],
+                    }],
+                },
             },
         },
     }))
@@ -162,8 +270,121 @@ async fn pods_of(pods: &Api<Pod>, app: &str) -> Vec<Pod> {
         .items
 }
 
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a running pod has an IP")
+}
+
+/// `n` Ready pods of `app` (no terminating ones).
+async fn ready_pods(pods: &Api<Pod>, app: &str, n: usize) -> Vec<Pod> {
+    eventually_within(
+        &format!("{n} Ready pod(s) of {app}"),
+        Duration::from_secs(180),
+        || async {
+            let list: Vec<Pod> = pods_of(pods, app)
+                .await
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (list.len() == n && list.iter().all(is_ready)).then_some(list)
+        },
+    )
+    .await
+}
+
+/// One HTTP/1.0 request made from inside `container` of a pod with busybox `nc` (the kit's
+/// busybox `wget` crashes): the status code and the body. `hold` keeps the request side open
+/// that long, so the answer can arrive.
+fn http_from_pod(
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    target: &str,
+    path: &str,
+    hold: u32,
+) -> (u16, String) {
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let script = format!(
+        "(printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'; sleep {hold}) | nc {host} {port}"
+    );
+    let (_, out) = try_tool(
+        "kubectl",
+        &[
+            "exec", "-n", namespace, pod, "-c", container, "--", "sh", "-c", &script,
+        ],
+    );
+    parse_http(&out)
+}
+
+fn parse_http(out: &str) -> (u16, String) {
+    let status = out
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_else(|| out.to_owned());
+    (status, body)
+}
+
+/// The hash of the config the sidecar of `pod` runs, read from inside the pod (`/config_dump`
+/// answers loopback peers only).
+fn hash_in_pod(namespace: &str, pod: &str) -> Option<String> {
+    let (status, body) = http_from_pod(namespace, pod, "app", "127.0.0.1:34999", "/config_dump", 1);
+    if status != 200 {
+        return None;
+    }
+    let dump: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    dump["hash"].as_str().map(str::to_owned)
+}
+
+async fn status_hash(rcs: &Api<RuntimeConfig>, name: &str) -> Option<String> {
+    rcs.get(name).await.ok()?.status?.config_hash
+}
+
+/// Waits for `status.rollout` to be `(pods, updated, stale)` with `RolledOut` as given.
+async fn rollout_is(
+    rcs: &Api<RuntimeConfig>,
+    name: &str,
+    want: (i32, i32, i32),
+    rolled_out: &str,
+    limit: Duration,
+) {
+    eventually_within(
+        &format!("status.rollout {want:?} and RolledOut={rolled_out}"),
+        limit,
+        || async {
+            let s = rcs.get(name).await.ok()?.status?;
+            let r = s.rollout?;
+            let cond = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "RolledOut" && c.status == rolled_out);
+            ((r.pods, r.updated, r.stale) == want && cond).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Step 1 of the README: install the chart (CRD included), then upgrade the CRD the way the
-/// README says (Helm never upgrades CRDs) and the release with `--reuse-values`.
+/// README says (Helm never upgrades CRDs) and the release with `--reuse-values`. Once per run:
+/// every test shares the release.
+fn installed() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(install_and_upgrade);
+}
+
 fn install_and_upgrade() {
     let mut install = vec![
         "upgrade",
@@ -217,11 +438,28 @@ fn install_and_upgrade() {
     );
 }
 
+async fn operator_pods(client: &Client) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    pods.list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
 async fn readme_flow() {
     let client = client().await;
-    install_and_upgrade();
+    installed();
+
+    // The operator runs and is Ready in its pod: it serves both webhooks from there (every
+    // admission below goes through it).
+    let operators = operator_pods(&client).await;
+    assert!(!operators.is_empty());
+    assert!(operators.iter().all(is_ready), "operator pods not Ready");
 
     // The upgraded CRD is served: its printer columns include the rollout.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -245,7 +483,7 @@ async fn readme_flow() {
     let created = rcs
         .create(
             &PostParams::default(),
-            &runtime_config("default", "upstream:8080"),
+            &runtime_config("default", "127.0.0.1:8080"),
         )
         .await
         .unwrap();
@@ -268,17 +506,14 @@ async fn readme_flow() {
     .await;
 
     // A Deployment in the labelled namespace: every pod injected, stamped with the config hash,
-    // and counted in status.rollout.
+    // Running and Ready with the native sidecar started before the app, counted in
+    // status.rollout.
     deployments
         .create(&PostParams::default(), &deployment("web", 2, json!({})))
         .await
         .unwrap();
-    let injected = eventually("two injected pods", || async {
-        let list = pods_of(&pods, "web").await;
-        (list.len() == 2).then_some(list)
-    })
-    .await;
-    for pod in &injected {
+    let running = ready_pods(&pods, "web", 2).await;
+    for pod in &running {
         let meta = &pod.metadata;
         assert_eq!(
             meta.labels.as_ref().unwrap()["outrigger.dev/injected"],
@@ -296,18 +531,35 @@ async fn readme_flow() {
             .find(|c| c.name == "outrigger")
             .expect("the native sidecar");
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
-    }
-    eventually("status.rollout of two updated pods", || async {
-        let rc = rcs.get("default").await.unwrap();
-        let s = rc.status?;
-        let r = s.rollout?;
-        let rolled_out = s
-            .conditions
+        let status = pod.status.as_ref().unwrap();
+        let sidecar = status
+            .init_container_statuses
             .iter()
-            .any(|c| c.type_ == "RolledOut" && c.status == "True");
-        (r.pods == 2 && r.updated == 2 && r.stale == 0 && rolled_out).then_some(())
-    })
-    .await;
+            .flatten()
+            .find(|c| c.name == "outrigger")
+            .expect("the sidecar's status");
+        assert!(sidecar.ready, "the sidecar is ready: {sidecar:?}");
+        let app = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == "app")
+            .expect("the app's status");
+        let started = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.clone())
+                .expect("running")
+                .0
+        };
+        assert!(
+            started(sidecar) <= started(app),
+            "the sidecar started before the app"
+        );
+        assert_eq!(sidecar.restart_count, 0, "the sidecar never restarted");
+    }
+    rollout_is(&rcs, "default", (2, 2, 0), "True", Duration::from_secs(60)).await;
 
     // A Deployment naming a RuntimeConfig that does not exist: its pods start without the
     // sidecar, say so in an annotation, and the ReplicaSet gets an Event.
@@ -414,7 +666,7 @@ async fn readme_flow() {
     // Opting out still works in a labelled namespace.
     let opted_out = serde_json::from_value(json!({
         "metadata": { "name": "plain", "annotations": { "outrigger.dev/inject": "false" } },
-        "spec": { "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10" }] },
+        "spec": { "containers": [{ "name": "app", "image": busybox_image(), "command": ["sleep", "1"] }] },
     }))
     .unwrap();
     let plain = pods
@@ -422,5 +674,317 @@ async fn readme_flow() {
         .await
         .unwrap();
     assert!(plain.spec.unwrap().init_containers.is_none());
+    ns.delete().await;
+}
+
+/// The upstream: busybox `httpd` serving `/hello.txt` and a CGI `/cgi-bin/slow` that answers
+/// after 3 s.
+const UPSTREAM_SCRIPT: &str = "mkdir -p /tmp/www/cgi-bin && echo hello-from-upstream > /tmp/www/hello.txt && \
+     printf '#!/bin/sh\\nsleep 3\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nslow-answer\\\\n\"\\n' > /tmp/www/cgi-bin/slow && \
+     chmod +x /tmp/www/cgi-bin/slow && exec httpd -f -p 8080 -h /tmp/www";
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn sidecars_in_real_pods() {
+    let client = client().await;
+    installed();
+    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    // An upstream pod without the sidecar, addressed by pod IP.
+    let upstream = serde_json::from_value(json!({
+        "metadata": { "name": "upstream", "labels": { "app": "upstream" },
+                      "annotations": { "outrigger.dev/inject": "false" } },
+        "spec": { "containers": [{ "name": "httpd", "image": busybox_image(),
+                                   "command": ["sh", "-c", UPSTREAM_SCRIPT] }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &upstream)
+        .await
+        .unwrap();
+    let upstream = ready_pods(&pods, "upstream", 1).await.remove(0);
+    let upstream_ip = pod_ip(&upstream);
+
+    rcs.create(
+        &PostParams::default(),
+        &runtime_config("default", &format!("{upstream_ip}:8080")),
+    )
+    .await
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment("app", 1, json!({})))
+        .await
+        .unwrap();
+    let app = ready_pods(&pods, "app", 1).await.remove(0);
+    let app_name = app.metadata.name.clone().unwrap();
+    let app_uid = app.metadata.uid.clone().unwrap();
+
+    // A call from inside the app container through the sidecar's Dapr HTTP API to the upstream.
+    let (status, body) = http_from_pod(
+        &ns.name,
+        &app_name,
+        "app",
+        "127.0.0.1:3500",
+        "/v1.0/invoke/upstream/method/hello.txt",
+        2,
+    );
+    assert_eq!((status, body.trim()), (200, "hello-from-upstream"));
+
+    // One hash everywhere: the status, the pod's stamp and what the sidecar reports (the
+    // injector's --admin-address does not change it).
+    let first = eventually("status.configHash", || status_hash(&rcs, "default")).await;
+    assert_eq!(
+        app.metadata.annotations.as_ref().unwrap()["outrigger.dev/config-hash"],
+        first
+    );
+    assert_eq!(
+        hash_in_pod(&ns.name, &app_name).as_deref(),
+        Some(first.as_str())
+    );
+    rollout_is(&rcs, "default", (1, 1, 0), "True", Duration::from_secs(60)).await;
+
+    // The admin port from another pod: probes and metrics yes, the config dump no.
+    let app_admin = format!("{}:34999", pod_ip(&app));
+    let (status, _) = http_from_pod(&ns.name, "upstream", "httpd", &app_admin, "/healthz", 1);
+    assert_eq!(status, 200, "/healthz from another pod");
+    let (status, _) = http_from_pod(&ns.name, "upstream", "httpd", &app_admin, "/config_dump", 1);
+    assert_eq!(status, 403, "/config_dump from another pod");
+
+    // A changed RuntimeConfig reaches the running sidecar without a restart: the hash it reports
+    // turns into the new status.configHash, and the rollout counts it.
+    let applied = Instant::now();
+    rcs.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "rpc": { "timeoutMs": 4000 } } })),
+    )
+    .await
+    .unwrap();
+    let second = eventually("the new status.configHash", || async {
+        status_hash(&rcs, "default").await.filter(|h| *h != first)
+    })
+    .await;
+    eventually_within(
+        "the sidecar serving the new config",
+        Duration::from_secs(180),
+        || async {
+            (hash_in_pod(&ns.name, &app_name).as_deref() == Some(second.as_str())).then_some(())
+        },
+    )
+    .await;
+    let propagation = applied.elapsed();
+    eprintln!(
+        "e2e measurement: config propagation from the RuntimeConfig change to the sidecar serving it: {:.1} s",
+        propagation.as_secs_f64()
+    );
+    rollout_is(&rcs, "default", (1, 1, 0), "True", Duration::from_secs(30)).await;
+    let same = pods.get(&app_name).await.unwrap();
+    assert_eq!(
+        same.metadata.uid.as_deref(),
+        Some(app_uid.as_str()),
+        "no restart"
+    );
+
+    // The pod deleted while the app has a call in flight: the app finishes it (3 s upstream),
+    // then the sidecar drains and exits, all within the grace period.
+    let mut logs = tool_command("kubectl")
+        .args(["logs", "-f", "-n", &ns.name, &app_name, "-c", "outrigger"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let in_flight = {
+        let script = "(printf 'GET /v1.0/invoke/upstream/method/cgi-bin/slow HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n'; sleep 5) | nc 127.0.0.1 3500";
+        tool_command("kubectl")
+            .args([
+                "exec", "-n", &ns.name, &app_name, "-c", "app", "--", "sh", "-c", script,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deleted = Instant::now();
+    pods.delete(&app_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let answer = tokio::task::spawn_blocking(move || in_flight.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (status, body) = parse_http(&String::from_utf8_lossy(&answer.stdout));
+    assert_eq!(
+        (status, body.trim()),
+        (200, "slow-answer"),
+        "the in-flight call was answered: {}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    eventually_within("the pod gone", Duration::from_secs(40), || async {
+        pods.get_opt(&app_name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let gone = deleted.elapsed();
+    eprintln!(
+        "e2e measurement: pod deleted with a call in flight, gone after {:.1} s (grace period 30 s)",
+        gone.as_secs_f64()
+    );
+    assert!(
+        gone < Duration::from_secs(30),
+        "within the grace period: {gone:?}"
+    );
+    let logs = tokio::task::spawn_blocking(move || {
+        let _ = logs.kill();
+        logs.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("signal received; draining") && logs.contains("outrigger stopped"),
+        "the sidecar drained and stopped:\n{logs}"
+    );
+
+    // The Deployment's replacement pod runs the current config from its start.
+    let replacement = ready_pods(&pods, "app", 1).await.remove(0);
+    let replacement = replacement.metadata.name.unwrap();
+    assert_ne!(replacement, app_name);
+    assert_eq!(
+        hash_in_pod(&ns.name, &replacement).as_deref(),
+        Some(second.as_str())
+    );
+    rollout_is(&rcs, "default", (1, 1, 0), "True", Duration::from_secs(60)).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn a_runtime_config_applied_with_its_workload() {
+    // `kubectl apply -f dir/`: the RuntimeConfig and the Deployment at once, so the pods are
+    // admitted before the controller wrote the ConfigMap.
+    let client = client().await;
+    installed();
+    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rc = runtime_config("default", "127.0.0.1:8080");
+    std::fs::write(
+        dir.path().join("0-runtimeconfig.json"),
+        serde_json::to_vec(&rc).unwrap(),
+    )
+    .unwrap();
+    let mut deploy = serde_json::to_value(deployment("web", 2, json!({}))).unwrap();
+    deploy["apiVersion"] = "apps/v1".into();
+    deploy["kind"] = "Deployment".into();
+    std::fs::write(
+        dir.path().join("1-deployment.json"),
+        serde_json::to_vec(&deploy).unwrap(),
+    )
+    .unwrap();
+    tool(
+        "kubectl",
+        &["apply", "-n", &ns.name, "-f", dir.path().to_str().unwrap()],
+    );
+    let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let hash = outrigger_config::config_hash(&rc.spec);
+    for pod in pods_of(&pods, "web").await {
+        let stamp = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("outrigger.dev/config-hash"))
+            .cloned();
+        assert_eq!(
+            stamp.as_deref(),
+            Some(hash.as_str()),
+            "{:?}",
+            pod.metadata.name
+        );
+    }
+    ready_pods(&pods, "web", 2).await;
+    rollout_is(&rcs, "default", (2, 2, 0), "True", Duration::from_secs(60)).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn two_operator_replicas_hand_the_lease_over() {
+    let client = client().await;
+    installed();
+    tool(
+        "helm",
+        &[
+            "upgrade",
+            "outrigger",
+            "charts/outrigger",
+            "-n",
+            RELEASE_NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "operator.replicas=2",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let holder_of = || async {
+        leases
+            .get_opt("outrigger-operator")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty())
+    };
+    let operators = eventually("two Ready operator pods", || async {
+        let list = operator_pods(&client).await;
+        (list.len() == 2 && list.iter().all(is_ready)).then_some(list)
+    })
+    .await;
+    let names: Vec<String> = operators
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    let leader = eventually("a Lease holder among the replicas", || async {
+        holder_of().await.filter(|h| names.contains(h))
+    })
+    .await;
+    let standby = names.iter().find(|n| **n != leader).unwrap().clone();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let deleted = Instant::now();
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_within(
+        "the standby taking the Lease",
+        Duration::from_secs(60),
+        || async { (holder_of().await.as_deref() == Some(standby.as_str())).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "e2e measurement: Lease taken over by the standby {:.1} s after the leader's pod was deleted",
+        deleted.elapsed().as_secs_f64()
+    );
+
+    // The new leader runs the controller: a new RuntimeConfig gets its ConfigMap.
+    let ns = TestNamespace::create(&client, json!({})).await;
+    let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    rcs.create(
+        &PostParams::default(),
+        &runtime_config("after-failover", "127.0.0.1:8080"),
+    )
+    .await
+    .unwrap();
+    eventually("the ConfigMap written by the new leader", || async {
+        cms.get_opt("outrigger-after-failover").await.unwrap()
+    })
+    .await;
     ns.delete().await;
 }
