@@ -55,16 +55,20 @@ bash "$kit" image test/outrigger-operator:e2e --from-binary "$work/outrigger-ope
 export OUTRIGGER_E2E_SIDECAR_IMAGE=test/outrigger:e2e
 export OUTRIGGER_E2E_OPERATOR_IMAGE=test/outrigger-operator:e2e
 
-# The e2e test binary of the build above, run directly: a narrower `cargo test` would resolve
-# other features and compile again.
-e2e=$(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
-import json, sys
+# The cluster test binaries (test targets named e2e*) of the build above, run directly: a
+# narrower `cargo test` would resolve other features and compile again.
+mapfile -t suites < <(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
-        print(m["executable"])
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and t.get("name", "").startswith("e2e") and m.get("executable"):
+        print(os.path.dirname(m["manifest_path"]) + "\t" + m["executable"])
 ')
-[ -x "$e2e" ] || { echo "cluster-suite: cannot find the e2e test binary" >&2; exit 1; }
-echo "==> cluster suite: operator/tests/e2e.rs --include-ignored" >&2
-(cd operator && "$e2e" --include-ignored --test-threads=1 --nocapture "$@")
+[ "${#suites[@]}" -gt 0 ] || { echo "cluster-suite: found no e2e test binary" >&2; exit 1; }
+for suite in "${suites[@]}"; do
+  pkg=${suite%%$'\t'*} bin=${suite#*$'\t'}
+  echo "==> cluster suite: $(basename "$bin") --include-ignored" >&2
+  (cd "$pkg" && "$bin" --include-ignored --test-threads=1 --nocapture "$@")
+done
 echo "==> cluster suite: done in $(( $(date +%s) - started )) s (cluster up, images, tests)" >&2
