@@ -202,6 +202,7 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             header_read_timeout_ms: None,
             idle_timeout_ms: None,
             rate_limit: None,
+            tls: None,
         });
         bad.route_tables.push(RouteTableConfig {
             name: "t2".into(),

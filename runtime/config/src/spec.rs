@@ -53,6 +53,120 @@ pub struct RuntimeConfigSpec {
     /// with `otlp`, it also exports its spans. Off when absent. Read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// The sidecar's workload identity: its X.509 certificate (a SPIFFE id) and the roots it
+    /// trusts, used by listeners and clusters with mutual TLS. None when absent. The files are
+    /// watched: a renewed certificate or a changed trust bundle is used without a restart. Read
+    /// at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityConfig>,
+    /// The inbound listener of injected pods (`outrigger.dev/app-port`): the listener `inbound`
+    /// on port 34906 that other sidecars call, forwarding to the app on loopback. Its mutual
+    /// TLS mode is `permissive` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundConfig>,
+}
+
+/// Settings of the injected inbound listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Mutual TLS on the inbound listener. `permissive` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<InboundTls>,
+}
+
+/// Mutual TLS on the injected inbound listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundTls {
+    /// `strict` (mutual TLS only), `permissive` (mutual TLS and plaintext, the default) or
+    /// `disabled` (plaintext only).
+    pub mode: InboundTlsMode,
+}
+
+/// How the injected inbound listener treats TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundTlsMode {
+    /// Mutual TLS only.
+    Strict,
+    /// Mutual TLS and plaintext on the same port.
+    #[default]
+    Permissive,
+    /// Plaintext only.
+    Disabled,
+}
+
+impl InboundConfig {
+    /// The mode: `permissive` unless set.
+    pub fn tls_mode(&self) -> InboundTlsMode {
+        self.tls.as_ref().map(|t| t.mode).unwrap_or_default()
+    }
+}
+
+/// Where the sidecar's identity comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The SPIFFE trust domain: identities are `spiffe://<trustDomain>/ns/<namespace>/sa/<sa>`.
+    /// Default `cluster.local`.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// A PEM file holding the private key followed by the certificate chain, leaf first (the
+    /// kubelet's `podCertificate` credential bundle format).
+    pub credential_bundle_path: String,
+    /// A PEM file of the root certificates peers' chains must lead to (all current roots, so a
+    /// root can be rotated).
+    pub trust_bundle_path: String,
+}
+
+/// The default SPIFFE trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+fn default_trust_domain() -> String {
+    DEFAULT_TRUST_DOMAIN.to_owned()
+}
+
+/// Mutual TLS on a listener's socket, with the sidecar's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    /// `strict`: only mutual TLS is accepted; `permissive`: mutual TLS and plaintext on the
+    /// same port, told apart by the first bytes (plaintext connections are counted).
+    pub mode: ListenerTlsMode,
+}
+
+/// How a listener treats plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTlsMode {
+    /// Mutual TLS only; a plaintext connection is closed and counted.
+    Strict,
+    /// Mutual TLS or plaintext.
+    Permissive,
+}
+
+/// Mutual TLS to a cluster's hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterTls {
+    /// `mesh`: connect with mutual TLS, presenting the sidecar's identity and verifying the
+    /// host's; `disabled`: plaintext.
+    pub mode: ClusterTlsMode,
+    /// The SPIFFE ids a host may present (`spiffe://<trustDomain>/...`); any identity of the
+    /// trust domain when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+}
+
+/// Whether a cluster speaks mutual TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterTlsMode {
+    /// Mutual TLS with the sidecar's identity; the host's SPIFFE id is verified.
+    Mesh,
+    /// Plaintext.
+    Disabled,
 }
 
 /// Access log settings.
@@ -480,6 +594,10 @@ pub struct ListenerConfig {
     /// requests over it are answered at once (HTTP 429, Bolt and Dubbo overflow statuses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Mutual TLS on `address` with the sidecar's `identity` (which must be set). Plaintext
+    /// when absent. Not for in-process connections, which never leave the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 impl ListenerConfig {
@@ -934,6 +1052,10 @@ pub struct ClusterConfig {
     /// request over a cap is rejected at once. No caps when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Mutual TLS to the hosts (`mode: mesh`, with the sidecar's `identity`, which must be
+    /// set), TLS 1.3 only. Plaintext when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 /// Outlier detection: a host whose requests fail `consecutiveFailures` times in a row (connect
@@ -1037,6 +1159,13 @@ impl RpcConfig {
 }
 
 impl ClusterConfig {
+    /// Whether connections to the hosts use mutual TLS.
+    pub fn mesh_tls(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.mode == ClusterTlsMode::Mesh)
+    }
+
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)

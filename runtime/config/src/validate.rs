@@ -222,6 +222,59 @@ impl Validator {
         for (i, c) in spec.clusters.iter().enumerate() {
             self.cluster(&format!("clusters[{i}]"), c);
         }
+        self.identity(spec);
+    }
+
+    /// The identity section, and mutual TLS only where an identity is configured.
+    fn identity(&mut self, spec: &RuntimeConfigSpec) {
+        let trust_domain = spec.identity.as_ref().map(|id| id.trust_domain.as_str());
+        if let Some(id) = &spec.identity {
+            if let Err(e) = check_trust_domain(&id.trust_domain) {
+                self.err("identity.trustDomain", e);
+            }
+            for (key, value) in [
+                ("credentialBundlePath", &id.credential_bundle_path),
+                ("trustBundlePath", &id.trust_bundle_path),
+            ] {
+                if !value.starts_with('/') {
+                    self.err(
+                        format!("identity.{key}"),
+                        format!("must be an absolute file path, not \"{value}\""),
+                    );
+                }
+            }
+        }
+        for (i, l) in spec.listeners.iter().enumerate() {
+            if l.tls.is_none() {
+                continue;
+            }
+            if trust_domain.is_none() {
+                self.err(
+                    format!("listeners[{i}].tls"),
+                    "mutual TLS needs the sidecar's identity: set `identity`",
+                );
+            }
+            if l.address.is_none() {
+                self.err(
+                    format!("listeners[{i}].tls"),
+                    "mutual TLS is for a listener's socket: set `address`",
+                );
+            }
+        }
+        for (i, c) in spec.clusters.iter().enumerate() {
+            let Some(tls) = &c.tls else { continue };
+            if c.mesh_tls() && trust_domain.is_none() {
+                self.err(
+                    format!("clusters[{i}].tls"),
+                    "mode mesh needs the sidecar's identity: set `identity`",
+                );
+            }
+            for (j, id) in tls.identities.iter().enumerate() {
+                if let Err(e) = check_spiffe_id(id, trust_domain) {
+                    self.err(format!("clusters[{i}].tls.identities[{j}]"), e);
+                }
+            }
+        }
     }
 
     fn api_token(&mut self, path: &str, token: Option<&str>) {
@@ -593,6 +646,51 @@ impl Validator {
             );
         }
     }
+}
+
+/// A SPIFFE trust domain: lowercase letters, digits, `.`, `-` and `_`, at most 255 bytes.
+fn check_trust_domain(td: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
+    if td.is_empty() || td.len() > 255 || !td.chars().all(ok) {
+        return Err(format!(
+            "\"{td}\" is not a trust domain (lowercase letters, digits, '.', '-' and '_')"
+        ));
+    }
+    Ok(())
+}
+
+/// A SPIFFE id `spiffe://<trust domain>/<path>` of the configured trust domain.
+fn check_spiffe_id(id: &str, trust_domain: Option<&str>) -> Result<(), String> {
+    let Some((td, path)) = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return Err(format!(
+            "\"{id}\" is not a SPIFFE id (spiffe://<trust domain>/<path>)"
+        ));
+    };
+    check_trust_domain(td)?;
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    };
+    if !path.split('/').all(segment_ok) {
+        return Err(format!(
+            "\"{id}\": path segments are letters, digits, '.', '-' and '_'"
+        ));
+    }
+    if let Some(want) = trust_domain
+        && td != want
+    {
+        return Err(format!(
+            "\"{id}\" is not in the trust domain \"{want}\" of `identity`"
+        ));
+    }
+    Ok(())
 }
 
 /// An IP socket address such as `127.0.0.1:34904` or `[::1]:80`.

@@ -795,3 +795,72 @@ fn otlp_export_is_checked() {
     ));
     assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
 }
+
+const MESH: &str = r#"
+rpc: {channels: [{listener: egress}]}
+identity:
+  credentialBundlePath: /var/run/outrigger/identity/credentialbundle.pem
+  trustBundlePath: /etc/outrigger/trust-bundle.pem
+listeners:
+  - {name: egress, routeTable: out}
+  - {name: inbound, address: "0.0.0.0:34906", routeTable: in, tls: {mode: permissive}}
+routeTables:
+  - {name: out, routes: [{cluster: users}]}
+  - {name: in, routes: [{cluster: app}]}
+clusters:
+  - name: users
+    hosts: [{address: "10.0.0.7:34906"}]
+    tls: {mode: mesh, identities: ["spiffe://cluster.local/ns/shop/sa/users"]}
+  - {name: app, hosts: [{address: "127.0.0.1:8080"}], tls: {mode: disabled}}
+"#;
+
+#[test]
+fn mutual_tls_settings_load_and_need_an_identity() {
+    let spec = load_yaml(MESH).expect("valid");
+    let id = spec.identity.as_ref().expect("identity");
+    assert_eq!(id.trust_domain, "cluster.local", "the default trust domain");
+    assert_eq!(
+        spec.listeners[1].tls.as_ref().map(|t| t.mode),
+        Some(outrigger_config::ListenerTlsMode::Permissive)
+    );
+    assert!(spec.clusters[0].mesh_tls());
+    assert!(!spec.clusters[1].mesh_tls());
+
+    let without_identity = MESH.replace(
+        "identity:\n  credentialBundlePath: /var/run/outrigger/identity/credentialbundle.pem\n  trustBundlePath: /etc/outrigger/trust-bundle.pem\n",
+        "",
+    );
+    assert_eq!(
+        errors(&without_identity),
+        vec![
+            "listeners[1].tls: mutual TLS needs the sidecar's identity: set `identity`",
+            "clusters[0].tls: mode mesh needs the sidecar's identity: set `identity`",
+        ]
+    );
+    let bad = MESH
+        .replace(
+            "credentialBundlePath: /var/run/outrigger/identity/credentialbundle.pem",
+            "credentialBundlePath: bundle.pem\n  trustDomain: Example.COM",
+        )
+        .replace(
+            r#"address: "0.0.0.0:34906", routeTable: in"#,
+            "routeTable: in",
+        )
+        .replace(
+            "spiffe://cluster.local/ns/shop/sa/users",
+            "spiffe://other.domain/ns/shop/sa/users\", \"https://users\", \"spiffe://cluster.local/ns//sa",
+        );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "identity.trustDomain: \"Example.COM\" is not a trust domain (lowercase letters, digits, '.', '-' and '_')",
+            "identity.credentialBundlePath: must be an absolute file path, not \"bundle.pem\"",
+            "listeners[1].tls: mutual TLS is for a listener's socket: set `address`",
+            "clusters[0].tls.identities[0]: \"spiffe://other.domain/ns/shop/sa/users\" is not in the trust domain \"Example.COM\" of `identity`",
+            "clusters[0].tls.identities[1]: \"https://users\" is not a SPIFFE id (spiffe://<trust domain>/<path>)",
+            "clusters[0].tls.identities[2]: \"spiffe://cluster.local/ns//sa\": path segments are letters, digits, '.', '-' and '_'",
+        ]
+    );
+    let unknown = errors(&MESH.replace("mode: permissive", "mode: optional"));
+    assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
+}
