@@ -61,7 +61,7 @@ use serde_json::Value;
 const LAYERS: &[&[&str]] = &[
     /* 0 */ &["outrigger-config", "outrigger-codec", "outrigger-proto"],
     /* 1 */ &["outrigger-core"],
-    /* 2 */ &["outrigger-pool"],
+    /* 2 */ &["outrigger-pool", "outrigger-identity"],
     /* 3 */ &["outrigger-proxy", "outrigger-invoke"],
     /* 4 */ &["outrigger-channel"],
     /* 5 */ &["outrigger-api"],

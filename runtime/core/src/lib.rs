@@ -23,9 +23,9 @@ pub use self::{
     error::{Cause, Failure, ProxyError},
     metrics::{
         BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
-        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PoolSeries, ProtocolLabels,
-        ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels, StatusLabel,
-        XprotocolLabels,
+        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PlaintextLabels, PoolSeries,
+        ProtocolLabels, ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels,
+        StatusLabel, TlsLabels, XprotocolLabels,
     },
     observe::Observability,
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},

@@ -238,6 +238,25 @@ pub struct ConfigLabels {
     pub hash: String,
 }
 
+/// Labels of a TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `inbound` (a listener accepted it) or `outbound` (a cluster connected).
+    pub direction: &'static str,
+    /// `ok`, or why it failed: `unknown_ca`, `bad_identity`, `expired`, `no_certificate`,
+    /// `timeout`, `error`.
+    pub result: &'static str,
+}
+
+/// Labels of a plaintext connection on a TLS listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaintextLabels {
+    /// The listener.
+    pub listener: String,
+    /// `accepted` (permissive) or `refused` (strict).
+    pub action: &'static str,
+}
+
 /// Every metric family the sidecar records.
 #[derive(Clone)]
 pub struct Metrics {
@@ -296,6 +315,13 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     /// Spans the OTLP exporter sent, by outcome (`exported`, `failed`).
     pub spans_exported: Family<KindLabels, Counter>,
+    /// Mutual TLS handshakes by direction and result.
+    pub tls_handshakes: Family<TlsLabels, Counter>,
+    /// Plaintext connections a TLS listener took (`permissive`) or refused (`strict`), by
+    /// listener and kind (`accepted`, `refused`).
+    pub tls_plaintext: Family<PlaintextLabels, Counter>,
+    /// When the sidecar's certificate expires, in seconds since the epoch (0 without one).
+    pub identity_cert_expiry: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -336,6 +362,9 @@ impl Metrics {
             access_log_dropped: Counter::default(),
             spans_dropped: Counter::default(),
             spans_exported: Family::default(),
+            tls_handshakes: Family::default(),
+            tls_plaintext: Family::default(),
+            identity_cert_expiry: Gauge::default(),
         };
         registry.register(
             "grpc_requests",
@@ -461,6 +490,21 @@ impl Metrics {
             "trace_spans_dropped",
             "spans dropped because the OTLP exporter's queue was full",
             m.spans_dropped.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "mutual TLS handshakes by direction (inbound, outbound) and result",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_plaintext_connections",
+            "plaintext connections on a TLS listener, accepted (permissive) or refused (strict)",
+            m.tls_plaintext.clone(),
+        );
+        registry.register(
+            "identity_cert_expiry_timestamp_seconds",
+            "when the sidecar's identity certificate expires (Unix time; 0 without one)",
+            m.identity_cert_expiry.clone(),
         );
         registry.register(
             "trace_spans_exported",

@@ -1,0 +1,25 @@
+//! The sidecar's workload identity: its SPIFFE certificate and the roots it trusts, read from
+//! the files `identity` names (the kubelet's `podCertificate` credential bundle and a PEM trust
+//! bundle), watched and reloaded, and the mutual TLS configs built from them — a server side
+//! for listeners that requires a client certificate of the trust bundle, and a client side for
+//! clusters that verifies the server's SPIFFE id. Not for where TLS is used (listeners and
+//! clusters, in the proxy core) or for getting a certificate signed (the operator's job).
+
+mod bundle;
+mod spiffe;
+mod store;
+mod tls;
+
+#[cfg(feature = "test-pki")]
+mod test_pki;
+#[cfg(feature = "test-pki")]
+pub use crate::test_pki::TestCa;
+
+pub use crate::{
+    bundle::{
+        BundleError, CertInfo, Credentials, TrustBundle, parse_credentials, parse_trust_bundle,
+    },
+    spiffe::{PeerPolicy, SpiffeError, SpiffeId},
+    store::{ClientTls, Identity, IdentityError, Loaded},
+    tls::{BadIdentity, handshake_failure, mesh_server_name, provider},
+};
