@@ -23,7 +23,10 @@ pub use outrigger_invoke::{ErrorKind, InvokeError, RpcRequest, RpcResponse};
 pub use outrigger_proxy::{InProcess, ProxyCore};
 
 pub use crate::{
-    config::{DEFAULT_WATCH_INTERVAL, Live, Overrides, Rejection, Reloader, Snapshot},
+    config::{
+        DEFAULT_WATCH_INTERVAL, INBOUND_LISTENER, InboundApp, Live, Overrides, Rejection, Reloader,
+        Snapshot,
+    },
     demo::{DEMO_ID, DEMO_METHOD, DEMO_REQUEST, Demo, DemoError, SampleUpstream, demo_request},
     sidecar::{Options, Sidecar, StartError, wait_for_signal},
 };

@@ -4,7 +4,8 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use outrigger_runtime::{Demo, Metrics, Options, Overrides, Sidecar, wait_for_signal};
+use outrigger_config::{IdentityConfig, Protocol};
+use outrigger_runtime::{Demo, InboundApp, Metrics, Options, Overrides, Sidecar, wait_for_signal};
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a config that cannot be used (EX_USAGE).
@@ -49,6 +50,25 @@ struct Cli {
     /// How long in-flight calls may take to finish on shutdown, in milliseconds.
     #[arg(long, default_value_t = 10_000, global = true)]
     drain_timeout_ms: u64,
+    /// Adds the listener `inbound` forwarding to the app on this loopback port (the injector
+    /// sets it from `outrigger.dev/app-port`).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    inbound_app_port: Option<u16>,
+    /// What the app behind `inbound` speaks (`outrigger.dev/app-protocol`).
+    #[arg(long, global = true, value_parser = ["http", "bolt", "dubbo", "auto"], default_value = "auto")]
+    inbound_app_protocol: String,
+    /// Where the `inbound` listener accepts.
+    #[arg(long, global = true, default_value = "0.0.0.0:34906")]
+    inbound_address: String,
+    /// The credential bundle (PEM key, then chain), when the file sets no `identity`.
+    #[arg(long, global = true, requires = "identity_trust_bundle")]
+    identity_credential_bundle: Option<String>,
+    /// The trust bundle (PEM roots), when the file sets no `identity`.
+    #[arg(long, global = true, requires = "identity_credential_bundle")]
+    identity_trust_bundle: Option<String>,
+    /// The SPIFFE trust domain, with the two identity files.
+    #[arg(long, global = true, default_value = outrigger_config::DEFAULT_TRUST_DOMAIN)]
+    identity_trust_domain: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +99,27 @@ async fn main() -> ExitCode {
             grpc_address: cli.grpc_address.clone(),
             admin_address: cli.admin_address.clone(),
             http_api_address: cli.http_api_address.clone(),
+            inbound: cli.inbound_app_port.map(|port| InboundApp {
+                address: cli.inbound_address.clone(),
+                port,
+                protocol: match cli.inbound_app_protocol.as_str() {
+                    "http" => Protocol::Http,
+                    "bolt" => Protocol::Bolt,
+                    "dubbo" => Protocol::Dubbo,
+                    _ => Protocol::Auto,
+                },
+            }),
+            identity: cli
+                .identity_credential_bundle
+                .clone()
+                .zip(cli.identity_trust_bundle.clone())
+                .map(
+                    |(credential_bundle_path, trust_bundle_path)| IdentityConfig {
+                        trust_domain: cli.identity_trust_domain.clone(),
+                        credential_bundle_path,
+                        trust_bundle_path,
+                    },
+                ),
         },
         api_token: std::env::var(outrigger_config::API_TOKEN_ENV)
             .ok()

@@ -20,6 +20,7 @@ use outrigger_core::{
     AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, Metrics, Observability, Shutdown,
     SpanSink,
 };
+use outrigger_identity::{Identity, IdentityError};
 use outrigger_proxy::ProxyCore;
 use tokio::{net::TcpListener, task::JoinSet};
 
@@ -68,6 +69,9 @@ pub enum StartError {
     /// The OTLP exporter cannot start.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
+    /// The identity files cannot be used.
+    #[error("the sidecar's identity cannot be loaded: {0}")]
+    Identity(#[from] IdentityError),
     /// A server address cannot be bound.
     #[error("cannot bind the {what} address {address}: {source}")]
     Bind {
@@ -136,10 +140,16 @@ impl Sidecar {
         options.overrides.apply(&mut checked);
         outrigger_config::validate(&checked).map_err(|e| StartError::Config(e.lines()))?;
         let obs = observability(&spec, &metrics)?;
-        let proxy = Arc::new(ProxyCore::observed(
+        // The identity's paths are read at start; its files are watched from then on.
+        let identity = match &checked.identity {
+            Some(cfg) => Some(Identity::load(cfg, metrics.clone()).await?),
+            None => None,
+        };
+        let proxy = Arc::new(ProxyCore::meshed(
             metrics.clone(),
             shutdown.clone(),
             obs.clone(),
+            identity.clone(),
         ));
         let reloader = Arc::new(
             Reloader::start(
@@ -246,6 +256,9 @@ impl Sidecar {
             },
             shutdown.clone(),
         ));
+        if let Some(identity) = identity {
+            identity.watch(options.watch_interval, shutdown.clone());
+        }
         if let Some(path) = options.config_path.clone() {
             tasks.spawn(watch_file(
                 reloader.clone(),

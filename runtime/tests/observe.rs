@@ -253,6 +253,7 @@ async fn text_lines_without_tracing_still_name_the_trace() {
             "0",
             "2",
             hop[13],
+            "-",
         ],
         "{log}"
     );

@@ -118,6 +118,7 @@ async fn build_one(
             Dial::Tcp {
                 addr: resolved,
                 connect_timeout: CHANNEL_CONNECT_TIMEOUT,
+                secure: None,
             }
         }
         ChannelTarget::Unix(path) => Dial::Unix(path),

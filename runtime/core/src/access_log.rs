@@ -76,6 +76,8 @@ pub struct AccessRecord {
     pub bytes_out: u64,
     /// From arrival to the answer.
     pub duration: Duration,
+    /// The caller's SPIFFE id, when it came over mutual TLS.
+    pub peer_identity: Option<Arc<str>>,
 }
 
 impl AccessRecord {
@@ -90,6 +92,7 @@ impl AccessRecord {
             route: None,
             cluster: None,
             upstream_host: None,
+            peer_identity: None,
             attempts: 0,
             grpc_status: None,
             status: None,
@@ -124,6 +127,8 @@ struct JsonLine<'a> {
     bytes_in: u64,
     bytes_out: u64,
     duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_identity: Option<&'a str>,
 }
 
 /// `t` as RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
@@ -171,6 +176,7 @@ pub fn format_line(r: &AccessRecord, format: AccessLogFormat, out: &mut String) 
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
                 duration_ms,
+                peer_identity: r.peer_identity.as_deref(),
             };
             // Serializing plain fields into a String cannot fail.
             if let Ok(s) = serde_json::to_string(&line) {
@@ -199,6 +205,7 @@ pub fn format_line(r: &AccessRecord, format: AccessLogFormat, out: &mut String) 
             opt(out, r.grpc_status);
             opt(out, r.status);
             let _ = write!(out, " {} {} {duration_ms:.3}", r.bytes_in, r.bytes_out);
+            opt(out, r.peer_identity.as_deref());
         }
     }
     out.push('\n');
@@ -385,7 +392,7 @@ mod tests {
         assert_eq!(
             out,
             format!(
-                "2026-01-02T03:04:05.678Z {} proxy-http \"orders\" \"/api/v1 \\\"x\\\"\" - orders 127.0.0.1:8080 2 14 200 3 5 1.500\n",
+                "2026-01-02T03:04:05.678Z {} proxy-http \"orders\" \"/api/v1 \\\"x\\\"\" - orders 127.0.0.1:8080 2 14 200 3 5 1.500 -\n",
                 "ab".repeat(16)
             )
         );

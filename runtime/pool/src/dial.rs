@@ -26,8 +26,11 @@ pub enum Dial {
     Tcp {
         /// The address.
         addr: SocketAddr,
-        /// How long a connect may take.
+        /// How long a connect may take (the TCP connect and, with `secure`, the handshake).
         connect_timeout: Duration,
+        /// Wraps the connection (mutual TLS) before anything is spoken on it; plaintext when
+        /// `None`.
+        secure: Option<Arc<dyn Secure>>,
     },
     /// A unix socket.
     Unix(PathBuf),
@@ -41,6 +44,17 @@ impl std::fmt::Display for Dial {
             Dial::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
+}
+
+/// A stream being secured.
+pub type Securing<'a> =
+    std::pin::Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send + 'a>>;
+
+/// Turns a fresh TCP connection into a secured stream (the proxy core's mutual TLS). A pool
+/// knows nothing of TLS; it only calls this once per connection it opens.
+pub trait Secure: Send + Sync + 'static {
+    /// Secures `stream`, connected to `addr`.
+    fn secure(&self, stream: tokio::net::TcpStream, addr: SocketAddr) -> Securing<'_>;
 }
 
 /// Why a connection could not be opened.
@@ -62,6 +76,15 @@ pub enum ConnectError {
         target: String,
         /// The timeout.
         ms: u128,
+    },
+    /// Securing the connection (the TLS handshake) failed.
+    #[error("tls handshake with {target} failed: {source}")]
+    Secure {
+        /// Where it went.
+        target: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
     /// The HTTP/1.1 handshake failed.
     #[error("http/1.1 handshake with {target} failed: {source}")]
@@ -95,7 +118,9 @@ impl Open for Dial {
             Dial::Tcp {
                 addr,
                 connect_timeout,
+                secure,
             } => {
+                let started = tokio::time::Instant::now();
                 let stream = match tokio::time::timeout(
                     *connect_timeout,
                     tokio::net::TcpStream::connect(addr),
@@ -114,7 +139,24 @@ impl Open for Dial {
                     })?,
                 };
                 let _ = stream.set_nodelay(true);
-                Box::new(stream)
+                match secure {
+                    None => Box::new(stream),
+                    Some(secure) => {
+                        let left = connect_timeout.saturating_sub(started.elapsed());
+                        match tokio::time::timeout(left, secure.secure(stream, *addr)).await {
+                            Err(_) => {
+                                return Err(ConnectError::Timeout {
+                                    target: target(),
+                                    ms: connect_timeout.as_millis(),
+                                });
+                            }
+                            Ok(r) => r.map_err(|source| ConnectError::Secure {
+                                target: target(),
+                                source,
+                            })?,
+                        }
+                    }
+                }
             }
             Dial::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(
                 |source| ConnectError::Io {

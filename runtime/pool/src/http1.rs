@@ -495,6 +495,7 @@ mod tests {
         let dial = Dial::Tcp {
             addr,
             connect_timeout: Duration::from_secs(1),
+            secure: None,
         };
         let pool = Http1Pool::new(
             PoolSettings {

@@ -16,7 +16,7 @@ mod wait;
 
 pub use self::{
     bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
-    dial::{ConnectError, Dial, Io, Open},
+    dial::{ConnectError, Dial, Io, Open, Secure, Securing},
     h2::{H2Error, H2Pool},
     http1::{
         BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange, exchange_waited,

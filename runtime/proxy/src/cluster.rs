@@ -21,9 +21,10 @@ use outrigger_codec::Limits;
 use outrigger_config::{ClusterConfig, Protocol};
 
 use outrigger_core::{Cause, Metrics, NameLabels, ProxyError};
+use outrigger_identity::{Identity, PeerPolicy};
 use outrigger_pool::{
     Bolt, Dial, Dubbo, H2Pool, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings,
-    PoolSettings,
+    PoolSettings, Secure,
 };
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use crate::{
     breaker::Breaker,
     lb::{Balancer, weighted_schedule},
+    mesh::Originate,
     outlier::{HostHealth, Judged, Outlier, Verdict},
 };
 
@@ -114,6 +116,8 @@ pub(crate) struct Cluster {
     pub(crate) breaker: Option<Breaker>,
     /// Retries refused by the retry budgets of routes to this cluster.
     pub(crate) budget_exhausted: Counter,
+    /// Mutual TLS on every connection (`tls.mode: mesh`).
+    secure: Option<Arc<dyn Secure>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -125,9 +129,30 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Builds a cluster and resolves its hosts once (waiting at most the connect timeout for
     /// DNS). When any host is a DNS name, a task re-resolves it until the cluster is dropped.
-    pub(crate) async fn build(cfg: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
+    /// With `tls.mode: mesh`, every connection is secured with `identity` (which validation
+    /// guarantees; without it the cluster is refused).
+    pub(crate) async fn build(
+        cfg: &ClusterConfig,
+        metrics: &Metrics,
+        identity: Option<&Arc<Identity>>,
+    ) -> Result<Arc<Self>, String> {
         let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let secure: Option<Arc<dyn Secure>> = match (&cfg.tls, identity) {
+            (Some(tls), Some(identity)) if cfg.mesh_tls() => Some(Arc::new(Originate {
+                client: identity.client(PeerPolicy::from_identities(&tls.identities)),
+                metrics: metrics.clone(),
+                cluster: name.clone(),
+            })),
+            (Some(_), None) if cfg.mesh_tls() => {
+                return Err(format!(
+                    "cluster {}: tls mode mesh needs the sidecar's identity, which is loaded at start (set `identity` and restart)",
+                    cfg.name
+                ));
+            }
+            _ => None,
+        };
         let cluster = Arc::new(Self {
+            secure,
             cfg: cfg.clone(),
             balancer: Balancer::new(cfg.lb),
             hosts: ArcSwap::from_pointee(HostSet::default()),
@@ -160,7 +185,7 @@ impl Cluster {
         if has_names {
             tokio::spawn(refresh(Arc::downgrade(&cluster), cfg.dns_refresh()));
         }
-        cluster
+        Ok(cluster)
     }
 
     /// Resolves every host entry and swaps in the new host set, keeping the pools of hosts
@@ -216,6 +241,7 @@ impl Cluster {
         let dial = Dial::Tcp {
             addr,
             connect_timeout: self.cfg.connect_timeout(),
+            secure: self.secure.clone(),
         };
         let name = format!("upstream/{}/{addr}", self.name);
         let size = usize::try_from(self.cfg.max_connections).unwrap_or(usize::MAX);
@@ -371,8 +397,10 @@ mod tests {
                 ],
             ),
             &Metrics::new(),
+            None,
         )
-        .await;
+        .await
+        .expect("cluster");
         let addrs: Vec<String> = cluster
             .addresses()
             .iter()
@@ -404,8 +432,10 @@ mod tests {
                 &[("127.0.0.1:7001", 1), ("127.0.0.1:7002", 1)],
             ),
             &Metrics::new(),
+            None,
         )
-        .await;
+        .await
+        .expect("cluster");
         let picks: Vec<u16> = (0..4)
             .map(|_| rr.pick().expect("a host").addr.port())
             .collect();
@@ -417,8 +447,10 @@ mod tests {
                 &[("127.0.0.1:7001", 1), ("127.0.0.1:7002", 1)],
             ),
             &Metrics::new(),
+            None,
         )
-        .await;
+        .await
+        .expect("cluster");
         let busy = lr.pick().expect("a host");
         let busy_port = busy.addr.port();
         for _ in 0..20 {
@@ -439,8 +471,10 @@ mod tests {
         let weighted = Cluster::build(
             &config("weighted", &[("127.0.0.1:7001", 3), ("127.0.0.1:7002", 1)]),
             &Metrics::new(),
+            None,
         )
-        .await;
+        .await
+        .expect("cluster");
         let first = (0..8)
             .filter(|_| weighted.pick().expect("a host").addr.port() == 7001)
             .count();

@@ -369,13 +369,16 @@ mod tests {
             r#"{{"match": {{}}, "cluster": "c"{timeout}{retry}}}"#
         ))
         .expect("route");
-        let cluster = Cluster::build(&cluster, &metrics).await;
+        let cluster = Cluster::build(&cluster, &metrics, None)
+            .await
+            .expect("cluster");
         let route = Route::compile(&cfg, cluster, Duration::from_secs(3)).expect("compiles");
         let shared = Shared {
             live: ArcSwap::from_pointee(ProxySnapshot::default()),
             metrics,
             shutdown: Shutdown::new(),
             obs: Default::default(),
+            identity: None,
         };
         (shared, route)
     }

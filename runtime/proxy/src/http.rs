@@ -89,6 +89,10 @@ pub(crate) async fn handle(
     }
 }
 
+/// The caller's SPIFFE id, on a request that came over mutual TLS (a request extension).
+#[derive(Clone, Debug)]
+pub(crate) struct PeerIdentity(pub(crate) Arc<str>);
+
 /// Where a request came from, which decides whose span its tries are children of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -140,6 +144,7 @@ pub(crate) async fn dispatch(
         .unwrap_or_default()
         .to_owned();
     line.method = parts.uri.path().to_owned();
+    line.peer_identity = parts.extensions.get::<PeerIdentity>().map(|p| p.0.clone());
     let verb = recorder.map(|_| parts.method.clone());
     // Bodies stream: their sizes are what their lengths say when they say it.
     line.bytes_in = body.size_hint().exact().unwrap_or(0);
@@ -196,6 +201,9 @@ fn server_attributes(
     }
     if let Some(cluster) = &line.cluster {
         attrs.push(("outrigger.cluster", cluster.to_string().into()));
+    }
+    if let Some(peer) = &line.peer_identity {
+        attrs.push(("outrigger.peer_identity", peer.to_string().into()));
     }
     if let Some(e) = error {
         attrs.push(("error.type", e.cause().as_str().into()));

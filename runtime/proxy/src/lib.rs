@@ -19,6 +19,7 @@ mod http;
 mod lb;
 mod limits;
 mod listener;
+mod mesh;
 mod outlier;
 mod passthrough;
 mod ratelimit;
@@ -33,6 +34,7 @@ use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
 use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody};
+use outrigger_identity::Identity;
 use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
@@ -90,6 +92,7 @@ impl LocalListeners for InProcess {
             Arc::from(name),
             self.shared.clone(),
             None,
+            None,
         ));
         Ok(client)
     }
@@ -142,15 +145,31 @@ impl ProxyCore {
     /// A proxy core whose requests leave access log lines and continue trace context as `obs`
     /// says.
     pub fn observed(metrics: Metrics, shutdown: Shutdown, obs: Observability) -> Self {
+        Self::meshed(metrics, shutdown, obs, None)
+    }
+
+    /// A proxy core whose TLS listeners and `mesh` clusters use `identity`.
+    pub fn meshed(
+        metrics: Metrics,
+        shutdown: Shutdown,
+        obs: Observability,
+        identity: Option<Arc<Identity>>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 live: ArcSwap::from_pointee(ProxySnapshot::default()),
                 metrics,
                 shutdown,
                 obs,
+                identity,
             }),
             bound: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The sidecar's identity, when it has one.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.shared.identity.as_ref()
     }
 
     /// The handle the gRPC edge hands streamed pass-through requests to.

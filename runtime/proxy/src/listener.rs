@@ -29,29 +29,32 @@ use tracing::Instrument;
 use crate::{
     http,
     limits::{SocketLimits, until},
+    mesh::{self, Accepted},
     snapshot::Shared,
     xproto,
 };
 
 /// Serves the requests arriving on `io` for the named listener, in the listener's protocol,
 /// until the peer closes or the sidecar shuts down (then in-flight requests finish first).
+/// `peer` is the caller's SPIFFE id on a mutual TLS connection.
 pub(crate) async fn serve<I: Io>(
     io: I,
     listener: Arc<str>,
     shared: Arc<Shared>,
     limits: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
 ) {
     let protocol = shared.live.load().listener_protocol(&listener);
     match protocol {
         // Validation keeps http2 off listeners; such a listener would decode HTTP/1.1.
-        Protocol::Http | Protocol::Http2 => serve_http(io, listener, shared, limits).await,
+        Protocol::Http | Protocol::Http2 => serve_http(io, listener, shared, limits, peer).await,
         Protocol::Bolt => {
-            xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared, limits).await;
+            xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared, limits, peer).await;
         }
         Protocol::Dubbo => {
-            xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared, limits).await;
+            xproto::serve::<Dubbo, I>(io, BytesMut::new(), listener, shared, limits, peer).await;
         }
-        Protocol::Auto => serve_auto(io, listener, shared, limits).await,
+        Protocol::Auto => serve_auto(io, listener, shared, limits, peer).await,
     }
 }
 
@@ -62,6 +65,7 @@ async fn serve_auto<I: Io>(
     listener: Arc<str>,
     shared: Arc<Shared>,
     limits: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = limits
@@ -89,10 +93,19 @@ async fn serve_auto<I: Io>(
     tracing::trace!(listener = %listener, protocol = ?sniffed, "sniffed");
     match sniffed {
         Sniffed::Http => {
-            serve_http(Prefixed::new(buf.freeze(), io), listener, shared, limits).await;
+            serve_http(
+                Prefixed::new(buf.freeze(), io),
+                listener,
+                shared,
+                limits,
+                peer,
+            )
+            .await;
         }
-        Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits).await,
-        Sniffed::Dubbo => xproto::serve::<Dubbo, I>(io, buf, listener, shared, limits).await,
+        Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits, peer).await,
+        Sniffed::Dubbo => {
+            xproto::serve::<Dubbo, I>(io, buf, listener, shared, limits, peer).await;
+        }
     }
 }
 
@@ -161,12 +174,16 @@ async fn serve_http<I: Io>(
     listener: Arc<str>,
     shared: Arc<Shared>,
     limits: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
 ) {
     let span = tracing::debug_span!("proxy_conn", listener = %listener);
     let shutdown = shared.shutdown.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         let listener = listener.clone();
+        if let Some(id) = &peer {
+            req.extensions_mut().insert(http::PeerIdentity(id.clone()));
+        }
         async move { Ok::<_, Infallible>(http::handle(&shared, &listener, req).await) }
     });
     serve_http1(io, svc, limits.as_ref().map(|l| &l.server), shutdown)
@@ -186,6 +203,12 @@ pub(crate) struct BoundListener {
 
 impl BoundListener {
     pub(crate) async fn bind(l: &ListenerConfig, shared: Arc<Shared>) -> Result<Self, String> {
+        if l.tls.is_some() && shared.identity.is_none() {
+            return Err(format!(
+                "listeners {}: tls needs the sidecar's identity, which is loaded at start (set `identity` and restart)",
+                l.name
+            ));
+        }
         let address = l.address.clone().unwrap_or_default();
         let socket = TcpListener::bind(&address)
             .await
@@ -244,11 +267,38 @@ fn accept(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let name: Arc<str> = Arc::from(l.name.as_str());
     let limits = Arc::new(SocketLimits::of(l, &shared));
+    let tls = l.tls.as_ref().map(|t| t.mode);
     async move {
         let shutdown = shared.shutdown.clone();
         let server = limits.server.clone();
-        accept_loop(&socket, &server, shutdown, |stream, _| {
-            serve(stream, name.clone(), shared.clone(), Some(limits.clone()))
+        accept_loop(&socket, &server, shutdown, |stream, peer| {
+            let (name, shared, limits) = (name.clone(), shared.clone(), limits.clone());
+            async move {
+                let (Some(mode), Some(identity)) = (tls, shared.identity.clone()) else {
+                    serve(stream, name, shared, Some(limits), None).await;
+                    return;
+                };
+                let timeout = limits.server.header_read_timeout;
+                let accepted = mesh::accept(
+                    stream,
+                    peer,
+                    &name,
+                    mode,
+                    &identity,
+                    &shared.metrics,
+                    timeout,
+                )
+                .await;
+                match accepted {
+                    Some(Accepted::Tls(io, id)) => {
+                        serve(io, name, shared, Some(limits), Some(id.shared())).await;
+                    }
+                    Some(Accepted::Plain(stream)) => {
+                        serve(stream, name, shared, Some(limits), None).await;
+                    }
+                    None => {}
+                }
+            }
         })
         .await;
     }

@@ -10,6 +10,7 @@ use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
 use outrigger_core::{
     LabelStr, Metrics, Observability, ProxyError, RetryLabels, Shutdown, StatusLabel,
 };
+use outrigger_identity::Identity;
 
 use crate::{
     cluster::Cluster,
@@ -43,6 +44,7 @@ impl ProxySnapshot {
         spec: &RuntimeConfigSpec,
         metrics: &Metrics,
         previous: &ProxySnapshot,
+        identity: Option<&Arc<Identity>>,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let mut clusters = HashMap::new();
@@ -54,7 +56,13 @@ impl ProxySnapshot {
                 .cloned();
             let cluster = match kept {
                 Some(old) => old,
-                None => Cluster::build(c, metrics).await,
+                None => match Cluster::build(c, metrics, identity).await {
+                    Ok(cluster) => cluster,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
             };
             clusters.insert(c.name.clone(), cluster);
         }
@@ -164,6 +172,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Shutdown,
     /// The access log and whether trace context is handled.
     pub(crate) obs: Observability,
+    /// The sidecar's identity, for TLS listeners and `mesh` clusters.
+    pub(crate) identity: Option<Arc<Identity>>,
 }
 
 impl Shared {
@@ -217,10 +227,11 @@ clusters:
             &spec("round_robin", 7002),
             &metrics,
             &ProxySnapshot::default(),
+            None,
         )
         .await
         .expect("builds");
-        let second = ProxySnapshot::build(&spec("random", 7002), &metrics, &first)
+        let second = ProxySnapshot::build(&spec("random", 7002), &metrics, &first, None)
             .await
             .expect("builds");
         assert!(

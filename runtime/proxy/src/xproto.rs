@@ -77,9 +77,10 @@ pub(crate) async fn serve<P: ServerProtocol, I: Io>(
     listener: Arc<str>,
     shared: Arc<Shared>,
     limits: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
 ) {
     let span = tracing::debug_span!("proxy_conn", listener = %listener, protocol = P::NAME);
-    serve_inner::<P, I>(io, buf, listener, shared, limits)
+    serve_inner::<P, I>(io, buf, listener, shared, limits, peer)
         .instrument(span)
         .await;
 }
@@ -90,6 +91,7 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
     listener: Arc<str>,
     shared: Arc<Shared>,
     socket: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
 ) {
     // A socket client must send its first frame within the header read timeout, and may then
     // stay silent (no frame, no request in flight) for at most the idle timeout.
@@ -130,8 +132,13 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                     let Ok(permit) = in_flight.clone().acquire_owned().await else {
                         break 'conn None;
                     };
-                    let (shared, listener, tx, limits) =
-                        (shared.clone(), listener.clone(), tx.clone(), limits.clone());
+                    let (shared, listener, tx, limits, peer) = (
+                        shared.clone(),
+                        listener.clone(),
+                        tx.clone(),
+                        limits.clone(),
+                        peer.clone(),
+                    );
                     let origin = if socket.is_some() {
                         Origin::Socket
                     } else {
@@ -140,7 +147,7 @@ async fn serve_inner<P: ServerProtocol, I: Io>(
                     tasks.spawn(
                         async move {
                             if let Some(answer) =
-                                handle::<P>(&shared, &listener, frame, &limits, origin).await
+                                handle::<P>(&shared, &listener, frame, &limits, origin, peer).await
                             {
                                 match P::encode(&answer) {
                                     Ok(bytes) => {
@@ -244,6 +251,7 @@ async fn handle<P: ServerProtocol>(
     request: P::Frame,
     limits: &Limits,
     origin: Origin,
+    peer: Option<Arc<str>>,
 ) -> Option<P::Frame> {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
     let obs = &shared.obs;
@@ -254,6 +262,7 @@ async fn handle<P: ServerProtocol>(
     let mut line = needs_record.then(|| {
         let mut line = AccessRecord::new(P::NAME, SystemTime::now());
         line.bytes_in = P::payload_len(&request) as u64;
+        line.peer_identity = peer;
         (line, Instant::now())
     });
     let mut span = None;
@@ -319,6 +328,9 @@ async fn handle<P: ServerProtocol>(
             }
             if let Some(cluster) = &line.cluster {
                 attrs.push(("outrigger.cluster", cluster.to_string().into()));
+            }
+            if let Some(peer) = &line.peer_identity {
+                attrs.push(("outrigger.peer_identity", peer.to_string().into()));
             }
             let error = failure.map(|e| {
                 attrs.push(("error.type", e.cause().as_str().into()));

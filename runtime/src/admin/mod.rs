@@ -99,6 +99,29 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         "boundListeners": listeners,
         "clusterHosts": clusters,
         "ejectedHosts": ejected,
+        "identity": state.proxy.identity().map(|id| identity_dump(id)),
+    })
+}
+
+/// The sidecar's identity as `/config_dump` shows it: its SPIFFE id, the certificate's serial
+/// and validity, and the trust bundle's roots (never a key).
+fn identity_dump(identity: &outrigger_identity::Identity) -> serde_json::Value {
+    let current = identity.current();
+    let time = |t| outrigger_core::rfc3339(t);
+    let leaf = &current.credentials.leaf;
+    serde_json::json!({
+        "spiffeId": current.credentials.id.as_str(),
+        "trustDomain": identity.trust_domain(),
+        "serial": leaf.serial,
+        "notBefore": time(leaf.not_before),
+        "notAfter": time(leaf.not_after),
+        "version": current.version,
+        "loadedAt": time(current.loaded_at),
+        "roots": current.trust.info.iter().map(|r| serde_json::json!({
+            "subject": r.subject,
+            "serial": r.serial,
+            "notAfter": time(r.not_after),
+        })).collect::<Vec<_>>(),
     })
 }
 

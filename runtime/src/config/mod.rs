@@ -11,7 +11,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use outrigger_config::{RuntimeConfigSpec, config_hash, validate};
+use outrigger_config::{
+    IdentityConfig, InboundConfig, InboundTlsMode, ListenerConfig, ListenerTls, ListenerTlsMode,
+    Protocol, RouteTableConfig, RuntimeConfigSpec, config_hash, validate,
+};
 use parking_lot::Mutex;
 
 use outrigger_core::{ConfigLabels, Metrics, ReloadLabels};
@@ -46,7 +49,9 @@ pub struct Rejection {
     pub errors: Vec<String>,
 }
 
-/// Addresses given on the command line, which win over the file's.
+/// What the command line adds to the file: addresses that win over the file's, and what only
+/// the pod knows (set by the injector): the app behind the inbound listener and where the
+/// kubelet puts the identity files. The config hash is the file's, before these.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// Replaces `grpc.address`.
@@ -55,6 +60,93 @@ pub struct Overrides {
     pub admin_address: Option<String>,
     /// Replaces `httpApi.address`.
     pub http_api_address: Option<String>,
+    /// Adds the listener `inbound` forwarding to this app.
+    pub inbound: Option<InboundApp>,
+    /// The identity when the file sets none.
+    pub identity: Option<IdentityConfig>,
+}
+
+/// The app behind the injected inbound listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundApp {
+    /// Where the listener accepts (`0.0.0.0:34906` in pods).
+    pub address: String,
+    /// The app's port on loopback.
+    pub port: u16,
+    /// What the app speaks: `http`, `bolt`, `dubbo`, or `auto` (any of them, told per connection).
+    pub protocol: Protocol,
+}
+
+/// The name of the injected inbound listener (and its route table).
+pub const INBOUND_LISTENER: &str = "inbound";
+
+impl InboundApp {
+    /// The listener, route table and clusters it adds. The mode comes from the file's
+    /// `inbound.tls.mode`; without an identity a `permissive` listener stays plaintext (a
+    /// `strict` one then fails validation, naming the missing identity).
+    fn add_to(&self, spec: &mut RuntimeConfigSpec) {
+        let mode = spec
+            .inbound
+            .as_ref()
+            .map(InboundConfig::tls_mode)
+            .unwrap_or_default();
+        let tls = match mode {
+            InboundTlsMode::Strict => Some(ListenerTlsMode::Strict),
+            InboundTlsMode::Permissive if spec.identity.is_some() => {
+                Some(ListenerTlsMode::Permissive)
+            }
+            InboundTlsMode::Permissive => {
+                tracing::warn!("the inbound listener is plaintext: the sidecar has no identity");
+                None
+            }
+            InboundTlsMode::Disabled => None,
+        };
+        let protocols: &[Protocol] = match self.protocol {
+            Protocol::Auto => &[Protocol::Http, Protocol::Bolt, Protocol::Dubbo],
+            ref one => std::slice::from_ref(one),
+        };
+        let mut routes = Vec::new();
+        for p in protocols {
+            let name = format!("inbound-app-{}", protocol_name(*p));
+            spec.clusters.push(document(serde_json::json!({
+                "name": name,
+                "protocol": protocol_name(*p),
+                "hosts": [{"address": format!("127.0.0.1:{}", self.port)}],
+            })));
+            // A route only takes requests of its cluster's protocol.
+            routes.push(document(serde_json::json!({ "cluster": name })));
+        }
+        spec.route_tables.push(RouteTableConfig {
+            name: INBOUND_LISTENER.to_owned(),
+            routes,
+        });
+        spec.listeners.push(ListenerConfig {
+            name: INBOUND_LISTENER.to_owned(),
+            protocol: self.protocol,
+            address: Some(self.address.clone()),
+            route_table: INBOUND_LISTENER.to_owned(),
+            max_connections: None,
+            header_read_timeout_ms: None,
+            idle_timeout_ms: None,
+            rate_limit: None,
+            tls: tls.map(|mode| ListenerTls { mode }),
+        });
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http => "http",
+        Protocol::Http2 => "http2",
+        Protocol::Bolt => "bolt",
+        Protocol::Dubbo => "dubbo",
+        Protocol::Auto => "auto",
+    }
+}
+
+/// A part of the document from its document form, the one place its defaults live.
+fn document<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap_or_else(|e| unreachable!("a fixed document part parses: {e}"))
 }
 
 impl Overrides {
@@ -68,6 +160,12 @@ impl Overrides {
         }
         if let Some(a) = &self.http_api_address {
             spec.http_api.address = Some(a.clone());
+        }
+        if spec.identity.is_none() {
+            spec.identity.clone_from(&self.identity);
+        }
+        if let Some(app) = &self.inbound {
+            app.add_to(spec);
         }
     }
 }
@@ -112,7 +210,8 @@ async fn build(
     metrics: &Metrics,
 ) -> Result<Arc<Invoker>, Vec<String>> {
     validate(spec).map_err(|e| e.lines())?;
-    let routing = Arc::new(ProxySnapshot::build(spec, metrics, &proxy.routing()).await?);
+    let routing =
+        Arc::new(ProxySnapshot::build(spec, metrics, &proxy.routing(), proxy.identity()).await?);
     let channel_cfg = spec
         .rpc
         .channels
@@ -194,6 +293,11 @@ impl Reloader {
         if spec.grpc != old.spec.grpc || spec.admin != old.spec.admin {
             tracing::warn!(
                 "grpc and admin settings take effect on restart; the running servers keep theirs"
+            );
+        }
+        if spec.identity != old.spec.identity {
+            tracing::warn!(
+                "identity settings take effect on restart; the identity files keep being watched"
             );
         }
         let version = old.version + 1;

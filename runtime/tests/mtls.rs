@@ -1,0 +1,600 @@
+//! Two sidecars on loopback with mutual TLS between them: app → sidecar A → mTLS → sidecar B's
+//! inbound listener → upstream app, for HTTP (InvokeService), Bolt (sofa-rpc-node client and
+//! server) and Dubbo (a Python Dubbo client and a hessian.js provider). Real certificates, real
+//! rustls handshakes: a caller of another CA or a callee with the wrong SPIFFE id is refused
+//! and counted; `strict` refuses plaintext and `permissive` serves it; a certificate written
+//! over the credential bundle is used without a restart; a root rotated under load loses no
+//! call.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod peer;
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use outrigger_identity::TestCa;
+use outrigger_runtime::Options;
+use peer::{Peers, metric};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const USERS: &str = "spiffe://cluster.local/ns/shop/sa/users";
+
+/// A sidecar's identity files in a directory of their own.
+struct IdentityFiles {
+    dir: tempfile::TempDir,
+}
+
+impl IdentityFiles {
+    fn new(bundle: &str, roots: &str) -> Self {
+        let files = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        files.write(bundle, roots);
+        files
+    }
+    /// Writes both files as the kubelet would: a new file renamed over the old one.
+    fn write(&self, bundle: &str, roots: &str) {
+        for (name, text) in [
+            ("credentialbundle.pem", bundle),
+            ("trust-bundle.pem", roots),
+        ] {
+            let tmp = self.dir.path().join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+        }
+    }
+    fn yaml(&self) -> String {
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
+        format!(
+            "identity: {{credentialBundlePath: \"{}\", trustBundlePath: \"{}\"}}\n",
+            p("credentialbundle.pem"),
+            p("trust-bundle.pem")
+        )
+    }
+}
+
+fn fast_watch() -> Options {
+    Options {
+        watch_interval: Duration::from_millis(50),
+        ..Options::default()
+    }
+}
+
+/// Sidecar B: an `inbound` listener with `tls.mode` that forwards to the app.
+fn callee(identity: &IdentityFiles, mode: &str, protocol: &str, app: &str, log: &Path) -> String {
+    format!(
+        r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc: {{channels: [{{listener: inbound}}]}}
+accessLog: {{path: "{log}"}}
+{identity}listeners:
+  - {{name: inbound, protocol: auto, address: "127.0.0.1:0", routeTable: app, tls: {{mode: {mode}}}}}
+routeTables:
+  - {{name: app, routes: [{{cluster: app}}]}}
+clusters:
+  - {{name: app, protocol: {protocol}, hosts: [{{address: "{app}"}}]}}
+"#,
+        log = log.display(),
+        identity = identity.yaml(),
+    )
+}
+
+/// Sidecar A: its channel and an `egress` socket route to B over mutual TLS, accepting only
+/// `accept`.
+fn caller(identity: &IdentityFiles, protocol: &str, callee: SocketAddr, accept: &str) -> String {
+    format!(
+        r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc:
+  channels: [{{protocol: {channel}, size: 8, listener: egress}}]
+{identity}listeners:
+  - {{name: egress, protocol: {protocol}, address: "127.0.0.1:0", routeTable: out}}
+routeTables:
+  - {{name: out, routes: [{{cluster: users, retry: {{attempts: 2, on: [connect-failure]}}}}]}}
+clusters:
+  - name: users
+    protocol: {protocol}
+    hosts: [{{address: "{callee}"}}]
+    tls: {{mode: mesh, identities: ["{accept}"]}}
+"#,
+        channel = if protocol == "http" { "http" } else { protocol },
+        identity = identity.yaml(),
+    )
+}
+
+fn bound(rt: &Running, name: &str) -> SocketAddr {
+    rt.sidecar
+        .proxy()
+        .bound_addresses()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a)
+        .expect("listener bound")
+}
+
+/// A CA, sidecar B in front of `app`, and sidecar A calling B.
+struct Mesh {
+    ca: TestCa,
+    a_files: IdentityFiles,
+    b_files: IdentityFiles,
+    a: Running,
+    b: Running,
+    log: tempfile::NamedTempFile,
+}
+
+async fn mesh(mode: &str, protocol: &str, app: &str) -> Mesh {
+    let ca = TestCa::new("outrigger-test-root");
+    let a_files = IdentityFiles::new(&ca.bundle(&[WEB]), &ca.cert_pem);
+    let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let b = start_with(
+        &callee(&b_files, mode, protocol, app, log.path()),
+        fast_watch(),
+    )
+    .await;
+    let a = start_with(
+        &caller(&a_files, protocol, bound(&b, "inbound"), USERS),
+        fast_watch(),
+    )
+    .await;
+    Mesh {
+        ca,
+        a_files,
+        b_files,
+        a,
+        b,
+        log,
+    }
+}
+
+fn handshakes(rt: &Running, direction: &str, result: &str) -> f64 {
+    metric(
+        &rt.metrics.encode(),
+        &format!("outrigger_tls_handshakes_total{{direction=\"{direction}\",result=\"{result}\"}}"),
+    )
+}
+
+#[tokio::test]
+async fn invoke_service_crosses_two_sidecars_over_mutual_tls() {
+    let app = Upstream::fixed("from-users").await;
+    let mut m = mesh("strict", "http", &app.addr.to_string()).await;
+
+    let r =
+        m.a.layotto
+            .invoke_service(layotto_req("users", "/profile", "", 0, ""))
+            .await
+            .expect("call through both sidecars");
+    assert_eq!(text(r.into_inner().data), "from-users");
+    // The callee's app sees the caller's request unchanged.
+    let seen = app.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/profile");
+    assert_eq!(seen[0].headers["id"], "users");
+
+    assert_eq!(handshakes(&m.a, "outbound", "ok"), 1.0);
+    assert_eq!(handshakes(&m.b, "inbound", "ok"), 1.0);
+    // The callee knows who called: its access log line and /config_dump.
+    m.b.sidecar.flush_access_log().await;
+    let line = std::fs::read_to_string(m.log.path()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(line["peerIdentity"], WEB, "{line}");
+    let (_, dump) = admin_get(&m.b.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["identity"]["spiffeId"], USERS);
+    assert_eq!(dump["identity"]["roots"].as_array().unwrap().len(), 1);
+    assert!(!dump.to_string().contains("PRIVATE KEY"));
+    let expiry = metric(
+        &m.b.metrics.encode(),
+        "outrigger_identity_cert_expiry_timestamp_seconds",
+    );
+    assert!(expiry > 0.0);
+    let _ = (&m.ca, &m.a_files, &m.b_files);
+}
+
+#[tokio::test]
+async fn a_callee_with_another_identity_or_a_caller_of_another_ca_is_refused() {
+    let app = Upstream::fixed("secret").await;
+    let ca = TestCa::new("outrigger-test-root");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
+    let b = start_with(
+        &callee(
+            &b_files,
+            "strict",
+            "http",
+            &app.addr.to_string(),
+            log.path(),
+        ),
+        fast_watch(),
+    )
+    .await;
+    let inbound = bound(&b, "inbound");
+
+    // A caller that expects someone else on that address.
+    let a_files = IdentityFiles::new(&ca.bundle(&[WEB]), &ca.cert_pem);
+    let mut a = start_with(
+        &caller(
+            &a_files,
+            "http",
+            inbound,
+            "spiffe://cluster.local/ns/shop/sa/payments",
+        ),
+        fast_watch(),
+    )
+    .await;
+    let err = a
+        .layotto
+        .invoke_service(layotto_req("users", "/profile", "", 0, ""))
+        .await
+        .expect_err("the callee is not who the route expects");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("tls handshake") && err.message().contains(USERS),
+        "{}",
+        err.message()
+    );
+    assert!(handshakes(&a, "outbound", "bad_identity") >= 1.0);
+
+    // A caller whose certificate comes from another CA (it trusts ours, we do not trust its).
+    let rogue = TestCa::new("rogue-root");
+    let r_files = IdentityFiles::new(&rogue.bundle(&[WEB]), &ca.cert_pem);
+    let mut r = start_with(&caller(&r_files, "http", inbound, USERS), fast_watch()).await;
+    let err = r
+        .layotto
+        .invoke_service(layotto_req("users", "/profile", "", 0, ""))
+        .await
+        .expect_err("the callee refuses a client of another CA");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        handshakes(&b, "inbound", "unknown_ca") >= 1.0,
+        "{}",
+        b.metrics.encode()
+    );
+    assert_eq!(app.count(), 0, "nothing reached the app");
+}
+
+/// Sends one plaintext HTTP/1.1 request; the status line, or `None` when the connection was
+/// closed without an answer.
+async fn plaintext_get(addr: SocketAddr) -> Option<String> {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /plain HTTP/1.1\r\nhost: users\r\nid: users\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("an answer or a close")
+        .unwrap_or(0);
+    (n > 0).then(|| {
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+#[tokio::test]
+async fn strict_refuses_plaintext_and_permissive_serves_both() {
+    let app = Upstream::fixed("ok").await;
+    let strict = mesh("strict", "http", &app.addr.to_string()).await;
+    assert_eq!(plaintext_get(bound(&strict.b, "inbound")).await, None);
+    assert_eq!(
+        metric(
+            &strict.b.metrics.encode(),
+            "outrigger_tls_plaintext_connections_total{listener=\"inbound\",action=\"refused\"}"
+        ),
+        1.0
+    );
+
+    let mut permissive = mesh("permissive", "http", &app.addr.to_string()).await;
+    assert_eq!(
+        plaintext_get(bound(&permissive.b, "inbound"))
+            .await
+            .as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let r = permissive
+        .a
+        .layotto
+        .invoke_service(layotto_req("users", "/tls", "", 0, ""))
+        .await
+        .expect("mutual TLS on the same port");
+    assert_eq!(text(r.into_inner().data), "ok");
+    let m = permissive.b.metrics.encode();
+    assert_eq!(
+        metric(
+            &m,
+            "outrigger_tls_plaintext_connections_total{listener=\"inbound\",action=\"accepted\"}"
+        ),
+        1.0
+    );
+    assert_eq!(handshakes(&permissive.b, "inbound", "ok"), 1.0);
+    // Only the TLS call carries a peer identity.
+    permissive.b.sidecar.flush_access_log().await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(permissive.log.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_path = |p: &str| lines.iter().find(|l| l["method"] == p).unwrap().clone();
+    assert!(by_path("/plain").get("peerIdentity").is_none());
+    assert_eq!(by_path("/tls")["peerIdentity"], WEB);
+}
+
+async fn serial_of(rt: &Running) -> String {
+    let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    dump["identity"]["serial"].as_str().unwrap().to_owned()
+}
+
+async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_new_certificate_is_used_without_a_restart() {
+    let app = Upstream::fixed("ok").await;
+    let mut m = mesh("strict", "http", &app.addr.to_string()).await;
+    let before = serial_of(&m.b).await;
+    m.b_files.write(&m.ca.bundle(&[USERS]), &m.ca.cert_pem);
+    until("the renewed certificate", async || {
+        serial_of(&m.b).await != before
+    })
+    .await;
+    let r =
+        m.a.layotto
+            .invoke_service(layotto_req("users", "/again", "", 0, ""))
+            .await
+            .expect("a call with the new certificate");
+    assert_eq!(text(r.into_inner().data), "ok");
+
+    // A broken file is refused; the last good certificate keeps serving.
+    let renewed = serial_of(&m.b).await;
+    m.b_files
+        .write("-----BEGIN PRIVATE KEY-----\n", &m.ca.cert_pem);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(serial_of(&m.b).await, renewed);
+    m.a.layotto
+        .invoke_service(layotto_req("users", "/still", "", 0, ""))
+        .await
+        .expect("still serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_rotation_under_load_loses_no_call() {
+    let app = Upstream::fixed("ok").await;
+    let m = mesh("strict", "http", &app.addr.to_string()).await;
+    let new = TestCa::new("outrigger-test-root-2");
+    let both = format!("{}{}", m.ca.cert_pem, new.cert_pem);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let mut client = m.a.layotto.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .invoke_service(layotto_req("users", "/load", "", 0, ""))
+                    .await
+                {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed during rotation: {e:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    // Add the new root everywhere, switch the issuer (new certificates), drop the old root.
+    let steps = [
+        (
+            m.ca.bundle(&[WEB]),
+            both.clone(),
+            m.ca.bundle(&[USERS]),
+            both.clone(),
+        ),
+        (
+            new.bundle(&[WEB]),
+            both.clone(),
+            new.bundle(&[USERS]),
+            both.clone(),
+        ),
+        (
+            new.bundle(&[WEB]),
+            new.cert_pem.clone(),
+            new.bundle(&[USERS]),
+            new.cert_pem.clone(),
+        ),
+    ];
+    for (a_bundle, a_roots, b_bundle, b_roots) in steps {
+        let (a_before, b_before) = (serial_of(&m.a).await, serial_of(&m.b).await);
+        let calls = ok.load(Ordering::Relaxed);
+        m.a_files.write(&a_bundle, &a_roots);
+        m.b_files.write(&b_bundle, &b_roots);
+        until("both sidecars reloaded", async || {
+            serial_of(&m.a).await != a_before && serial_of(&m.b).await != b_before
+        })
+        .await;
+        until("calls after the step", async || {
+            ok.load(Ordering::Relaxed) > calls + 20
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+    assert!(ok.load(Ordering::Relaxed) > 60);
+    let (_, dump) = admin_get(&m.b.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert!(
+        dump["identity"]["roots"][0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("outrigger-test-root-2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_and_dubbo_cross_two_sidecars_over_mutual_tls() {
+    let Some(peers) = Peers::require("bolt and dubbo over mutual TLS between two sidecars") else {
+        return;
+    };
+    let sofa = peers.server("bolt_server.js", &[]);
+    let bolt = mesh("strict", "bolt", &sofa.addr()).await;
+    let hello = peers
+        .bolt_client(
+            &bound(&bolt.a, "egress").to_string(),
+            &["--method", "hello", "--args", r#"["mesh"]"#],
+        )
+        .await;
+    assert_eq!(
+        hello.expect("bolt through both sidecars"),
+        r#""hello mesh""#
+    );
+    assert_eq!(handshakes(&bolt.b, "inbound", "ok"), 1.0);
+    bolt.b.sidecar.flush_access_log().await;
+    let line = std::fs::read_to_string(bolt.log.path()).unwrap();
+    assert!(
+        line.contains(&format!("\"peerIdentity\":\"{WEB}\"")),
+        "{line}"
+    );
+
+    let provider = peers.server("dubbo_server.js", &[]);
+    let dubbo = mesh("strict", "dubbo", &provider.addr()).await;
+    let said = peers
+        .dubbo_client(
+            &bound(&dubbo.a, "egress").to_string(),
+            &["--method", "sayHello", "--args", r#"["mesh"]"#],
+        )
+        .await;
+    assert_eq!(
+        said.expect("dubbo through both sidecars"),
+        r#""hello mesh""#
+    );
+    assert_eq!(handshakes(&dubbo.a, "outbound", "ok"), 1.0);
+    assert_eq!(handshakes(&dubbo.b, "inbound", "ok"), 1.0);
+}
+
+/// What an injected pod's sidecar gets: a file with `inbound.tls.mode` and no listener of its
+/// own, and from the command line the app's port and the identity files.
+fn injected(
+    files: Option<&IdentityFiles>,
+    mode: &str,
+    app_port: u16,
+    protocol: outrigger_config::Protocol,
+) -> (String, Options) {
+    let yaml = format!(
+        r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc: {{channels: [{{listener: egress}}]}}
+inbound: {{tls: {{mode: {mode}}}}}
+listeners: [{{name: egress, routeTable: none}}]
+routeTables: [{{name: none, routes: []}}]
+"#
+    );
+    let p = |f: &IdentityFiles, n: &str| f.dir.path().join(n).display().to_string();
+    let options = Options {
+        overrides: outrigger_runtime::Overrides {
+            inbound: Some(outrigger_runtime::InboundApp {
+                address: "127.0.0.1:0".into(),
+                port: app_port,
+                protocol,
+            }),
+            identity: files.map(|f| outrigger_config::IdentityConfig {
+                trust_domain: "cluster.local".into(),
+                credential_bundle_path: p(f, "credentialbundle.pem"),
+                trust_bundle_path: p(f, "trust-bundle.pem"),
+            }),
+            ..Default::default()
+        },
+        ..fast_watch()
+    };
+    (yaml, options)
+}
+
+#[tokio::test]
+async fn the_injected_inbound_listener_forwards_to_the_app_with_the_files_mode() {
+    let app = Upstream::fixed("injected-app").await;
+    let ca = TestCa::new("outrigger-test-root");
+    let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
+    let (yaml, options) = injected(
+        Some(&b_files),
+        "strict",
+        app.addr.port(),
+        outrigger_config::Protocol::Auto,
+    );
+    let b = start_with(&yaml, options).await;
+    let inbound = bound(&b, outrigger_runtime::INBOUND_LISTENER);
+    let a_files = IdentityFiles::new(&ca.bundle(&[WEB]), &ca.cert_pem);
+    let mut a = start_with(&caller(&a_files, "http", inbound, USERS), fast_watch()).await;
+    let r = a
+        .layotto
+        .invoke_service(layotto_req("users", "/inbound", "", 0, ""))
+        .await
+        .expect("through the injected inbound listener");
+    assert_eq!(text(r.into_inner().data), "injected-app");
+    assert_eq!(plaintext_get(inbound).await, None, "strict");
+    // The hash is the file's: what the injector adds does not change it.
+    let (_, dump) = admin_get(&b.sidecar, "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(
+        dump["hash"],
+        outrigger_config::config_hash(&outrigger_config::load_yaml(&yaml).unwrap()).as_str()
+    );
+
+    // Without an identity, a permissive inbound listener is plaintext and a strict one refuses
+    // to start, naming what is missing.
+    let (yaml, options) = injected(
+        None,
+        "permissive",
+        app.addr.port(),
+        outrigger_config::Protocol::Http,
+    );
+    let plain = start_with(&yaml, options).await;
+    assert_eq!(
+        plaintext_get(bound(&plain, "inbound")).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let (yaml, options) = injected(
+        None,
+        "strict",
+        app.addr.port(),
+        outrigger_config::Protocol::Http,
+    );
+    let spec = outrigger_config::load_yaml(&yaml).unwrap();
+    let err = outrigger_runtime::Sidecar::start(spec, options, outrigger_runtime::Metrics::new())
+        .await
+        .err()
+        .expect("strict without an identity does not start")
+        .to_string();
+    assert!(
+        err.contains("listeners[1].tls: mutual TLS needs the sidecar's identity"),
+        "{err}"
+    );
+}
