@@ -16,14 +16,15 @@ use serde_json::{Value, json};
 
 use crate::{
     names::{
-        ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
-        ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
-        ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR,
-        APP_PORT_ENV, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
-        DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED,
-        NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME,
-        SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_RUN_AS_USER,
-        SIDECAR_VOLUME_NAME,
+        ANNOTATION_APP_PORT, ANNOTATION_APP_PROTOCOL, ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH,
+        ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY,
+        ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT,
+        ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR, APP_PORT_ENV, APP_PROTOCOLS,
+        CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME, DEFAULT_SIDECAR_IMAGE,
+        INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
+        SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
+        SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME,
+        SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
     },
     quantity,
 };
@@ -294,6 +295,42 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     }
 }
 
+/// The sidecar's arguments for the inbound listener, from `outrigger.dev/app-port` and
+/// `outrigger.dev/app-protocol`; none (with a warning) when the port is not one. `http2` apps
+/// are not served by the inbound listener yet: such a pod gets none, and a warning says so.
+fn inbound_args(pod: &Pod, warnings: &mut Vec<String>) -> Option<Vec<String>> {
+    let port = annotation(pod, ANNOTATION_APP_PORT)?;
+    let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
+        warnings.push(format!(
+            "annotation {ANNOTATION_APP_PORT}: \"{port}\" is not a port (1-65535); no inbound listener"
+        ));
+        return None;
+    };
+    let protocol = match annotation(pod, ANNOTATION_APP_PROTOCOL) {
+        None => "auto",
+        Some("http2") => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_APP_PROTOCOL}: \"http2\" apps are not served by the inbound listener yet; no inbound listener"
+            ));
+            return None;
+        }
+        Some(p) if APP_PROTOCOLS.contains(&p) => p,
+        Some(other) => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_APP_PROTOCOL}: \"{other}\" is not one of {}; using auto",
+                APP_PROTOCOLS.join(", ")
+            ));
+            "auto"
+        }
+    };
+    Some(vec![
+        "--inbound-app-port".to_owned(),
+        port.to_string(),
+        "--inbound-app-protocol".to_owned(),
+        protocol.to_owned(),
+    ])
+}
+
 /// The patch that marks a skipped pod: `outrigger.dev/injection: skipped: <reason>`. Only for
 /// skips that [`Skip::warns`]; expected ones leave the pod untouched.
 pub fn skip_patch(pod: &Pod, skip: &Skip) -> Option<Patch> {
@@ -371,6 +408,7 @@ fn sidecar_container(
             settings.log_level.clone()
         }
     };
+    let inbound = inbound_args(pod, warnings);
     let probe = |path: &str, period: i32, failures: i32| {
         json!({
             "httpGet": { "path": path, "port": SIDECAR_ADMIN_PORT_NAME },
@@ -411,6 +449,18 @@ fn sidecar_container(
     });
     if let Some(policy) = &settings.image_pull_policy {
         container["imagePullPolicy"] = json!(policy);
+    }
+    if let Some(args) = inbound {
+        if let Some(list) = container["args"].as_array_mut() {
+            list.extend(args.into_iter().map(Value::from));
+        }
+        if let Some(ports) = container["ports"].as_array_mut() {
+            ports.push(json!({
+                "name": SIDECAR_INBOUND_PORT_NAME,
+                "containerPort": SIDECAR_INBOUND_PORT,
+                "protocol": "TCP",
+            }));
+        }
     }
     if let (true, Some(obj)) = (native, container.as_object_mut()) {
         obj.insert("restartPolicy".into(), json!("Always"));

@@ -136,3 +136,13 @@ pub const DEFAULT_MUTATING_WEBHOOK_NAME: &str = "outrigger-sidecar-injector";
 pub const DEFAULT_VALIDATING_WEBHOOK_NAME: &str = "outrigger-runtimeconfig-validator";
 /// Default leader-election Lease name.
 pub const DEFAULT_LEASE_NAME: &str = "outrigger-operator";
+/// Pod annotation: the app's port; the sidecar gets the listener `inbound` forwarding to it.
+pub const ANNOTATION_APP_PORT: &str = "outrigger.dev/app-port";
+/// Pod annotation: what the app speaks behind `inbound` (`http`, `http2`, `bolt`, `dubbo`, `auto`).
+pub const ANNOTATION_APP_PROTOCOL: &str = "outrigger.dev/app-protocol";
+/// The app protocols `outrigger.dev/app-protocol` takes.
+pub const APP_PROTOCOLS: &[&str] = &["http", "http2", "bolt", "dubbo", "auto"];
+/// The inbound listener's port (other sidecars call it).
+pub const SIDECAR_INBOUND_PORT: i32 = 34906;
+/// Name of the inbound container port.
+pub const SIDECAR_INBOUND_PORT_NAME: &str = "inbound";

@@ -720,3 +720,79 @@ fn app_containers_learn_the_sidecar_ports_unless_they_set_them() {
         );
     }
 }
+
+#[test]
+fn app_port_gives_the_sidecar_an_inbound_listener() {
+    // (case, annotations, expected extra args, inbound port declared, warning fragment)
+    let cases = [
+        (
+            "port only: auto",
+            json!({ "outrigger.dev/app-port": "8080" }),
+            Some(vec![
+                "--inbound-app-port",
+                "8080",
+                "--inbound-app-protocol",
+                "auto",
+            ]),
+            None,
+        ),
+        (
+            "dubbo",
+            json!({ "outrigger.dev/app-port": "20880", "outrigger.dev/app-protocol": "dubbo" }),
+            Some(vec![
+                "--inbound-app-port",
+                "20880",
+                "--inbound-app-protocol",
+                "dubbo",
+            ]),
+            None,
+        ),
+        (
+            "unknown protocol falls back to auto",
+            json!({ "outrigger.dev/app-port": "8080", "outrigger.dev/app-protocol": "thrift" }),
+            Some(vec![
+                "--inbound-app-port",
+                "8080",
+                "--inbound-app-protocol",
+                "auto",
+            ]),
+            Some("\"thrift\" is not one of http, http2, bolt, dubbo, auto; using auto"),
+        ),
+        (
+            "not a port",
+            json!({ "outrigger.dev/app-port": "http" }),
+            None,
+            Some("outrigger.dev/app-port: \"http\" is not a port (1-65535); no inbound listener"),
+        ),
+        (
+            "http2 apps are not served yet",
+            json!({ "outrigger.dev/app-port": "50051", "outrigger.dev/app-protocol": "http2" }),
+            None,
+            Some("\"http2\" apps are not served by the inbound listener yet"),
+        ),
+        ("no annotation", json!({}), None, None),
+    ];
+    for (case, extra, args, warning) in cases {
+        let mut annotations = extra.as_object().unwrap().clone();
+        annotations.insert("outrigger.dev/inject".into(), json!("true"));
+        let v = plain_pod(Value::Object(annotations));
+        let (doc, warnings) = injected(&v, &webhook(false), &SidecarSettings::default());
+        let c = sidecar(&doc, true);
+        let all = c.args.unwrap();
+        let extra_args: Vec<&str> = all[6..].iter().map(String::as_str).collect();
+        assert_eq!(extra_args, args.clone().unwrap_or_default(), "{case}");
+        let inbound = c
+            .ports
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("inbound") && p.container_port == 34906);
+        assert_eq!(inbound, args.is_some(), "{case}");
+        match warning {
+            Some(w) => assert!(
+                warnings.iter().any(|x| x.contains(w)),
+                "{case}: {warnings:?}"
+            ),
+            None => assert!(warnings.is_empty(), "{case}: {warnings:?}"),
+        }
+    }
+}
