@@ -136,3 +136,21 @@ pub const DEFAULT_MUTATING_WEBHOOK_NAME: &str = "outrigger-sidecar-injector";
 pub const DEFAULT_VALIDATING_WEBHOOK_NAME: &str = "outrigger-runtimeconfig-validator";
 /// Default leader-election Lease name.
 pub const DEFAULT_LEASE_NAME: &str = "outrigger-operator";
+
+/// The signer the operator acts as for Kubernetes Pod Certificates (`PodCertificateRequest`).
+pub const DEFAULT_SIGNER_NAME: &str = "outrigger.dev/identity";
+/// Default SPIFFE trust domain of workload identities.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// Default Secret holding the mesh CA (in the operator's namespace).
+pub const DEFAULT_MESH_CA_SECRET: &str = "outrigger-mesh-ca";
+/// Default lifetime of a workload certificate, in seconds (24 h).
+pub const DEFAULT_IDENTITY_CERT_LIFETIME_SECS: u32 = 86_400;
+/// Shortest lifetime the API server accepts for a pod certificate (1 h).
+pub const MIN_IDENTITY_CERT_LIFETIME_SECS: u32 = 3_600;
+/// Longest `maxExpirationSeconds` the API server accepts (91 days).
+pub const MAX_IDENTITY_CERT_LIFETIME_SECS: u32 = 7_862_400;
+/// The key of each RuntimeConfig's ConfigMap holding the mesh trust bundle (PEM roots).
+pub const TRUST_BUNDLE_KEY: &str = "trust-bundle.pem";
+/// Where injected sidecars find the trust bundle (the config volume, mounted at
+/// [`CONFIG_MOUNT_PATH`]).
+pub const TRUST_BUNDLE_PATH: &str = "/etc/outrigger/trust-bundle.pem";
