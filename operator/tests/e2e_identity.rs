@@ -3,7 +3,9 @@
 //! under a signer name of its own (`outrigger.dev/identity-test-<pid>`) and with an in-memory mesh
 //! CA, so it does not matter which operator build the cluster runs — issues the SPIFFE
 //! certificate, and the pod reads it from its volume; a request naming another ServiceAccount is
-//! denied with a reason naming the mismatch.
+//! denied with a reason naming the mismatch. The signer and the mesh CA Secret code run as a
+//! ServiceAccount holding only the chart's grants for them (impersonated), so the RBAC is checked
+//! by the real authorizer; the CA is the self-managed one, written to a real Secret.
 //!
 //! `#[ignore]`d like `e2e.rs`; `scripts/cluster-suite.sh` runs it (`e2e*` test targets) with
 //!
@@ -39,8 +41,8 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use outrigger_operator::{
-    MeshCa, MeshCaHandle, Metrics, PCR_DENIED, PCR_ISSUED, SignerSettings, pem_certificates,
-    run_signer, serves_pod_certificates,
+    MeshCaHandle, MeshCaManager, MeshCaMode, Metrics, PCR_DENIED, PCR_ISSUED, SignerSettings,
+    pem_certificates, run_signer, serves_pod_certificates,
 };
 use rcgen::{CertificateParams, KeyPair, PublicKeyData};
 use serde_json::json;
@@ -58,14 +60,56 @@ fn kubeconfig_path() -> String {
     })
 }
 
-async fn client() -> Client {
+async fn config() -> Config {
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path)
         .unwrap_or_else(|e| panic!("cannot read OUTRIGGER_E2E_KUBECONFIG={path}: {e}"));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn client() -> Client {
+    Client::try_from(config().await).unwrap()
+}
+
+/// A client acting as the ServiceAccount `namespace/name` (the kubeconfig's user impersonates it).
+async fn client_as(namespace: &str, name: &str) -> Client {
+    let mut config = config().await;
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
     Client::try_from(config).unwrap()
+}
+
+/// What the chart grants the operator for the signer (charts/outrigger/templates/rbac.yaml),
+/// with the test's signer name, and for a self-managed mesh CA Secret named `secret`.
+fn signer_rbac(ns: &str, signer_name: &str, secret: &str) -> Vec<serde_json::Value> {
+    let name = format!("{ns}-signer");
+    let subjects = json!([{ "kind": "ServiceAccount", "name": "signer", "namespace": ns }]);
+    vec![
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": { "name": name },
+            "rules": [
+                { "apiGroups": [""], "resources": ["pods"], "verbs": ["get"] },
+                { "apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"] },
+                { "apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests"], "verbs": ["list", "watch"] },
+                { "apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests/status"], "verbs": ["update"] },
+                { "apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": [signer_name], "verbs": ["sign"] },
+            ] }),
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": name },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+            "subjects": subjects }),
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": { "name": "signer", "namespace": ns },
+            "rules": [
+                { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
+                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update"] },
+            ] }),
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": "signer", "namespace": ns },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "signer" },
+            "subjects": subjects }),
+    ]
 }
 
 /// `kubectl` against the test cluster (from `$OUTRIGGER_TOOLS/bin` or PATH): success and output.
@@ -89,14 +133,25 @@ fn kubectl(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Deletes the test namespace when the test ends, passed or not.
+/// Deletes the test namespace and its cluster-scoped RBAC when the test ends, passed or not.
 struct NamespaceGuard(String);
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
-        let (ok, out) = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-        if !ok {
-            eprintln!("cannot delete namespace {}: {out}", self.0);
+        let rbac = format!("{}-signer", self.0);
+        for args in [
+            vec!["delete", "namespace", &self.0, "--wait=false"],
+            vec![
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &rbac,
+                "--ignore-not-found",
+            ],
+        ] {
+            let (ok, out) = kubectl(&args);
+            if !ok {
+                eprintln!("cannot clean up ({args:?}): {out}");
+            }
         }
     }
 }
@@ -165,7 +220,7 @@ async fn pod_certificates_are_issued_to_the_pod_service_account_and_denied_for_a
         .unwrap();
     let _guard = NamespaceGuard(ns.clone());
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    for name in ["app", "other"] {
+    for name in ["app", "other", "signer"] {
         sas.create(
             &PostParams::default(),
             &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap(),
@@ -174,14 +229,80 @@ async fn pod_certificates_are_issued_to_the_pod_service_account_and_denied_for_a
         .unwrap();
     }
 
-    // The signer, in-process, with a CA only this test knows.
+    // The operator's grants for the signer and its Secret, bound to the ServiceAccount `signer`.
+    let mesh_secret = "mesh-ca";
+    for object in signer_rbac(&ns, &signer_name, mesh_secret) {
+        let file = std::env::temp_dir().join(format!("outrigger-id-{pid}-rbac.json"));
+        std::fs::write(&file, object.to_string()).unwrap();
+        let (ok, out) = kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(ok, "cannot apply {object}: {out}");
+        let _ = std::fs::remove_file(file);
+    }
+    let signer_client = client_as(&ns, "signer").await;
+    let forbidden =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(signer_client.clone(), &ns)
+            .list(&ListParams::default())
+            .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
+        "the impersonated client holds only the granted rights: {forbidden:?}"
+    );
+
+    // A self-managed mesh CA, written to a real Secret by the operator's code running as `signer`;
+    // a second replica (and a restart) loads the same CA; an external-mode reader sees it too.
+    let manager = |mode| MeshCaManager {
+        client: signer_client.clone(),
+        namespace: ns.clone(),
+        secret_name: mesh_secret.to_owned(),
+        mode,
+    };
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let ca = MeshCa::generate(now).unwrap();
+    let ca = wait_for(
+        ANSWER_TIMEOUT,
+        "the self-managed mesh CA Secret (RBAC may take a moment)",
+        String::new,
+        || async move {
+            match manager(MeshCaMode::SelfManaged).ensure(now).await {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    eprintln!(
+                        "mesh CA not ready yet: {e}: {:?}",
+                        std::error::Error::source(&e)
+                    );
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    let again = manager(MeshCaMode::SelfManaged)
+        .ensure(now + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.material(),
+        ca.material(),
+        "a second replica keeps the CA"
+    );
+    let external = manager(MeshCaMode::External)
+        .ensure(now + 60)
+        .await
+        .unwrap();
+    assert_eq!(external.trust_bundle(), ca.trust_bundle());
+    assert_eq!(external.material().root_key_pem, None);
+    let stored = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get(mesh_secret)
+        .await
+        .unwrap();
+    let keys: Vec<&String> = stored.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["ca.crt", "ca.key", "tls.crt", "tls.key"]);
     let root_pem = ca.trust_bundle().to_owned();
+
+    // The signer, in-process, as `signer`, with that CA.
     let metrics = Arc::new(Metrics::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let signer = tokio::spawn(run_signer(
-        client.clone(),
+        signer_client.clone(),
         MeshCaHandle::fixed(ca),
         SignerSettings {
             signer_name: signer_name.clone(),
