@@ -21,7 +21,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use x509_parser::{oid_registry, pem::Pem, prelude::FromDer};
+use x509_parser::{certificate::X509Certificate, oid_registry, pem::Pem, prelude::FromDer};
 
 use crate::names::{CA_CERT_FILE, CA_KEY_FILE, CONTROLLER_NAME, TLS_CERT_FILE, TLS_KEY_FILE};
 
@@ -339,7 +339,7 @@ pub enum KeyError {
     #[error("the public key does not parse: {0}")]
     Malformed(String),
     /// Not ECDSA P-256.
-    #[error("unsupported key type {0}: only ECDSA P-256 (keyType ECDSAP256) is supported")]
+    #[error("{0} is not supported: only ECDSA P-256 keys are (keyType ECDSAP256)")]
     Unsupported(String),
 }
 
@@ -353,7 +353,7 @@ pub fn check_public_key(spki_der: &[u8]) -> Result<(), KeyError> {
     }
     let alg = &spki.algorithm.algorithm;
     if *alg != oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
-        return Err(KeyError::Unsupported(format!("with algorithm {alg}")));
+        return Err(KeyError::Unsupported(format!("key algorithm {alg}")));
     }
     let curve = spki
         .algorithm
@@ -417,6 +417,7 @@ impl MeshCa {
                 what: "tls.key (issuing key; PKCS#8 PEM expected)".to_owned(),
                 reason: e.to_string(),
             })?;
+        check_issuer_chain(&chain, &material.trust_bundle_pem)?;
         let issuer = Issuer::from_ca_cert_der(&first.as_slice().into(), key)?;
         Ok(Self {
             material,
@@ -494,6 +495,49 @@ impl MeshCa {
             not_before,
             not_after,
         })
+    }
+}
+
+/// The issuing chain must make sense to the workloads that verify against the bundle: its first
+/// certificate is a CA, each certificate is signed by the next, and the last one is a root of the
+/// bundle or signed by one.
+fn check_issuer_chain(chain: &[Vec<u8>], bundle_pem: &str) -> Result<(), MeshCaError> {
+    let invalid = |reason: &str| MeshCaError::Invalid {
+        what: "tls.crt (issuing certificate)".to_owned(),
+        reason: reason.to_owned(),
+    };
+    fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| c)
+            .map_err(|e| e.to_string())
+    }
+    let certs = chain
+        .iter()
+        .map(|d| parse(d).map_err(|e| invalid(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = certs.first().ok_or_else(|| invalid("no certificate"))?;
+    if !first.is_ca() {
+        return Err(invalid("not a CA certificate (basicConstraints CA:TRUE)"));
+    }
+    for pair in certs.windows(2) {
+        if let [child, parent] = pair
+            && child.verify_signature(Some(parent.public_key())).is_err()
+        {
+            return Err(invalid("its certificates do not sign each other in order"));
+        }
+    }
+    let roots = pem_certificates("ca.crt (trust bundle)", bundle_pem)?;
+    let (Some(last), Some(last_der)) = (certs.last(), chain.last()) else {
+        return Err(invalid("no certificate"));
+    };
+    let anchored = roots.iter().any(|r| {
+        r == last_der
+            || parse(r).is_ok_and(|root| last.verify_signature(Some(root.public_key())).is_ok())
+    });
+    if anchored {
+        Ok(())
+    } else {
+        Err(invalid("not issued by any root in ca.crt"))
     }
 }
 
@@ -969,6 +1013,27 @@ mod tests {
         bad.issuer_key_pem = "not a key".into();
         let err = MeshCa::from_material(bad).unwrap_err();
         assert!(err.to_string().contains("tls.key"), "{err}");
+        let other = generate_mesh_ca(None, NOW).unwrap();
+        let mut mixed = m.clone();
+        mixed.trust_bundle_pem = other.trust_bundle_pem.clone();
+        let err = MeshCa::from_material(mixed).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid tls.crt (issuing certificate): not issued by any root in ca.crt"
+        );
+        let mut both = m.clone();
+        both.trust_bundle_pem = format!("{}{}", other.trust_bundle_pem, m.trust_bundle_pem);
+        assert!(
+            MeshCa::from_material(both).is_ok(),
+            "any root of the bundle"
+        );
+        let mut self_signed_root_as_issuer = m.clone();
+        self_signed_root_as_issuer.issuer_chain_pem = m.trust_bundle_pem.clone();
+        self_signed_root_as_issuer.issuer_key_pem = m.root_key_pem.clone().unwrap();
+        assert!(
+            MeshCa::from_material(self_signed_root_as_issuer).is_ok(),
+            "a root may issue directly (a self-signed cert-manager CA)"
+        );
     }
 
     #[test]

@@ -208,12 +208,7 @@ pub fn decide_pcr(
     }
     let public_key = match request_public_key(pcr) {
         Ok(k) => k,
-        Err(KeyError::Unsupported(what)) => {
-            return deny(
-                "UnsupportedKeyType",
-                format!("{what} is not supported; use keyType ECDSAP256"),
-            );
-        }
+        Err(e @ KeyError::Unsupported(_)) => return deny("UnsupportedKeyType", e.to_string()),
         Err(e @ KeyError::Malformed(_)) => return deny("InvalidPublicKey", e.to_string()),
     };
     let max = spec
