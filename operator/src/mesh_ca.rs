@@ -764,13 +764,13 @@ impl MeshCaManager {
                         .as_ref()
                         .is_none_or(|old| old.material() != ca.material());
                     if changed {
-                        tracing::info!(secret = %self.secret_name, issuer_not_after = ca.issuer_not_after(), "mesh CA loaded");
+                        tracing::info!(secret = %format!("{}/{}", self.namespace, self.secret_name), issuer_not_after = ca.issuer_not_after(), "mesh CA loaded");
                         tx.send_replace(Some(Arc::new(ca)));
                     }
                     period
                 }
                 Err(e) => {
-                    tracing::warn!(secret = %self.secret_name, error = %e, source = ?std::error::Error::source(&e), "mesh CA not ready");
+                    tracing::warn!(secret = %format!("{}/{}", self.namespace, self.secret_name), error = %e, source = ?std::error::Error::source(&e), "mesh CA not ready");
                     Duration::from_secs(10)
                 }
             };
