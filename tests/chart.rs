@@ -20,12 +20,13 @@ use outrigger_operator::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
     ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
     ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR, CertMode, Cli,
-    ClusterView, Command as OperatorCommand, DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME,
-    DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP,
-    LOG_LEVELS, MUTATE_PODS_NAMESPACE_OPTED_IN_PATH, MUTATE_PODS_PATH, MutateVerdict,
-    NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT, NEVER_INJECT_NAMESPACE, PLURAL, RunArgs,
-    RuntimeConfig, SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT, SIDECAR_RUN_AS_USER, SidecarSettings,
-    Skip, VALIDATE_RUNTIMECONFIGS_PATH, VERSION,
+    ClusterView, Command as OperatorCommand, DEFAULT_MESH_CA_SECRET, DEFAULT_MUTATING_WEBHOOK_NAME,
+    DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_SIGNER_NAME,
+    DEFAULT_VALIDATING_WEBHOOK_NAME, GROUP, LOG_LEVELS, MUTATE_PODS_NAMESPACE_OPTED_IN_PATH,
+    MUTATE_PODS_PATH, MeshCaMode, MutateVerdict, NAMESPACE_INJECT_ENABLED, NAMESPACE_LABEL_INJECT,
+    NEVER_INJECT_NAMESPACE, PLURAL, RunArgs, RuntimeConfig, SIDECAR_ADMIN_PORT, SIDECAR_GRPC_PORT,
+    SIDECAR_RUN_AS_USER, SidecarSettings, SignerSettings, Skip, VALIDATE_RUNTIMECONFIGS_PATH,
+    VERSION,
 };
 use outrigger_tests::{require_tool, workspace_root};
 use serde_json::{Value, json};
@@ -572,6 +573,29 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
             },
             "{scenario:?}"
         );
+        // Identity values are passed through; the mesh CA Secret defaults to <prefix>-mesh-ca.
+        let id = &r.values["identity"];
+        assert_eq!(
+            run.identity.trust_domain,
+            id["trustDomain"].as_str().unwrap()
+        );
+        assert_eq!(
+            u64::from(run.identity.identity_cert_lifetime_seconds),
+            id["certLifetimeSeconds"].as_u64().unwrap()
+        );
+        assert_eq!(
+            run.identity.mesh_ca_mode,
+            match id["ca"]["mode"].as_str().unwrap() {
+                "external" => MeshCaMode::External,
+                _ => MeshCaMode::SelfManaged,
+            },
+            "{scenario:?}"
+        );
+        let expected_secret = match id["ca"]["secretName"].as_str().unwrap() {
+            "" => format!("{}-mesh-ca", run.lease_name.trim_end_matches("-operator")),
+            name => name.to_owned(),
+        };
+        assert_eq!(run.identity.mesh_ca_secret, expected_secret, "{scenario:?}");
         let op_image = image_ref(&r.values["operator"]["image"], &chart_app_version());
         assert_eq!(r.operator_container()["image"], op_image.as_str());
     }
@@ -588,6 +612,9 @@ fn chart_defaults_are_the_operator_defaults() {
     assert_eq!(run.mutating_webhook_name, DEFAULT_MUTATING_WEBHOOK_NAME);
     assert_eq!(run.validating_webhook_name, DEFAULT_VALIDATING_WEBHOOK_NAME);
     assert_eq!(run.sidecar.settings(), SidecarSettings::default());
+    assert_eq!(run.identity.mesh_ca_secret, DEFAULT_MESH_CA_SECRET);
+    assert_eq!(run.identity.mesh_ca_mode, MeshCaMode::SelfManaged);
+    assert_eq!(run.identity.signer_settings(), SignerSettings::default());
     assert_eq!(
         run.sidecar.settings().image,
         DEFAULT_SIDECAR_IMAGE,
@@ -772,7 +799,8 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 /// Recorder, the injected-pod metadata watch and list for rollout counts), `cluster.rs`
 /// (namespace, RuntimeConfig and ConfigMap metadata reflectors, live RuntimeConfig/ConfigMap
 /// reads), `skips.rs` (skip Events), `certs.rs` (self-managed Secret and caBundle patches),
-/// `leader.rs` (the Lease, released on shutdown).
+/// `leader.rs` (the Lease, released on shutdown), `mesh_ca.rs` (the mesh CA Secret), `signer.rs`
+/// (PodCertificateRequests, their status as the signer, the pods and ServiceAccounts they name).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -801,6 +829,35 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     for verb in ["list", "watch"] {
         out.insert(g("cluster", "", "namespaces", verb, None));
         out.insert(g("cluster", "", "pods", verb, None));
+        out.insert(g(
+            "cluster",
+            "certificates.k8s.io",
+            "podcertificaterequests",
+            verb,
+            None,
+        ));
+    }
+    out.insert(g("cluster", "", "pods", "get", None));
+    out.insert(g("cluster", "", "serviceaccounts", "get", None));
+    out.insert(g(
+        "cluster",
+        "certificates.k8s.io",
+        "podcertificaterequests/status",
+        "update",
+        None,
+    ));
+    out.insert(g(
+        "cluster",
+        "certificates.k8s.io",
+        "signers",
+        "sign",
+        Some(DEFAULT_SIGNER_NAME),
+    ));
+    let mesh = &run.identity.mesh_ca_secret;
+    out.insert(g("namespace", "", "secrets", "get", Some(mesh)));
+    if run.identity.mesh_ca_mode == MeshCaMode::SelfManaged {
+        out.insert(g("namespace", "", "secrets", "create", None));
+        out.insert(g("namespace", "", "secrets", "update", Some(mesh)));
     }
     if run.cert_mode == CertMode::SelfManaged {
         for (resource, name) in [

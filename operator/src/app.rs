@@ -1,5 +1,5 @@
-//! What each subcommand does, wired from the library's parts: `run` (controller under leader
-//! election, webhooks, self-managed TLS, metrics), `webhook` (standalone HTTPS webhooks), and the
+//! What each subcommand does, wired from the library's parts: `run` (controller and Pod
+//! Certificates signer under leader election, mesh CA, webhooks, self-managed TLS, metrics), `webhook` (standalone HTTPS webhooks), and the
 //! offline `render`, `inject`, `crdgen`. Errors here are `anyhow`: this is the CLI edge.
 
 use std::{
@@ -22,9 +22,11 @@ use crate::{
     leader::{LeaseConfig, run_election},
     logging,
     manifests::{inject_manifests, render},
+    mesh_ca::{MeshCaHandle, MeshCaManager, serves_pod_certificates},
     metrics::Metrics,
     reconcile::{Context, run_controller},
     serve::{Readiness, WebhookState, serve_health, serve_webhooks},
+    signer::{SignerSettings, run_signer},
     skips::SkipReporter,
     tls::CertStore,
 };
@@ -222,14 +224,48 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::future::pending(),
     ));
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Some(identity.clone()),
-    ));
+    // The mesh CA: every replica loads it (the leader signs and publishes the trust bundle).
+    let (ca_tx, mesh_ca) = MeshCaHandle::new();
+    tokio::spawn(
+        MeshCaManager {
+            client: client.clone(),
+            namespace: args.namespace.clone(),
+            secret_name: args.identity.mesh_ca_secret.clone(),
+            mode: args.identity.mesh_ca_mode,
+        }
+        .run(MESH_CA_PERIOD, ca_tx),
+    );
+    if !mesh_ca.wait_loaded(MESH_CA_START_WAIT).await {
+        tracing::warn!(secret = %args.identity.mesh_ca_secret, "mesh CA not loaded yet: ConfigMaps get trust-bundle.pem and the signer issues once it loads");
+    }
+    let signer = match serves_pod_certificates(&client).await {
+        Ok(true) => Some(args.identity.signer_settings()),
+        Ok(false) => {
+            tracing::info!(
+                "the API server does not serve certificates.k8s.io/v1beta1 podcertificaterequests: the Pod Certificates signer is off"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot discover podcertificaterequests: the Pod Certificates signer is off");
+            None
+        }
+    };
+    let work = LeaderWork {
+        ctx: Arc::new(
+            Context::new(client.clone(), metrics.clone(), Some(identity.clone()))
+                .with_mesh_ca(mesh_ca.clone()),
+        ),
+        signer: signer.map(|settings| SignerParts {
+            client: client.clone(),
+            ca: mesh_ca,
+            settings,
+            metrics: metrics.clone(),
+        }),
+    };
     if !args.leader_election {
         metrics.set_leader(true);
-        run_controller(ctx, stopping()).await;
+        work.run(stopping()).await;
         let _ = webhooks.await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -250,7 +286,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let _ = release_rx.await;
         },
     ));
-    let led = lead_until_stopped(ctx, &metrics, leading, stopping()).await;
+    let led = lead_until_stopped(work, &metrics, leading, stopping()).await;
     // The controller has stopped: give the Lease up so a standby takes over at its next retry
     // (within LEASE_RETRY) instead of after the Lease expires.
     let _ = release_tx.send(());
@@ -263,6 +299,54 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     led.map(|()| ExitCode::SUCCESS)
 }
 
+/// How often the mesh CA Secret is re-read (and, self-managed, renewed when due).
+const MESH_CA_PERIOD: Duration = Duration::from_secs(60);
+/// How long `run` waits for the mesh CA before starting the controllers anyway.
+const MESH_CA_START_WAIT: Duration = Duration::from_secs(30);
+
+/// What the leader runs: the RuntimeConfig controller and, where the API server serves
+/// PodCertificateRequests, the signer.
+#[derive(Clone)]
+struct LeaderWork {
+    ctx: Arc<Context>,
+    signer: Option<SignerParts>,
+}
+
+#[derive(Clone)]
+struct SignerParts {
+    client: Client,
+    ca: MeshCaHandle,
+    settings: SignerSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl LeaderWork {
+    /// Runs everything until `shutdown` resolves.
+    async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let controller = run_controller(self.ctx, stopped());
+        let signer = {
+            let stop = stopped();
+            async move {
+                if let Some(s) = self.signer {
+                    run_signer(s.client, s.ca, s.settings, s.metrics, stop).await;
+                }
+            }
+        };
+        let trigger = async move {
+            shutdown.await;
+            tx.send_replace(true);
+        };
+        tokio::join!(controller, signer, trigger);
+    }
+}
+
 /// How long the Lease is valid without renewal.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the leader renews and standbys retry: a released Lease is taken within this.
@@ -271,7 +355,7 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// Followers wait; the leader runs the controller until shutdown or until it loses the Lease (an
 /// error: the process exits so it restarts as a follower). Returns once the controller stopped.
 async fn lead_until_stopped(
-    ctx: Arc<Context>,
+    work: LeaderWork,
     metrics: &Metrics,
     mut leading: watch::Receiver<bool>,
     stopping: impl std::future::Future<Output = ()>,
@@ -282,9 +366,9 @@ async fn lead_until_stopped(
         changed = leading.wait_for(|l| *l) => { changed.context("leader election stopped")?; }
     }
     metrics.set_leader(true);
-    tracing::info!("leading: starting the controller");
+    tracing::info!("leading: starting the controller and the signer");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(ctx, async move {
+    let controller = tokio::spawn(work.run(async move {
         let _ = stop_rx.await;
     }));
     let lost = tokio::select! {

@@ -9,12 +9,16 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     inject::{LOG_LEVELS, SidecarSettings},
+    mesh_ca::{MeshCaMode, valid_trust_domain},
     names::{
-        DEFAULT_CERT_DIR, DEFAULT_LEASE_NAME, DEFAULT_METRICS_ADDRESS,
-        DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME,
-        DEFAULT_SIDECAR_IMAGE, DEFAULT_VALIDATING_WEBHOOK_NAME, DEFAULT_WEBHOOK_ADDRESS,
+        DEFAULT_CERT_DIR, DEFAULT_IDENTITY_CERT_LIFETIME_SECS, DEFAULT_LEASE_NAME,
+        DEFAULT_MESH_CA_SECRET, DEFAULT_METRICS_ADDRESS, DEFAULT_MUTATING_WEBHOOK_NAME,
+        DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_SIGNER_NAME,
+        DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDATING_WEBHOOK_NAME, DEFAULT_WEBHOOK_ADDRESS,
+        MAX_IDENTITY_CERT_LIFETIME_SECS, MIN_IDENTITY_CERT_LIFETIME_SECS,
     },
     quantity,
+    signer::SignerSettings,
 };
 
 /// The Outrigger operator: RuntimeConfig controller, sidecar injector and offline tools.
@@ -42,6 +46,8 @@ pub enum LogFormat {
 }
 
 /// The subcommands.
+// Parsed once at start: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run in a cluster: the controller (leader-elected), both webhooks and metrics/health.
@@ -101,9 +107,61 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = DEFAULT_LEASE_NAME)]
     pub lease_name: String,
+    /// Workload identity: trust domain, mesh CA, certificate lifetime.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Sidecar defaults.
     #[command(flatten)]
     pub sidecar: SidecarArgs,
+}
+
+/// Workload identity flags of `run`: the mesh CA and the Pod Certificates signer
+/// (`outrigger.dev/identity`).
+#[derive(Clone, Debug, Args)]
+pub struct IdentityArgs {
+    /// SPIFFE trust domain: identities are spiffe://<trust-domain>/ns/<namespace>/sa/<sa>.
+    #[arg(long, default_value = DEFAULT_TRUST_DOMAIN, value_parser = trust_domain_arg)]
+    pub trust_domain: String,
+    /// Who provides the mesh CA Secret: the operator (self-managed) or a user/cert-manager
+    /// (external: tls.crt, tls.key as PKCS#8, ca.crt; re-read every minute).
+    #[arg(long, value_enum, default_value_t = MeshCaMode::SelfManaged)]
+    pub mesh_ca_mode: MeshCaMode,
+    /// Secret in --namespace holding the mesh CA.
+    #[arg(long, default_value = DEFAULT_MESH_CA_SECRET)]
+    pub mesh_ca_secret: String,
+    /// Lifetime of workload certificates in seconds (3600-7862400), cut to each request's
+    /// maxExpirationSeconds; refreshed at half of it.
+    #[arg(
+        long,
+        default_value_t = DEFAULT_IDENTITY_CERT_LIFETIME_SECS,
+        value_parser = clap::value_parser!(u32)
+            .range(i64::from(MIN_IDENTITY_CERT_LIFETIME_SECS)..=i64::from(MAX_IDENTITY_CERT_LIFETIME_SECS))
+    )]
+    pub identity_cert_lifetime_seconds: u32,
+}
+
+impl IdentityArgs {
+    /// The signer's settings, for the signer name `outrigger.dev/identity`.
+    pub fn signer_settings(&self) -> SignerSettings {
+        SignerSettings {
+            signer_name: DEFAULT_SIGNER_NAME.to_owned(),
+            trust_domain: self.trust_domain.clone(),
+            lifetime: std::time::Duration::from_secs(u64::from(
+                self.identity_cert_lifetime_seconds,
+            )),
+        }
+    }
+}
+
+fn trust_domain_arg(s: &str) -> Result<String, String> {
+    if valid_trust_domain(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(
+            "a trust domain is lowercase letters, digits, '.', '-' and '_' (e.g. cluster.local)"
+                .to_owned(),
+        )
+    }
 }
 
 /// Flags of `webhook`.
@@ -227,12 +285,50 @@ mod tests {
         assert_eq!(run.cert_mode, CertMode::SelfManaged);
         assert!(run.leader_election);
         assert_eq!(run.sidecar.settings(), SidecarSettings::default());
+        assert_eq!(run.identity.signer_settings(), SignerSettings::default());
+        assert_eq!(run.identity.mesh_ca_mode, MeshCaMode::SelfManaged);
+        assert_eq!(run.identity.mesh_ca_secret, "outrigger-mesh-ca");
         assert_eq!(cli.log_format, LogFormat::Text);
     }
 
     #[test]
     fn flags_parse() {
-        let cases: [(&[&str], bool); 8] = [
+        let cases: [(&[&str], bool); 13] = [
+            (
+                &[
+                    "run",
+                    "--namespace",
+                    "x",
+                    "--trust-domain",
+                    "prod.example.com",
+                    "--mesh-ca-mode",
+                    "external",
+                    "--mesh-ca-secret",
+                    "mesh-ca",
+                    "--identity-cert-lifetime-seconds",
+                    "3600",
+                ],
+                true,
+            ),
+            (
+                &["run", "--namespace", "x", "--trust-domain", "Cluster.Local"],
+                false,
+            ),
+            (&["run", "--namespace", "x", "--trust-domain", ""], false),
+            (
+                &[
+                    "run",
+                    "--namespace",
+                    "x",
+                    "--identity-cert-lifetime-seconds",
+                    "600",
+                ],
+                false,
+            ),
+            (
+                &["run", "--namespace", "x", "--mesh-ca-mode", "vault"],
+                false,
+            ),
             (
                 &[
                     "run",

@@ -189,7 +189,7 @@ pub async fn lookup_live(
         None => rcs
             .get_opt(name)
             .await?
-            .and_then(|rc| desired(&rc).ok())
+            .and_then(|rc| desired(&rc, None).ok())
             .map(|d| d.config_hash),
     };
     Ok(LiveConfig { exists: true, hash })

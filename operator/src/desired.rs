@@ -1,5 +1,7 @@
 //! What the controller wants to exist for a `RuntimeConfig`: the ConfigMap `outrigger-<name>`
-//! holding `runtime.yaml`, owned by the RuntimeConfig so deleting it garbage-collects the file.
+//! holding `runtime.yaml` and, once the mesh CA is loaded, the trust bundle `trust-bundle.pem`
+//! (so injected sidecars find it next to their config), owned by the RuntimeConfig so deleting
+//! it garbage-collects the file. The config hash covers `runtime.yaml` only.
 //! Pure: no client, no clock. Not for deciding *whether* to write it (see `reconcile`) or for
 //! status (see `status`).
 
@@ -13,7 +15,7 @@ use crate::{
     crd::RuntimeConfig,
     names::{
         ANNOTATION_CONFIG_HASH, CONFIG_FILE_KEY, CONFIG_MAP_PREFIX, CONTROLLER_NAME,
-        LABEL_RUNTIME_CONFIG,
+        LABEL_RUNTIME_CONFIG, TRUST_BUNDLE_KEY,
     },
 };
 
@@ -34,8 +36,12 @@ pub fn config_map_name(name: &str) -> String {
 /// Validates the spec and renders the ConfigMap; an invalid spec renders nothing.
 ///
 /// The owner reference is present when the RuntimeConfig has a `uid` (it came from the API
-/// server); offline renders have none.
-pub fn desired(rc: &RuntimeConfig) -> Result<Desired, ValidationErrors> {
+/// server); offline renders have none. `trust_bundle` (the mesh CA's PEM roots) goes under
+/// `trust-bundle.pem` when given; it does not change the config hash.
+pub fn desired(
+    rc: &RuntimeConfig,
+    trust_bundle: Option<&str>,
+) -> Result<Desired, ValidationErrors> {
     validate(&rc.spec)?;
     let name = rc.metadata.name.clone().unwrap_or_default();
     let hash = config_hash(&rc.spec);
@@ -62,10 +68,11 @@ pub fn desired(rc: &RuntimeConfig) -> Result<Desired, ValidationErrors> {
             owner_references: rc.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(
-            CONFIG_FILE_KEY.to_owned(),
-            to_yaml(&rc.spec),
-        )])),
+        data: Some(
+            std::iter::once((CONFIG_FILE_KEY.to_owned(), to_yaml(&rc.spec)))
+                .chain(trust_bundle.map(|b| (TRUST_BUNDLE_KEY.to_owned(), b.to_owned())))
+                .collect(),
+        ),
         ..ConfigMap::default()
     };
     Ok(Desired {
@@ -145,7 +152,25 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             ),
         ];
         for (case, rc, name, ns, owned) in cases {
-            let d = desired(&rc).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let d = desired(&rc, None).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let with_bundle = desired(&rc, Some("ROOTS")).unwrap();
+            assert_eq!(
+                with_bundle.config_hash, d.config_hash,
+                "{case}: the hash is runtime.yaml's"
+            );
+            let data = with_bundle.config_map.data.as_ref().unwrap();
+            assert_eq!(data[TRUST_BUNDLE_KEY], "ROOTS", "{case}");
+            assert_eq!(
+                data[CONFIG_FILE_KEY],
+                d.config_map.data.as_ref().unwrap()[CONFIG_FILE_KEY]
+            );
+            assert!(
+                !d.config_map
+                    .data
+                    .as_ref()
+                    .unwrap()
+                    .contains_key(TRUST_BUNDLE_KEY)
+            );
             let cm = &d.config_map;
             assert_eq!(cm.metadata.name.as_deref(), Some(name), "{case}");
             assert_eq!(cm.metadata.namespace.as_deref(), ns, "{case}");
@@ -211,7 +236,7 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
                 ..bad.route_tables[0].routes[0].clone()
             }],
         });
-        let err = desired(&rc("bad", Some("ns"), Some("u"), bad)).unwrap_err();
+        let err = desired(&rc("bad", Some("ns"), Some("u"), bad), Some("ROOTS")).unwrap_err();
         let lines = err.lines();
         for expected in [
             "rpc.channels[1].size: must be at least 1",
@@ -231,6 +256,6 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
                 .any(|l| l.starts_with("rpc.channels[1].listener: unknown listener")),
             "{lines:#?}"
         );
-        assert!(desired(&rc("empty", None, None, RuntimeConfigSpec::default())).is_err());
+        assert!(desired(&rc("empty", None, None, RuntimeConfigSpec::default()), None).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The Outrigger operator: the `RuntimeConfig` CRD and its controller (spec → ConfigMap), the
 //! sidecar-injecting and config-validating admission webhooks, self-managed webhook TLS, leader
-//! election, and the offline `render` / `inject` / `crdgen` tools that share the same pure
+//! election, the mesh CA and its Pod Certificates signer (workload identity), and the offline `render` / `inject` / `crdgen` tools that share the same pure
 //! functions. `main.rs` only parses the command line ([`Cli`]) and calls [`main`].
 
 mod admission;
@@ -15,11 +15,13 @@ mod leader;
 mod live;
 mod logging;
 mod manifests;
+mod mesh_ca;
 mod metrics;
 mod names;
 mod quantity;
 mod reconcile;
 mod serve;
+mod signer;
 mod skips;
 mod status;
 mod tls;
@@ -35,8 +37,8 @@ pub use crate::{
         generate, issue_serving, plan, to_secret, write_cert_dir,
     },
     cli::{
-        CertMode, Cli, Command, InjectArgs, LogFormat, RenderArgs, RunArgs, SidecarArgs,
-        WebhookArgs,
+        CertMode, Cli, Command, IdentityArgs, InjectArgs, LogFormat, RenderArgs, RunArgs,
+        SidecarArgs, WebhookArgs,
     },
     cluster::{ClusterCache, lookup_live},
     crd::{CrdError, Rollout, RuntimeConfig, RuntimeConfigStatus},
@@ -51,6 +53,14 @@ pub use crate::{
     },
     live::{SCRAPE_TIMEOUT, ScrapeError, admin_address, live_hashes, parse_config_hash, scrape},
     manifests::{InjectReport, ManifestError, inject_manifests, render},
+    mesh_ca::{
+        IssuedLeaf, KeyError, LEAF_BACKDATE_SECS, MESH_ISSUER_RENEW_BEFORE_SECS,
+        MESH_ISSUER_VALIDITY_SECS, MESH_ROOT_RENEW_BEFORE_SECS, MESH_ROOT_VALIDITY_SECS, MeshCa,
+        MeshCaError, MeshCaHandle, MeshCaManager, MeshCaMaterial, MeshCaMode, MeshCaPlan,
+        check_public_key, csr_public_key, generate_mesh_ca, material_from_secret,
+        material_to_secret, pem_certificates, pem_not_after, plan_mesh_ca, reissue_issuer,
+        serves_pod_certificates, spiffe_id, valid_trust_domain,
+    },
     metrics::Metrics,
     names::*,
     quantity::{Quantity, QuantityError, parse as parse_quantity},
@@ -59,6 +69,11 @@ pub use crate::{
         run_controller,
     },
     serve::{DRAIN_TIMEOUT, Readiness, WebhookState, serve_health, serve_webhooks},
+    signer::{
+        PCR_DENIED, PCR_FAILED, PCR_ISSUED, PcrDecision, SignerContext, SignerError,
+        SignerSettings, begin_refresh_at, decide_pcr, denied_status, is_terminal, issued_status,
+        run_signer, sign_request, signer_error_policy,
+    },
     skips::{OncePer, REMEMBER_FOR, SkipNotice, SkipReporter, publish as publish_skips},
     status::{
         CONDITION_READY, CONDITION_ROLLED_OUT, CONDITION_VALID, Outcome, next_status, rollout,

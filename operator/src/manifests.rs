@@ -93,7 +93,7 @@ pub fn render(input: &str, file_only: bool) -> Result<String, Vec<ManifestError>
                 continue;
             }
         };
-        match desired(&rc) {
+        match desired(&rc, None) {
             Ok(d) => rendered.push(d.config_map),
             Err(errors_) => errors.push(ManifestError::Invalid {
                 name,

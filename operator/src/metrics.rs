@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics, built once in `run` and passed to the controller and the
 //! webhook: reconciles and their failures by kind, admissions by webhook and result, injection
-//! skips by reason, leadership.
+//! skips by reason, leadership, pod certificates by result.
 //! Not for serving them (`health`).
 
 use prometheus_client::{
@@ -20,6 +20,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
     webhook: String,
     result: String,
@@ -35,6 +40,8 @@ pub struct Metrics {
     admissions: Family<AdmissionLabels, Counter>,
     injection_skips: Family<ReasonLabel, Counter>,
     leader: Gauge,
+    pod_certificates: Family<ResultLabel, Counter>,
+    signer_failures: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,6 +60,8 @@ impl Metrics {
         let admissions = Family::<AdmissionLabels, Counter>::default();
         let leader = Gauge::default();
         let injection_skips = Family::<ReasonLabel, Counter>::default();
+        let pod_certificates = Family::<ResultLabel, Counter>::default();
+        let signer_failures = Family::<KindLabel, Counter>::default();
         registry.register("reconciles", "RuntimeConfig reconciles", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -79,6 +88,16 @@ impl Metrics {
             "1 while this replica holds the controller lease",
             leader.clone(),
         );
+        registry.register(
+            "pod_certificates",
+            "PodCertificateRequests answered by the signer, by result (issued, denied)",
+            pod_certificates.clone(),
+        );
+        registry.register(
+            "signer_failures",
+            "PodCertificateRequests the signer could not answer yet (retried), by error kind",
+            signer_failures.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -87,7 +106,27 @@ impl Metrics {
             admissions,
             injection_skips,
             leader,
+            pod_certificates,
+            signer_failures,
         }
+    }
+
+    /// Counts one PodCertificateRequest answered (`issued` or `denied`).
+    pub fn pod_certificate(&self, result: &str) {
+        self.pod_certificates
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one PodCertificateRequest the signer failed to answer (it is retried).
+    pub fn pod_certificate_failed(&self, kind: &str) {
+        self.signer_failures
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one reconcile and its duration.

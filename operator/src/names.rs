@@ -146,3 +146,21 @@ pub const APP_PROTOCOLS: &[&str] = &["http", "http2", "bolt", "dubbo", "auto"];
 pub const SIDECAR_INBOUND_PORT: i32 = 34906;
 /// Name of the inbound container port.
 pub const SIDECAR_INBOUND_PORT_NAME: &str = "inbound";
+
+/// The signer the operator acts as for Kubernetes Pod Certificates (`PodCertificateRequest`).
+pub const DEFAULT_SIGNER_NAME: &str = "outrigger.dev/identity";
+/// Default SPIFFE trust domain of workload identities.
+pub const DEFAULT_TRUST_DOMAIN: &str = outrigger_config::DEFAULT_TRUST_DOMAIN;
+/// Default Secret holding the mesh CA (in the operator's namespace).
+pub const DEFAULT_MESH_CA_SECRET: &str = "outrigger-mesh-ca";
+/// Default lifetime of a workload certificate, in seconds (24 h).
+pub const DEFAULT_IDENTITY_CERT_LIFETIME_SECS: u32 = 86_400;
+/// Shortest lifetime the API server accepts for a pod certificate (1 h).
+pub const MIN_IDENTITY_CERT_LIFETIME_SECS: u32 = 3_600;
+/// Longest `maxExpirationSeconds` the API server accepts (91 days).
+pub const MAX_IDENTITY_CERT_LIFETIME_SECS: u32 = 7_862_400;
+/// The key of each RuntimeConfig's ConfigMap holding the mesh trust bundle (PEM roots).
+pub const TRUST_BUNDLE_KEY: &str = "trust-bundle.pem";
+/// Where injected sidecars find the trust bundle (the config volume, mounted at
+/// [`CONFIG_MOUNT_PATH`]).
+pub const TRUST_BUNDLE_PATH: &str = "/etc/outrigger/trust-bundle.pem";

@@ -1,8 +1,10 @@
 //! The RuntimeConfig controller's I/O: for each object, render the desired ConfigMap (pure, in
-//! `desired`), server-side apply it with one field manager, list the namespace's injected pods and
+//! `desired`, with the mesh trust bundle when the CA is loaded), server-side apply it with one
+//! field manager, list the namespace's injected pods and
 //! read the config their sidecars run (`live`) to count the rollout, patch the status (pure, in `status`), publish an Event when the config
 //! changes or is rejected, and return an explicit requeue. Injected pods are watched (metadata
-//! only) so the rollout counts follow pods as they come and go. An invalid spec never touches the
+//! only) so the rollout counts follow pods as they come and go; a new trust bundle (a root
+//! rotation) re-reconciles every object. An invalid spec never touches the
 //! ConfigMap, so running pods keep their last good config.
 //! `error_policy` counts failures by kind and backs off per object. Not for leader election
 //! (`leader`) or anything a unit test can check without a client.
@@ -35,6 +37,7 @@ use crate::{
     crd::{RuntimeConfig, RuntimeConfigStatus},
     desired::{config_map_name, desired},
     live::live_hashes,
+    mesh_ca::MeshCaHandle,
     metrics::Metrics,
     names::{
         ANNOTATION_CONFIG, CONTROLLER_NAME, DEFAULT_CONFIG_NAME, FIELD_MANAGER, LABEL_INJECTED,
@@ -104,6 +107,7 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<String, u32>>,
+    mesh_ca: Option<MeshCaHandle>,
 }
 
 impl Context {
@@ -118,7 +122,15 @@ impl Context {
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            mesh_ca: None,
         }
+    }
+
+    /// Publishes the mesh CA's trust bundle in every ConfigMap (`trust-bundle.pem`) and
+    /// re-reconciles every RuntimeConfig when it changes.
+    pub fn with_mesh_ca(mut self, ca: MeshCaHandle) -> Self {
+        self.mesh_ca = Some(ca);
+        self
     }
 }
 
@@ -155,7 +167,8 @@ async fn apply(
     let previous = rc.status.as_ref();
     let generation = rc.metadata.generation;
 
-    let (status, event, action) = match desired(rc) {
+    let trust_bundle = ctx.mesh_ca.as_ref().and_then(MeshCaHandle::trust_bundle);
+    let (status, event, action) = match desired(rc, trust_bundle.as_deref()) {
         Ok(d) => {
             let cm_name = config_map_name(name);
             let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -290,7 +303,18 @@ pub async fn run_controller(
     let config_maps: Api<ConfigMap> = Api::all(client.clone());
     // Injected pods, metadata only: a pod coming or going re-counts its RuntimeConfig's rollout.
     let pods: Api<PartialObjectMeta<Pod>> = Api::all(client);
+    // A new trust bundle is written into every ConfigMap.
+    let bundle_changes = futures_util::stream::unfold(ctx.mesh_ca.clone(), |ca| async move {
+        let mut ca = ca?;
+        if ca.bundle_changed().await {
+            tracing::info!("mesh trust bundle changed: reconciling every RuntimeConfig");
+            Some(((), Some(ca)))
+        } else {
+            None
+        }
+    });
     Controller::new(configs, watcher::Config::default().any_semantic())
+        .reconcile_all_on(bundle_changes)
         .owns(
             config_maps,
             watcher::Config::default()

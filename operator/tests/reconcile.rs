@@ -9,8 +9,8 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Client, client::Body, runtime::controller::Action};
 use outrigger_config::{RuntimeConfigSpec, config_hash, parse_yaml};
 use outrigger_operator::{
-    Context, Metrics, Outcome, RESYNC, ROLLOUT_RECHECK, ReconcileError, Rollout, RuntimeConfig,
-    error_policy, next_status, reconcile, with_rollout,
+    Context, MeshCa, MeshCaHandle, Metrics, Outcome, RESYNC, ROLLOUT_RECHECK, ReconcileError,
+    Rollout, RuntimeConfig, TRUST_BUNDLE_KEY, error_policy, next_status, reconcile, with_rollout,
 };
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
@@ -43,19 +43,30 @@ fn object(
     rc
 }
 
+/// The mesh CA every scenario's controller publishes (one per test binary).
+fn mesh_ca() -> &'static MeshCaHandle {
+    static CA: std::sync::OnceLock<MeshCaHandle> = std::sync::OnceLock::new();
+    CA.get_or_init(|| MeshCaHandle::fixed(MeshCa::generate(1_800_000_000).unwrap()))
+}
+
+fn trust_bundle() -> String {
+    mesh_ca().trust_bundle().unwrap()
+}
+
+/// A controller context with the mesh CA loaded.
 fn setup() -> (Arc<Context>, ApiHandle, Arc<Metrics>) {
+    setup_with(Some(mesh_ca().clone()))
+}
+
+fn setup_with(ca: Option<MeshCaHandle>) -> (Arc<Context>, ApiHandle, Arc<Metrics>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let metrics = Arc::new(Metrics::new());
-    (
-        Arc::new(Context::new(
-            client,
-            metrics.clone(),
-            Some("operator-0".into()),
-        )),
-        handle,
-        metrics,
-    )
+    let mut ctx = Context::new(client, metrics.clone(), Some("operator-0".into()));
+    if let Some(ca) = ca {
+        ctx = ctx.with_mesh_ca(ca);
+    }
+    (Arc::new(ctx), handle, metrics)
 }
 
 /// Waits for the next call, checks method and path, and returns its query and JSON body.
@@ -116,8 +127,20 @@ async fn expect_pod_list(handle: &mut ApiHandle, pods: Vec<Value>) {
     );
 }
 
+/// The ConfigMap apply, carrying the mesh trust bundle.
 async fn expect_apply(handle: &mut ApiHandle, spec: &RuntimeConfigSpec) {
+    expect_apply_with(handle, spec, Some(&trust_bundle())).await;
+}
+
+async fn expect_apply_with(handle: &mut ApiHandle, spec: &RuntimeConfigSpec, bundle: Option<&str>) {
     let (query, body, send) = expect(handle, Method::PATCH, CM_PATH).await;
+    assert_eq!(
+        body["data"].get(TRUST_BUNDLE_KEY).and_then(Value::as_str),
+        bundle,
+        "trust-bundle.pem"
+    );
+    let keys: Vec<&String> = body["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 1 + usize::from(bundle.is_some()), "{keys:?}");
     assert!(query.contains("fieldManager=outrigger-operator"), "{query}");
     assert!(query.contains("force=true"), "{query}");
     assert_eq!(body["apiVersion"], "v1");
@@ -453,5 +476,23 @@ async fn pod_list_failure_is_an_error_and_nothing_is_patched() {
     );
     assert_eq!(err.kind(), "list_pods");
     drop(ctx);
+    expect_no_more_calls(&mut handle).await;
+}
+
+#[tokio::test]
+async fn before_the_mesh_ca_loads_the_config_map_has_no_trust_bundle_and_the_same_hash() {
+    let (ctx, mut handle, _) = setup_with(None);
+    let rc = Arc::new(object(spec(), 1, None));
+    let run = tokio::spawn(reconcile(rc, ctx));
+    expect_apply_with(&mut handle, &spec(), None).await;
+    expect_pod_list(&mut handle, vec![]).await;
+    let status = expect_status(&mut handle).await;
+    assert_eq!(
+        status["configHash"],
+        config_hash(&spec()),
+        "the hash is runtime.yaml's, with or without the bundle"
+    );
+    expect_event(&mut handle).await;
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
     expect_no_more_calls(&mut handle).await;
 }

@@ -45,6 +45,11 @@ default names. Whatever the prefix, deployment.yaml passes every name to the ope
 {{- printf "%s-runtimeconfig-validator" (include "outrigger.fullname" .) -}}
 {{- end -}}
 
+{{/* --mesh-ca-secret: the mesh CA (self-managed by the operator, or supplied). */}}
+{{- define "outrigger.meshCaSecretName" -}}
+{{- default (printf "%s-mesh-ca" (include "outrigger.fullname" .)) .Values.identity.ca.secretName -}}
+{{- end -}}
+
 {{/* --lease-name */}}
 {{- define "outrigger.leaseName" -}}
 {{- printf "%s-operator" (include "outrigger.fullname" .) -}}
