@@ -570,6 +570,7 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
                 cpu_limit: opt(&sc["resources"]["limits"]["cpu"]),
                 memory_request: opt(&sc["resources"]["requests"]["memory"]),
                 memory_limit: opt(&sc["resources"]["limits"]["memory"]),
+                identity: None,
             },
             "{scenario:?}"
         );

@@ -19,6 +19,7 @@ use crate::{
     cli::{CertMode, Cli, Command, InjectArgs, RenderArgs, RunArgs, WebhookArgs},
     cluster::ClusterCache,
     crd::RuntimeConfig,
+    inject::PodIdentity,
     leader::{LeaseConfig, run_election},
     logging,
     manifests::{inject_manifests, render},
@@ -195,9 +196,29 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    let signer = match serves_pod_certificates(&client).await {
+        Ok(true) => Some(args.identity.signer_settings()),
+        Ok(false) => {
+            tracing::info!(
+                "the API server does not serve certificates.k8s.io/v1beta1 podcertificaterequests: the Pod Certificates signer is off"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot discover podcertificaterequests: the Pod Certificates signer is off");
+            None
+        }
+    };
+    // Injected sidecars get a Pod Certificates identity exactly when this operator signs them.
+    let mut settings = args.sidecar.settings();
+    settings.identity = signer.as_ref().map(|s| PodIdentity {
+        signer_name: s.signer_name.clone(),
+        trust_domain: s.trust_domain.clone(),
+        max_expiration_seconds: u32::try_from(s.lifetime.as_secs()).unwrap_or(u32::MAX),
+    });
     let cluster = ClusterCache::start(client.clone());
     let state = Arc::new(WebhookState {
-        settings: args.sidecar.settings(),
+        settings,
         cluster: cluster.clone(),
         lookup: Some(cluster),
         skips: Some(SkipReporter::start(client.clone(), identity.clone())),
@@ -238,19 +259,6 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !mesh_ca.wait_loaded(MESH_CA_START_WAIT).await {
         tracing::warn!(secret = %args.identity.mesh_ca_secret, "mesh CA not loaded yet: ConfigMaps get trust-bundle.pem and the signer issues once it loads");
     }
-    let signer = match serves_pod_certificates(&client).await {
-        Ok(true) => Some(args.identity.signer_settings()),
-        Ok(false) => {
-            tracing::info!(
-                "the API server does not serve certificates.k8s.io/v1beta1 podcertificaterequests: the Pod Certificates signer is off"
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot discover podcertificaterequests: the Pod Certificates signer is off");
-            None
-        }
-    };
     let work = LeaderWork {
         ctx: Arc::new(
             Context::new(client.clone(), metrics.clone(), Some(identity.clone()))

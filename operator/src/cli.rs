@@ -242,6 +242,7 @@ impl SidecarArgs {
             cpu_limit: opt(&self.sidecar_cpu_limit),
             memory_request: opt(&self.sidecar_memory_request),
             memory_limit: opt(&self.sidecar_memory_limit),
+            identity: None,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
         INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
         SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
         SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME,
-        SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+        SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME, TRUST_BUNDLE_PATH,
     },
     quantity,
 };
@@ -51,7 +51,30 @@ pub struct SidecarSettings {
     pub memory_request: Option<String>,
     /// Default memory limit; `None` sets none.
     pub memory_limit: Option<String>,
+    /// Workload identity from Kubernetes Pod Certificates, when the operator signs them: each
+    /// injected pod gets a `podCertificate` volume for the sidecar and the flags naming it.
+    pub identity: Option<PodIdentity>,
 }
+
+/// How injected sidecars get their identity: a `podCertificate` projected volume the kubelet
+/// fills (and refreshes) from the operator's signer, and the mesh trust bundle the config volume
+/// already carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodIdentity {
+    /// The signer the volume asks (`outrigger.dev/identity`).
+    pub signer_name: String,
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The certificate lifetime the volume asks for, in seconds.
+    pub max_expiration_seconds: u32,
+}
+
+/// The volume holding an injected sidecar's credential bundle.
+pub const IDENTITY_VOLUME_NAME: &str = "outrigger-identity";
+/// Where it is mounted in the sidecar.
+pub const IDENTITY_MOUNT_PATH: &str = "/var/run/outrigger/identity";
+/// The credential bundle file in it (a PEM key, then the chain).
+pub const CREDENTIAL_BUNDLE_FILE: &str = "credentialbundle.pem";
 
 impl Default for SidecarSettings {
     fn default() -> Self {
@@ -64,6 +87,7 @@ impl Default for SidecarSettings {
             cpu_limit: None,
             memory_request: Some("32Mi".to_owned()),
             memory_limit: Some("128Mi".to_owned()),
+            identity: None,
         }
     }
 }
@@ -217,10 +241,12 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
         return Injection::Unchanged(skip);
     }
     let spec = pod.spec.as_ref();
-    if spec
-        .and_then(|s| s.volumes.as_ref())
-        .is_some_and(|v| v.iter().any(|v| v.name == SIDECAR_VOLUME_NAME))
-    {
+    if spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
+        v.iter().any(|v| {
+            v.name == SIDECAR_VOLUME_NAME
+                || (settings.identity.is_some() && v.name == IDENTITY_VOLUME_NAME)
+        })
+    }) {
         return Injection::Unchanged(Skip::VolumeConflict);
     }
 
@@ -257,12 +283,28 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
         // A pod without a spec is rejected by the API server anyway; give it the minimum.
         ops.push(add(&["spec"], json!({ "containers": [] })));
     }
+    let mut volumes = vec![volume];
+    if let Some(identity) = &settings.identity {
+        // The kubelet makes the key, has the operator sign it, keeps the pod from starting
+        // until the certificate exists, and refreshes it.
+        volumes.push(json!({
+            "name": IDENTITY_VOLUME_NAME,
+            "projected": { "sources": [{ "podCertificate": {
+                "signerName": identity.signer_name,
+                "keyType": "ECDSAP256",
+                "maxExpirationSeconds": identity.max_expiration_seconds,
+                "credentialBundlePath": CREDENTIAL_BUNDLE_FILE,
+            } }] },
+        }));
+    }
     let has_volumes = spec.is_some_and(|s| s.volumes.is_some());
-    ops.push(if has_volumes {
-        add(&["spec", "volumes", "-"], volume)
+    if has_volumes {
+        for v in volumes {
+            ops.push(add(&["spec", "volumes", "-"], v));
+        }
     } else {
-        add(&["spec", "volumes"], json!([volume]))
-    });
+        ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
+    }
     // App containers, before the sidecar may shift their indices.
     let app_containers = spec.map_or(&[][..], |s| s.containers.as_slice());
     for (i, c) in app_containers.iter().enumerate() {
@@ -449,6 +491,26 @@ fn sidecar_container(
     });
     if let Some(policy) = &settings.image_pull_policy {
         container["imagePullPolicy"] = json!(policy);
+    }
+    if let Some(identity) = &settings.identity {
+        if let Some(list) = container["args"].as_array_mut() {
+            list.extend(
+                [
+                    "--identity-credential-bundle".to_owned(),
+                    format!("{IDENTITY_MOUNT_PATH}/{CREDENTIAL_BUNDLE_FILE}"),
+                    "--identity-trust-bundle".to_owned(),
+                    TRUST_BUNDLE_PATH.to_owned(),
+                    "--identity-trust-domain".to_owned(),
+                    identity.trust_domain.clone(),
+                ]
+                .map(Value::from),
+            );
+        }
+        if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+            mounts.push(json!({
+                "name": IDENTITY_VOLUME_NAME, "mountPath": IDENTITY_MOUNT_PATH, "readOnly": true,
+            }));
+        }
     }
     if let Some(args) = inbound {
         if let Some(list) = container["args"].as_array_mut() {

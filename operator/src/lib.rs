@@ -44,8 +44,9 @@ pub use crate::{
     crd::{CrdError, Rollout, RuntimeConfig, RuntimeConfigStatus},
     desired::{Desired, config_map_name, desired},
     inject::{
-        Injection, LOG_LEVELS, Request, Selection, SidecarSettings, Skip, config_name, inject,
-        is_injected, policy_required, skip_patch,
+        CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_VOLUME_NAME, Injection, LOG_LEVELS,
+        PodIdentity, Request, Selection, SidecarSettings, Skip, config_name, inject, is_injected,
+        policy_required, skip_patch,
     },
     leader::{
         Decision, LeaseConfig, LeaseObserver, decide, next_spec, release, released_spec,

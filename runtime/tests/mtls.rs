@@ -594,7 +594,26 @@ async fn the_injected_inbound_listener_forwards_to_the_app_with_the_files_mode()
         .expect("strict without an identity does not start")
         .to_string();
     assert!(
-        err.contains("listeners[1].tls: mutual TLS needs the sidecar's identity"),
+        err.contains("listeners inbound: tls needs the sidecar's identity"),
+        "{err}"
+    );
+    // Likewise a mesh cluster: valid as a document (the injector supplies the identity), refused
+    // by a sidecar that has none.
+    let no_identity = caller(&IdentityFiles::new("", ""), "http", inbound, USERS);
+    let no_identity = no_identity
+        .lines()
+        .filter(|l| !l.starts_with("identity:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let spec = outrigger_config::load_yaml(&no_identity).expect("a valid document");
+    let err =
+        outrigger_runtime::Sidecar::start(spec, fast_watch(), outrigger_runtime::Metrics::new())
+            .await
+            .err()
+            .expect("a mesh cluster without an identity does not start")
+            .to_string();
+    assert!(
+        err.contains("cluster users: tls mode mesh needs the sidecar's identity"),
         "{err}"
     );
 }

@@ -796,3 +796,56 @@ fn app_port_gives_the_sidecar_an_inbound_listener() {
         }
     }
 }
+
+#[test]
+fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
+    let settings = SidecarSettings {
+        identity: Some(PodIdentity {
+            signer_name: "outrigger.dev/identity".into(),
+            trust_domain: "mesh.example".into(),
+            max_expiration_seconds: 86_400,
+        }),
+        ..SidecarSettings::default()
+    };
+    let v = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let (doc, warnings) = injected(&v, &webhook(false), &settings);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let volumes = doc["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes[1],
+        json!({ "name": "outrigger-identity", "projected": { "sources": [{ "podCertificate": {
+            "signerName": "outrigger.dev/identity", "keyType": "ECDSAP256",
+            "maxExpirationSeconds": 86_400, "credentialBundlePath": "credentialbundle.pem" } }] } })
+    );
+    let c = sidecar(&doc, true);
+    let args = c.args.unwrap();
+    assert_eq!(
+        args[6..],
+        [
+            "--identity-credential-bundle",
+            "/var/run/outrigger/identity/credentialbundle.pem",
+            "--identity-trust-bundle",
+            "/etc/outrigger/trust-bundle.pem",
+            "--identity-trust-domain",
+            "mesh.example",
+        ]
+    );
+    assert!(
+        c.volume_mounts
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "outrigger-identity"
+                && m.mount_path == "/var/run/outrigger/identity"
+                && m.read_only == Some(true))
+    );
+    // Without it (the default, and the standalone webhook), nothing of the kind.
+    let (plain, _) = injected(&v, &webhook(false), &SidecarSettings::default());
+    assert_eq!(plain["spec"]["volumes"].as_array().unwrap().len(), 1);
+    // A pod that already has a volume of that name is left alone, saying why.
+    let mut taken = v.clone();
+    taken["spec"]["volumes"] = json!([{ "name": "outrigger-identity", "emptyDir": {} }]);
+    assert_eq!(
+        inject(&pod(taken), &webhook(false), &settings),
+        Injection::Unchanged(Skip::VolumeConflict)
+    );
+}

@@ -225,7 +225,7 @@ impl Validator {
         self.identity(spec);
     }
 
-    /// The identity section, and mutual TLS only where an identity is configured.
+    /// The identity section, and the mutual TLS settings of listeners and clusters.
     fn identity(&mut self, spec: &RuntimeConfigSpec) {
         let trust_domain = spec.identity.as_ref().map(|id| id.trust_domain.as_str());
         if let Some(id) = &spec.identity {
@@ -244,15 +244,12 @@ impl Validator {
                 }
             }
         }
+        // Mutual TLS without `identity` in the document is valid: in injected pods the identity
+        // comes from the command line. A sidecar left without one refuses such a listener or
+        // cluster when it loads, naming it.
         for (i, l) in spec.listeners.iter().enumerate() {
             if l.tls.is_none() {
                 continue;
-            }
-            if trust_domain.is_none() {
-                self.err(
-                    format!("listeners[{i}].tls"),
-                    "mutual TLS needs the sidecar's identity: set `identity`",
-                );
             }
             if l.address.is_none() {
                 self.err(
@@ -263,12 +260,6 @@ impl Validator {
         }
         for (i, c) in spec.clusters.iter().enumerate() {
             let Some(tls) = &c.tls else { continue };
-            if c.mesh_tls() && trust_domain.is_none() {
-                self.err(
-                    format!("clusters[{i}].tls"),
-                    "mode mesh needs the sidecar's identity: set `identity`",
-                );
-            }
             for (j, id) in tls.identities.iter().enumerate() {
                 if let Err(e) = check_spiffe_id(id, trust_domain) {
                     self.err(format!("clusters[{i}].tls.identities[{j}]"), e);
