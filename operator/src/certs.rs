@@ -304,6 +304,40 @@ pub struct SelfManaged {
     pub cert_dir: PathBuf,
 }
 
+/// How an optimistic write of a Secret ended.
+pub(crate) enum SecretWrite {
+    /// This replica's Secret is stored.
+    Written,
+    /// Another writer got there first; its Secret, as read back.
+    LostRace(Option<Box<Secret>>),
+}
+
+/// Creates `secret`, or replaces `existing` at the resource version it was read at, so two
+/// replicas never overwrite each other: on a conflict the winner's Secret is read back.
+pub(crate) async fn write_secret(
+    secrets: &Api<Secret>,
+    mut secret: Secret,
+    existing: Option<&Secret>,
+) -> Result<SecretWrite, kube::Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let written = match existing {
+        None => secrets.create(&PostParams::default(), &secret).await,
+        Some(old) => {
+            secret.metadata.resource_version = old.metadata.resource_version.clone();
+            secrets
+                .replace(&name, &PostParams::default(), &secret)
+                .await
+        }
+    };
+    match written {
+        Ok(_) => Ok(SecretWrite::Written),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(SecretWrite::LostRace(
+            secrets.get_opt(&name).await?.map(Box::new),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 impl SelfManaged {
     /// Makes sure the Secret holds a valid bundle, writes the cert directory and patches the
     /// `caBundle`s. Safe to run from every replica at once: Secret writes are optimistic, and a
@@ -332,34 +366,18 @@ impl SelfManaged {
                     }
                     _ => generate(&names, now)?,
                 };
-                let mut secret = to_secret(&bundle, &self.secret_name, &self.namespace);
-                let written = match &existing {
-                    None => secrets.create(&PostParams::default(), &secret).await,
-                    Some(old) => {
-                        secret.metadata.resource_version = old.metadata.resource_version.clone();
-                        secrets
-                            .replace(&self.secret_name, &PostParams::default(), &secret)
-                            .await
-                    }
-                };
-                match written {
-                    Ok(_) => {
+                let secret = to_secret(&bundle, &self.secret_name, &self.namespace);
+                match write_secret(&secrets, secret, existing.as_ref())
+                    .await
+                    .map_err(api_err(&format!("write Secret {}", self.secret_name)))?
+                {
+                    SecretWrite::Written => {
                         tracing::info!(secret = %self.secret_name, ?decision, "webhook certificate written");
                         bundle
                     }
                     // Another replica wrote first: use its bundle.
-                    Err(kube::Error::Api(s)) if s.code == 409 => secrets
-                        .get_opt(&self.secret_name)
-                        .await
-                        .map_err(api_err("re-read the webhook Secret"))?
-                        .as_ref()
-                        .and_then(from_secret)
-                        .unwrap_or(bundle),
-                    Err(source) => {
-                        return Err(CertError::Api {
-                            action: format!("write Secret {}", self.secret_name),
-                            source,
-                        });
+                    SecretWrite::LostRace(winner) => {
+                        winner.as_deref().and_then(from_secret).unwrap_or(bundle)
                     }
                 }
             }

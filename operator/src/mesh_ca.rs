@@ -14,7 +14,7 @@ use base64::Engine as _;
 use k8s_openapi::{
     ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{Api, Client, api::PostParams};
+use kube::{Api, Client};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -23,7 +23,10 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use x509_parser::{certificate::X509Certificate, oid_registry, pem::Pem, prelude::FromDer};
 
-use crate::names::{CA_CERT_FILE, CA_KEY_FILE, CONTROLLER_NAME, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::{
+    certs::{SecretWrite, write_secret},
+    names::{CA_CERT_FILE, CA_KEY_FILE, CONTROLLER_NAME, TLS_CERT_FILE, TLS_KEY_FILE},
+};
 
 const DAY: i64 = 24 * 60 * 60;
 /// How long a self-managed root is valid.
@@ -719,36 +722,23 @@ impl MeshCaManager {
             }
             (_, found) => generate_mesh_ca(found.as_ref(), now)?,
         };
-        let mut secret = material_to_secret(&material, &self.secret_name, &self.namespace);
-        let written = match &existing {
-            None => secrets.create(&PostParams::default(), &secret).await,
-            Some(old) => {
-                secret.metadata.resource_version = old.metadata.resource_version.clone();
-                secrets
-                    .replace(&self.secret_name, &PostParams::default(), &secret)
-                    .await
-            }
-        };
+        let secret = material_to_secret(&material, &self.secret_name, &self.namespace);
+        let written = write_secret(&secrets, secret, existing.as_ref())
+            .await
+            .map_err(|source| MeshCaError::Api {
+                action: format!("write Secret {full_name}"),
+                source,
+            })?;
         match written {
-            Ok(_) => {
+            SecretWrite::Written => {
                 tracing::info!(secret = %full_name, ?decision, "mesh CA written");
                 MeshCa::from_material(material)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                let winner = secrets
-                    .get_opt(&self.secret_name)
-                    .await
-                    .map_err(|source| MeshCaError::Api {
-                        action: format!("re-read Secret {full_name}"),
-                        source,
-                    })?
-                    .ok_or(MeshCaError::MissingSecret(full_name))?;
+            // Another replica wrote first: use its CA.
+            SecretWrite::LostRace(winner) => {
+                let winner = winner.ok_or(MeshCaError::MissingSecret(full_name))?;
                 MeshCa::from_material(material_from_secret(&winner, self.mode)?)
             }
-            Err(source) => Err(MeshCaError::Api {
-                action: format!("write Secret {full_name}"),
-                source,
-            }),
         }
     }
 

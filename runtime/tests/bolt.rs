@@ -8,7 +8,7 @@
 mod peer;
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use peer::{Peers, metric};
 use support::*;
@@ -45,16 +45,6 @@ clusters:
 "#,
         dead = "127.0.0.1:1",
     )
-}
-
-fn bound(rt: &Running, name: &str) -> SocketAddr {
-    rt.sidecar
-        .proxy()
-        .bound_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .expect("listener bound")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

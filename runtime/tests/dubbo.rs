@@ -9,7 +9,7 @@
 mod peer;
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_codec::hessian::{Reader, Value, Writer};
@@ -48,16 +48,6 @@ clusters:
   - {{name: nowhere, protocol: dubbo, hosts: [{{address: "127.0.0.1:1"}}], connectTimeoutMs: 200}}
 "#
     )
-}
-
-fn bound(rt: &Running, name: &str) -> SocketAddr {
-    rt.sidecar
-        .proxy()
-        .bound_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .expect("listener bound")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,16 +117,6 @@ clusters:
     )
 }
 
-fn bound(rt: &Running, name: &str) -> SocketAddr {
-    rt.sidecar
-        .proxy()
-        .bound_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .expect("listener bound")
-}
-
 /// A CA, sidecar B in front of `app`, and sidecar A calling B.
 struct Mesh {
     ca: TestCa,

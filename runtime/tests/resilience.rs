@@ -358,16 +358,6 @@ clusters:
     )
 }
 
-fn bound(rt: &Running, name: &str) -> SocketAddr {
-    rt.sidecar
-        .proxy()
-        .bound_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .expect("listener bound")
-}
-
 /// One Bolt call on a raw connection: the answer's status.
 async fn bolt_call(conn: &mut TcpStream, buf: &mut BytesMut, id: u32) -> u16 {
     let mut h = bolt::HeaderMap::new();

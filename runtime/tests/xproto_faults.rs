@@ -169,16 +169,6 @@ clusters:
     )
 }
 
-fn bound(rt: &Running, name: &str) -> SocketAddr {
-    rt.sidecar
-        .proxy()
-        .bound_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .expect("listener bound")
-}
-
 /// A Dubbo upstream that accepts connections and never answers anything.
 async fn silent_dubbo() -> (SocketAddr, JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -333,3 +333,14 @@ pub async fn admin_get(sidecar: &Sidecar, path: &str) -> (u16, String) {
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// The address a proxy listener of `rt` is bound to.
+pub fn bound(rt: &Running, name: &str) -> SocketAddr {
+    rt.sidecar
+        .proxy()
+        .bound_addresses()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a)
+        .expect("listener bound")
+}
