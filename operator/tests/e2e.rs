@@ -438,6 +438,14 @@ fn install_and_upgrade() {
     );
 }
 
+/// A client, the release installed, and a fresh namespace labelled for injection.
+async fn injected_namespace() -> (Client, TestNamespace) {
+    let client = client().await;
+    installed();
+    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    (client, ns)
+}
+
 async fn operator_pods(client: &Client) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
     pods.list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
@@ -686,9 +694,7 @@ const UPSTREAM_SCRIPT: &str = "mkdir -p /tmp/www/cgi-bin && echo hello-from-upst
 #[tokio::test]
 #[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
 async fn sidecars_in_real_pods() {
-    let client = client().await;
-    installed();
-    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let (client, ns) = injected_namespace().await;
     let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -867,9 +873,7 @@ async fn sidecars_in_real_pods() {
 async fn a_runtime_config_applied_with_its_workload() {
     // `kubectl apply -f dir/`: the RuntimeConfig and the Deployment at once, so the pods are
     // admitted before the controller wrote the ConfigMap.
-    let client = client().await;
-    installed();
-    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let (client, ns) = injected_namespace().await;
     let dir = tempfile::tempdir().unwrap();
     let rc = runtime_config("default", "127.0.0.1:8080");
     std::fs::write(
@@ -1024,9 +1028,7 @@ async fn two_injected_apps_talk_over_mutual_tls() {
     // The operator in its pod signs the sidecars' Pod Certificates and publishes the trust
     // bundle; the callee's sidecar serves its app on the inbound listener, mTLS only; the
     // caller's sidecar reaches it by pod IP, verifying its SPIFFE id.
-    let client = client().await;
-    installed();
-    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let (client, ns) = injected_namespace().await;
     let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
