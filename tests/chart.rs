@@ -566,6 +566,8 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
                 image_pull_policy: opt(&sc["image"]["pullPolicy"]),
                 native_sidecar: sc["nativeSidecar"].as_bool().expect("bool"),
                 log_level: sc["logLevel"].as_str().expect("str").to_owned(),
+                inbound_port: u16::try_from(sc["inboundPort"].as_u64().expect("port"))
+                    .expect("port"),
                 cpu_request: opt(&sc["resources"]["requests"]["cpu"]),
                 cpu_limit: opt(&sc["resources"]["limits"]["cpu"]),
                 memory_request: opt(&sc["resources"]["requests"]["memory"]),

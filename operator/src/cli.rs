@@ -15,7 +15,7 @@ use crate::{
         DEFAULT_MESH_CA_SECRET, DEFAULT_METRICS_ADDRESS, DEFAULT_MUTATING_WEBHOOK_NAME,
         DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_SIGNER_NAME,
         DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDATING_WEBHOOK_NAME, DEFAULT_WEBHOOK_ADDRESS,
-        MAX_IDENTITY_CERT_LIFETIME_SECS, MIN_IDENTITY_CERT_LIFETIME_SECS,
+        MAX_IDENTITY_CERT_LIFETIME_SECS, MIN_IDENTITY_CERT_LIFETIME_SECS, SIDECAR_INBOUND_PORT,
     },
     quantity,
     signer::SignerSettings,
@@ -215,6 +215,9 @@ pub struct SidecarArgs {
     /// Sidecar log level.
     #[arg(long, default_value = "info", value_parser = clap::builder::PossibleValuesParser::new(LOG_LEVELS))]
     pub sidecar_log_level: String,
+    /// Port of the sidecar's inbound listener in pods annotated `outrigger.dev/app-port`.
+    #[arg(long, default_value_t = SIDECAR_INBOUND_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub sidecar_inbound_port: u16,
     /// Sidecar CPU request (empty for none).
     #[arg(long, default_value = "50m", value_parser = quantity_arg)]
     pub sidecar_cpu_request: String,
@@ -238,6 +241,7 @@ impl SidecarArgs {
             image_pull_policy: opt(&self.sidecar_image_pull_policy),
             native_sidecar: self.native_sidecar,
             log_level: self.sidecar_log_level.clone(),
+            inbound_port: self.sidecar_inbound_port,
             cpu_request: opt(&self.sidecar_cpu_request),
             cpu_limit: opt(&self.sidecar_cpu_limit),
             memory_request: opt(&self.sidecar_memory_request),

@@ -43,6 +43,8 @@ pub struct SidecarSettings {
     pub native_sidecar: bool,
     /// Default log level.
     pub log_level: String,
+    /// Port of the inbound listener (pods annotated `outrigger.dev/app-port`).
+    pub inbound_port: u16,
     /// Default CPU request; `None` sets none.
     pub cpu_request: Option<String>,
     /// Default CPU limit; `None` sets none.
@@ -83,6 +85,7 @@ impl Default for SidecarSettings {
             image_pull_policy: None,
             native_sidecar: true,
             log_level: "info".to_owned(),
+            inbound_port: SIDECAR_INBOUND_PORT,
             cpu_request: Some("50m".to_owned()),
             cpu_limit: None,
             memory_request: Some("32Mi".to_owned()),
@@ -340,7 +343,7 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
 /// The sidecar's arguments for the inbound listener, from `outrigger.dev/app-port` and
 /// `outrigger.dev/app-protocol`; none (with a warning) when the port is not one. `http2` apps
 /// are not served by the inbound listener yet: such a pod gets none, and a warning says so.
-fn inbound_args(pod: &Pod, warnings: &mut Vec<String>) -> Option<Vec<String>> {
+fn inbound_args(pod: &Pod, listen_port: u16, warnings: &mut Vec<String>) -> Option<Vec<String>> {
     let port = annotation(pod, ANNOTATION_APP_PORT)?;
     let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
         warnings.push(format!(
@@ -365,12 +368,19 @@ fn inbound_args(pod: &Pod, warnings: &mut Vec<String>) -> Option<Vec<String>> {
             "auto"
         }
     };
-    Some(vec![
+    let mut args = vec![
         "--inbound-app-port".to_owned(),
         port.to_string(),
         "--inbound-app-protocol".to_owned(),
         protocol.to_owned(),
-    ])
+    ];
+    if listen_port != SIDECAR_INBOUND_PORT {
+        args.extend([
+            "--inbound-address".to_owned(),
+            format!("0.0.0.0:{listen_port}"),
+        ]);
+    }
+    Some(args)
 }
 
 /// The patch that marks a skipped pod: `outrigger.dev/injection: skipped: <reason>`. Only for
@@ -450,7 +460,7 @@ fn sidecar_container(
             settings.log_level.clone()
         }
     };
-    let inbound = inbound_args(pod, warnings);
+    let inbound = inbound_args(pod, settings.inbound_port, warnings);
     let probe = |path: &str, period: i32, failures: i32| {
         json!({
             "httpGet": { "path": path, "port": SIDECAR_ADMIN_PORT_NAME },
@@ -519,7 +529,7 @@ fn sidecar_container(
         if let Some(ports) = container["ports"].as_array_mut() {
             ports.push(json!({
                 "name": SIDECAR_INBOUND_PORT_NAME,
-                "containerPort": SIDECAR_INBOUND_PORT,
+                "containerPort": settings.inbound_port,
                 "protocol": "TCP",
             }));
         }

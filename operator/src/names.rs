@@ -143,7 +143,7 @@ pub const ANNOTATION_APP_PROTOCOL: &str = "outrigger.dev/app-protocol";
 /// The app protocols `outrigger.dev/app-protocol` takes.
 pub const APP_PROTOCOLS: &[&str] = &["http", "http2", "bolt", "dubbo", "auto"];
 /// The inbound listener's port (other sidecars call it).
-pub const SIDECAR_INBOUND_PORT: i32 = 34906;
+pub const SIDECAR_INBOUND_PORT: u16 = 34906;
 /// Name of the inbound container port.
 pub const SIDECAR_INBOUND_PORT_NAME: &str = "inbound";
 

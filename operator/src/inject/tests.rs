@@ -849,3 +849,31 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
         Injection::Unchanged(Skip::VolumeConflict)
     );
 }
+
+#[test]
+fn the_inbound_port_follows_the_operator_setting() {
+    let settings = SidecarSettings {
+        inbound_port: 35906,
+        ..SidecarSettings::default()
+    };
+    let v = plain_pod(json!({ "outrigger.dev/inject": "true", "outrigger.dev/app-port": "8080" }));
+    let (doc, _) = injected(&v, &webhook(false), &settings);
+    let c = sidecar(&doc, true);
+    assert_eq!(
+        c.args.unwrap()[6..],
+        [
+            "--inbound-app-port",
+            "8080",
+            "--inbound-app-protocol",
+            "auto",
+            "--inbound-address",
+            "0.0.0.0:35906"
+        ]
+    );
+    assert!(
+        c.ports
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("inbound") && p.container_port == 35906)
+    );
+}
