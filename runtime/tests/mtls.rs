@@ -607,3 +607,47 @@ async fn the_injected_inbound_listener_forwards_to_the_app_with_the_files_mode()
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_cannot_turn_a_kept_socket_into_a_plaintext_tls_listener() {
+    // A sidecar without an identity, its listener on a socket; a reload that adds `tls` to that
+    // listener keeps the socket, so the bind-time check never runs: the reload itself must be
+    // refused, and the listener keeps serving as configured before.
+    let app = Upstream::fixed("ok").await;
+    let yaml = |tls: &str| {
+        format!(
+            r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc: {{channels: [{{listener: edge}}]}}
+listeners: [{{name: edge, address: "{addr}", routeTable: t{tls}}}]
+routeTables: [{{name: t, routes: [{{cluster: app}}]}}]
+clusters: [{{name: app, hosts: [{{address: "{app}"}}]}}]
+"#,
+            addr = "127.0.0.1:0",
+            app = app.addr,
+        )
+    };
+    let rt = start(&yaml("")).await;
+    let edge = bound(&rt, "edge");
+    // The same `address` text: the socket bound for it is kept.
+    let with_tls = yaml(", tls: {mode: strict}");
+    let errors = rt
+        .sidecar
+        .reloader()
+        .apply_text(&with_tls)
+        .await
+        .expect_err("no identity to serve TLS with");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("listeners edge: tls needs the sidecar's identity")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        plaintext_get(edge).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "the last good config keeps serving"
+    );
+}

@@ -215,6 +215,16 @@ impl ProxyCore {
             .iter()
             .filter(|l| l.address.is_some())
             .collect();
+        // A TLS listener never serves plaintext for want of an identity, whether its socket is
+        // new or kept from the last config.
+        let without_identity: Vec<String> = wanted
+            .iter()
+            .filter(|l| l.tls.is_some() && self.shared.identity.is_none())
+            .map(|l| listener::no_identity(&l.name))
+            .collect();
+        if !without_identity.is_empty() {
+            return Err(without_identity);
+        }
         let fresh: Vec<&ListenerConfig> = {
             let bound = self.bound.lock();
             wanted

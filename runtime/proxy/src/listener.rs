@@ -191,6 +191,13 @@ async fn serve_http<I: Io>(
         .await;
 }
 
+/// Why a TLS listener cannot be served.
+pub(crate) fn no_identity(listener: &str) -> String {
+    format!(
+        "listeners {listener}: tls needs the sidecar's identity, which is loaded at start (set `identity` and restart)"
+    )
+}
+
 /// A listener bound to a real socket, with its accept loop. The socket outlives a rename or a
 /// change of limits: the accept loop is restarted on it, so a reload never has to bind an
 /// address the sidecar already holds.
@@ -204,10 +211,7 @@ pub(crate) struct BoundListener {
 impl BoundListener {
     pub(crate) async fn bind(l: &ListenerConfig, shared: Arc<Shared>) -> Result<Self, String> {
         if l.tls.is_some() && shared.identity.is_none() {
-            return Err(format!(
-                "listeners {}: tls needs the sidecar's identity, which is loaded at start (set `identity` and restart)",
-                l.name
-            ));
+            return Err(no_identity(&l.name));
         }
         let address = l.address.clone().unwrap_or_default();
         let socket = TcpListener::bind(&address)
@@ -274,8 +278,13 @@ fn accept(
         accept_loop(&socket, &server, shutdown, |stream, peer| {
             let (name, shared, limits) = (name.clone(), shared.clone(), limits.clone());
             async move {
-                let (Some(mode), Some(identity)) = (tls, shared.identity.clone()) else {
+                let Some(mode) = tls else {
                     serve(stream, name, shared, Some(limits), None).await;
+                    return;
+                };
+                let Some(identity) = shared.identity.clone() else {
+                    // `apply` refuses such a config; never fall back to plaintext.
+                    tracing::error!(listener = %name, "{}", no_identity(&name));
                     return;
                 };
                 let timeout = limits.server.header_read_timeout;
