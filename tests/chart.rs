@@ -803,7 +803,8 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 /// (namespace, RuntimeConfig and ConfigMap metadata reflectors, live RuntimeConfig/ConfigMap
 /// reads), `skips.rs` (skip Events), `certs.rs` (self-managed Secret and caBundle patches),
 /// `leader.rs` (the Lease, released on shutdown), `mesh_ca.rs` (the mesh CA Secret), `signer.rs`
-/// (PodCertificateRequests, their status as the signer, the pods and ServiceAccounts they name).
+/// (PodCertificateRequests, their status as the signer, the pods and ServiceAccounts they name),
+/// `discovery.rs` (the headless Service of each meshed app).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -842,6 +843,10 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     }
     out.insert(g("cluster", "", "pods", "get", None));
     out.insert(g("cluster", "", "serviceaccounts", "get", None));
+    // `discovery.rs`: the headless Services of meshed apps (listed, server-side applied, deleted).
+    for verb in ["list", "create", "patch", "delete"] {
+        out.insert(g("cluster", "", "services", verb, None));
+    }
     out.insert(g(
         "cluster",
         "certificates.k8s.io",

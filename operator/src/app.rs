@@ -19,6 +19,7 @@ use crate::{
     cli::{CertMode, Cli, Command, InjectArgs, RenderArgs, RunArgs, WebhookArgs},
     cluster::ClusterCache,
     crd::RuntimeConfig,
+    discovery::run_discovery,
     inject::PodIdentity,
     leader::{LeaseConfig, run_election},
     logging,
@@ -264,6 +265,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Context::new(client.clone(), metrics.clone(), Some(identity.clone()))
                 .with_mesh_ca(mesh_ca.clone()),
         ),
+        client: client.clone(),
+        inbound_port: args.sidecar.sidecar_inbound_port,
         signer: signer.map(|settings| SignerParts {
             client: client.clone(),
             ca: mesh_ca,
@@ -312,12 +315,15 @@ const MESH_CA_PERIOD: Duration = Duration::from_secs(60);
 /// How long `run` waits for the mesh CA before starting the controllers anyway.
 const MESH_CA_START_WAIT: Duration = Duration::from_secs(30);
 
-/// What the leader runs: the RuntimeConfig controller and, where the API server serves
-/// PodCertificateRequests, the signer.
+/// What the leader runs: the RuntimeConfig controller, the discovery Services and, where the API
+/// server serves PodCertificateRequests, the signer.
 #[derive(Clone)]
 struct LeaderWork {
     ctx: Arc<Context>,
     signer: Option<SignerParts>,
+    /// For the discovery Services.
+    client: Client,
+    inbound_port: u16,
 }
 
 #[derive(Clone)]
@@ -339,6 +345,7 @@ impl LeaderWork {
             }
         };
         let controller = run_controller(self.ctx, stopped());
+        let discovery = run_discovery(self.client, self.inbound_port, stopped());
         let signer = {
             let stop = stopped();
             async move {
@@ -351,7 +358,7 @@ impl LeaderWork {
             shutdown.await;
             tx.send_replace(true);
         };
-        tokio::join!(controller, signer, trigger);
+        tokio::join!(controller, signer, discovery, trigger);
     }
 }
 

@@ -12,19 +12,21 @@ use std::{collections::BTreeMap, fmt};
 
 use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::Pod;
+use outrigger_config::DISCOVERY_SERVICE_SUFFIX;
 use serde_json::{Value, json};
 
 use crate::{
     names::{
-        ANNOTATION_APP_PORT, ANNOTATION_APP_PROTOCOL, ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH,
-        ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY,
-        ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL, ANNOTATION_MEMORY_LIMIT,
-        ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR, APP_PORT_ENV, APP_PROTOCOLS,
-        CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME, DEFAULT_SIDECAR_IMAGE,
-        INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
-        SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
-        SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME,
-        SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME, TRUST_BUNDLE_PATH,
+        ANNOTATION_APP, ANNOTATION_APP_PORT, ANNOTATION_APP_PROTOCOL, ANNOTATION_CONFIG,
+        ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
+        ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
+        ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR,
+        APP_PORT_ENV, APP_PROTOCOLS, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
+        DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_APP,
+        LABEL_INJECTED, NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT,
+        SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME,
+        SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+        TRUST_BUNDLE_PATH,
     },
     quantity,
 };
@@ -266,7 +268,11 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
             settings.native_sidecar
         }
     };
-    let container = sidecar_container(pod, settings, native, &mut warnings);
+    let inbound = inbound_args(pod, settings.inbound_port, &mut warnings);
+    // A pod serving on the inbound listener is found by other sidecars through its app's
+    // headless Service, which selects this label.
+    let app = inbound.as_ref().and_then(|_| app_name(pod, &mut warnings));
+    let container = sidecar_container(pod, settings, native, inbound, &mut warnings);
     let volume = json!({
         "name": SIDECAR_VOLUME_NAME,
         "configMap": { "name": crate::desired::config_map_name(config_name(pod)) },
@@ -277,11 +283,21 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
         ops.push(annotation_op(pod, ANNOTATION_CONFIG_HASH, hash));
     }
     let labels_exist = pod.metadata.labels.is_some();
-    ops.push(if labels_exist {
-        add(&["metadata", "labels", LABEL_INJECTED], json!("true"))
+    let mut labels = vec![(LABEL_INJECTED, "true".to_owned())];
+    if let Some(app) = app {
+        labels.push((LABEL_APP, app));
+    }
+    if labels_exist {
+        for (key, value) in labels {
+            ops.push(add(&["metadata", "labels", key], json!(value)));
+        }
     } else {
-        add(&["metadata", "labels"], json!({ LABEL_INJECTED: "true" }))
-    });
+        let map: serde_json::Map<String, Value> = labels
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        ops.push(add(&["metadata", "labels"], Value::Object(map)));
+    }
     if spec.is_none() {
         // A pod without a spec is rejected by the API server anyway; give it the minimum.
         ops.push(add(&["spec"], json!({ "containers": [] })));
@@ -338,6 +354,37 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
         patch: Patch(ops),
         warnings,
     }
+}
+
+/// The app a pod serves, for its headless Service `<app>-outrigger`: the annotation
+/// `outrigger.dev/app`, else the label `app.kubernetes.io/name`, else the label `app`. `None`,
+/// with a warning, when there is none or it cannot name a Service.
+fn app_name(pod: &Pod, warnings: &mut Vec<String>) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    let Some(name) = annotation(pod, ANNOTATION_APP)
+        .or_else(|| label("app.kubernetes.io/name"))
+        .or_else(|| label("app"))
+    else {
+        warnings.push(format!(
+            "no app name (annotation {ANNOTATION_APP}, label app.kubernetes.io/name or app): other sidecars cannot discover this pod"
+        ));
+        return None;
+    };
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let fits = !name.is_empty()
+        && name.len() <= 63 - DISCOVERY_SERVICE_SUFFIX.len()
+        && name.chars().all(ok)
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !fits {
+        warnings.push(format!(
+            "app name \"{name}\" cannot name the Service {name}{DISCOVERY_SERVICE_SUFFIX} (a DNS label of at most {} characters); other sidecars cannot discover this pod",
+            63 - DISCOVERY_SERVICE_SUFFIX.len()
+        ));
+        return None;
+    }
+    Some(name.to_owned())
 }
 
 /// The sidecar's arguments for the inbound listener, from `outrigger.dev/app-port` and
@@ -446,6 +493,7 @@ fn sidecar_container(
     pod: &Pod,
     settings: &SidecarSettings,
     native: bool,
+    inbound: Option<Vec<String>>,
     warnings: &mut Vec<String>,
 ) -> Value {
     let log_level = match annotation(pod, ANNOTATION_LOG_LEVEL) {
@@ -460,7 +508,6 @@ fn sidecar_container(
             settings.log_level.clone()
         }
     };
-    let inbound = inbound_args(pod, settings.inbound_port, warnings);
     let probe = |path: &str, period: i32, failures: i32| {
         json!({
             "httpGet": { "path": path, "port": SIDECAR_ADMIN_PORT_NAME },

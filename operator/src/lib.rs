@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod crd;
 mod desired;
+mod discovery;
 mod inject;
 mod leader;
 mod live;
@@ -43,6 +44,9 @@ pub use crate::{
     cluster::{ClusterCache, lookup_live},
     crd::{CrdError, Rollout, RuntimeConfig, RuntimeConfigStatus},
     desired::{Desired, config_map_name, desired},
+    discovery::{
+        LABEL_DISCOVERY_APP, desired_services, run_discovery, service as discovery_service,
+    },
     inject::{
         CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_VOLUME_NAME, Injection, LOG_LEVELS,
         PodIdentity, Request, Selection, SidecarSettings, Skip, config_name, inject, is_injected,

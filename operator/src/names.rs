@@ -164,3 +164,9 @@ pub const TRUST_BUNDLE_KEY: &str = "trust-bundle.pem";
 /// Where injected sidecars find the trust bundle (the config volume, mounted at
 /// [`CONFIG_MOUNT_PATH`]).
 pub const TRUST_BUNDLE_PATH: &str = "/etc/outrigger/trust-bundle.pem";
+/// Pod annotation: the app a pod serves (its headless Service is `<app>-outrigger`); else the
+/// label `app.kubernetes.io/name`, else the label `app`.
+pub const ANNOTATION_APP: &str = "outrigger.dev/app";
+/// Label the injector puts on pods with an inbound listener: their app's name, which the
+/// headless Service `<app>-outrigger` selects.
+pub const LABEL_APP: &str = "outrigger.dev/app";

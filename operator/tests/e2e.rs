@@ -1149,5 +1149,45 @@ async fn two_injected_apps_talk_over_mutual_tls() {
     eprintln!(
         "e2e measurement: {users_name} ({users_id}) served {web_name} over mutual TLS with a Pod Certificate from the operator"
     );
+
+    // The operator keeps the headless Service `users-outrigger`; its EndpointSlice lists the
+    // pod on the inbound port. It goes with the app's last pod.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &ns.name);
+    let svc = eventually("the Service users-outrigger", || async {
+        services.get_opt("users-outrigger").await.unwrap()
+    })
+    .await;
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(
+        spec.selector.unwrap()["outrigger.dev/app"],
+        "users",
+        "the label the injector stamped"
+    );
+    assert_eq!(spec.ports.unwrap()[0].port, 34906);
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(client.clone(), &ns.name);
+    eventually("an EndpointSlice with the users pod", || async {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=users-outrigger"))
+            .await
+            .unwrap();
+        list.items
+            .iter()
+            .flat_map(|s| s.endpoints.iter().flatten())
+            .any(|e| e.addresses.contains(&users_ip))
+            .then_some(())
+    })
+    .await;
+    deployments
+        .delete("users", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("the Service gone with the app's last pod", || async {
+        let gone = services.get_opt("users-outrigger").await.unwrap().is_none();
+        (gone && pods_of(&pods, "users").await.is_empty()).then_some(())
+    })
+    .await;
     ns.delete().await;
 }

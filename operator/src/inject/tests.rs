@@ -877,3 +877,69 @@ fn the_inbound_port_follows_the_operator_setting() {
             .any(|p| p.name.as_deref() == Some("inbound") && p.container_port == 35906)
     );
 }
+
+#[test]
+fn pods_with_an_inbound_listener_are_labelled_with_their_app() {
+    let app_label = |annotations: Value, labels: Value| {
+        let mut v = plain_pod(annotations);
+        v["metadata"]["labels"] = labels;
+        let (doc, warnings) = injected(&v, &webhook(false), &SidecarSettings::default());
+        (
+            doc["metadata"]["labels"]["outrigger.dev/app"]
+                .as_str()
+                .map(str::to_owned),
+            warnings,
+        )
+    };
+    let port = |extra: Value| {
+        let mut a = json!({ "outrigger.dev/inject": "true", "outrigger.dev/app-port": "8080" });
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    // The annotation wins over the labels, which are read in order.
+    assert_eq!(
+        app_label(
+            port(json!({ "outrigger.dev/app": "users" })),
+            json!({ "app": "web" })
+        )
+        .0
+        .as_deref(),
+        Some("users")
+    );
+    assert_eq!(
+        app_label(
+            port(json!({})),
+            json!({ "app.kubernetes.io/name": "shop", "app": "web" })
+        )
+        .0
+        .as_deref(),
+        Some("shop")
+    );
+    assert_eq!(
+        app_label(port(json!({})), json!({ "app": "web" }))
+            .0
+            .as_deref(),
+        Some("web")
+    );
+    // None, or one that cannot name a Service: a warning, no label.
+    let (label, warnings) = app_label(port(json!({})), json!({ "tier": "x" }));
+    assert_eq!(label, None);
+    assert!(
+        warnings[0].contains("other sidecars cannot discover this pod"),
+        "{warnings:?}"
+    );
+    let (label, warnings) = app_label(port(json!({ "outrigger.dev/app": "Web_App" })), json!({}));
+    assert_eq!(label, None);
+    assert!(
+        warnings[0].contains("cannot name the Service Web_App-outrigger"),
+        "{warnings:?}"
+    );
+    // Without an inbound listener there is nothing to discover.
+    let (label, warnings) = app_label(
+        json!({ "outrigger.dev/inject": "true" }),
+        json!({ "app": "web" }),
+    );
+    assert_eq!((label, warnings.len()), (None, 0));
+}

@@ -146,6 +146,43 @@ pub enum ListenerTlsMode {
     Permissive,
 }
 
+/// A meshed app whose sidecars a cluster reaches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Discovery {
+    /// The app's name (its pods' `outrigger.dev/app`, else `app.kubernetes.io/name`, else `app`).
+    pub app: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The sidecars' inbound port. Default 34906.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// The default inbound port of injected sidecars.
+pub const DEFAULT_INBOUND_PORT: u16 = 34906;
+/// The suffix of the headless Service the operator keeps for a meshed app.
+pub const DISCOVERY_SERVICE_SUFFIX: &str = "-outrigger";
+
+impl Discovery {
+    /// The headless Service's name, `<app>-outrigger`.
+    pub fn service(&self) -> String {
+        format!("{}{DISCOVERY_SERVICE_SUFFIX}", self.app)
+    }
+
+    /// The name the cluster's hosts are resolved from (the resolver's search list completes it
+    /// with the cluster domain), with the port.
+    pub fn host(&self) -> String {
+        format!(
+            "{}.{}.svc:{}",
+            self.service(),
+            self.namespace,
+            self.port.unwrap_or(DEFAULT_INBOUND_PORT)
+        )
+    }
+}
+
 /// Mutual TLS to a cluster's hosts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -1023,8 +1060,15 @@ pub struct ClusterConfig {
     /// How a host is chosen for each request.
     #[serde(default)]
     pub lb: LbPolicy,
-    /// The hosts; DNS names are resolved and re-resolved every `dnsRefreshMs`.
+    /// The hosts; DNS names are resolved and re-resolved every `dnsRefreshMs`. Leave out with
+    /// `discovery`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostConfig>,
+    /// The sidecars of a meshed app, pod by pod: the cluster's hosts are the ready pods behind
+    /// the headless Service `<app>-outrigger` the operator keeps (resolved and re-resolved every
+    /// `dnsRefreshMs`), on their inbound port, with mutual TLS unless `tls.mode` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
     /// Time allowed to establish a connection, in milliseconds. Default 1000.
     #[serde(default = "default_connect_timeout_ms")]
     #[schemars(range(min = 1))]
@@ -1159,11 +1203,24 @@ impl RpcConfig {
 }
 
 impl ClusterConfig {
-    /// Whether connections to the hosts use mutual TLS.
+    /// Whether connections to the hosts use mutual TLS: `tls.mode: mesh`, or a `discovery`
+    /// cluster without `tls`.
     pub fn mesh_tls(&self) -> bool {
-        self.tls
-            .as_ref()
-            .is_some_and(|t| t.mode == ClusterTlsMode::Mesh)
+        match &self.tls {
+            Some(t) => t.mode == ClusterTlsMode::Mesh,
+            None => self.discovery.is_some(),
+        }
+    }
+
+    /// The host entries: `hosts`, or the discovered app's headless Service.
+    pub fn host_entries(&self) -> Vec<HostConfig> {
+        match &self.discovery {
+            Some(d) => vec![HostConfig {
+                address: d.host(),
+                weight: 1,
+            }],
+            None => self.hosts.clone(),
+        }
     }
 
     /// The connect timeout.

@@ -581,8 +581,31 @@ impl Validator {
             );
         }
         self.heartbeat(&format!("{path}.heartbeat"), &c.heartbeat);
-        if c.hosts.is_empty() {
-            self.err(format!("{path}.hosts"), "at least one host is required");
+        match &c.discovery {
+            None if c.hosts.is_empty() => {
+                self.err(format!("{path}.hosts"), "at least one host is required");
+            }
+            None => {}
+            Some(d) => {
+                if !c.hosts.is_empty() {
+                    self.err(
+                        format!("{path}.hosts"),
+                        "a cluster with discovery finds its hosts: leave hosts out",
+                    );
+                }
+                // The Service `<app>-outrigger` must be a DNS label: 63 characters at most.
+                if let Err(e) =
+                    check_dns_label(&d.app, 63 - crate::spec::DISCOVERY_SERVICE_SUFFIX.len())
+                {
+                    self.err(format!("{path}.discovery.app"), e);
+                }
+                if let Err(e) = check_dns_label(&d.namespace, 63) {
+                    self.err(format!("{path}.discovery.namespace"), e);
+                }
+                if d.port == Some(0) {
+                    self.err(format!("{path}.discovery.port"), "must be 1 to 65535");
+                }
+            }
         }
         for (i, h) in c.hosts.iter().enumerate() {
             if let Err(e) = check_host_port(&h.address) {
@@ -637,6 +660,19 @@ impl Validator {
             );
         }
     }
+}
+
+/// A Kubernetes name usable as a DNS label: lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit, at most `max` characters.
+fn check_dns_label(s: &str, max: usize) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if s.is_empty() || s.len() > max || !s.chars().all(ok) || s.starts_with('-') || s.ends_with('-')
+    {
+        return Err(format!(
+            "\"{s}\" is not a DNS label of at most {max} characters (lowercase letters, digits, '-')"
+        ));
+    }
+    Ok(())
 }
 
 /// A SPIFFE trust domain: lowercase letters, digits, `.`, `-` and `_`, at most 255 bytes.

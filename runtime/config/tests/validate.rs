@@ -860,3 +860,48 @@ fn mutual_tls_settings_load_and_need_an_identity() {
     let unknown = errors(&MESH.replace("mode: permissive", "mode: optional"));
     assert!(unknown[0].starts_with("parse: "), "{unknown:?}");
 }
+
+#[test]
+fn discovery_clusters_reach_an_apps_sidecars_with_mutual_tls_by_default() {
+    let doc = r#"
+rpc: {channels: [{listener: egress}]}
+listeners: [{name: egress, routeTable: out}]
+routeTables: [{name: out, routes: [{cluster: users}]}]
+clusters:
+  - {name: users, protocol: dubbo, discovery: {app: users, namespace: shop}}
+  - {name: plain, discovery: {app: legacy, namespace: shop, port: 35906}, tls: {mode: disabled}}
+"#;
+    let spec = load_yaml(doc).expect("valid");
+    let users = &spec.clusters[0];
+    assert!(users.mesh_tls(), "mutual TLS unless tls says otherwise");
+    assert_eq!(
+        users.host_entries()[0].address,
+        "users-outrigger.shop.svc:34906"
+    );
+    assert!(!spec.clusters[1].mesh_tls());
+    assert_eq!(
+        spec.clusters[1].host_entries()[0].address,
+        "legacy-outrigger.shop.svc:35906"
+    );
+    let bad = doc
+        .replace("{app: users, namespace: shop}", "{app: Users_1, namespace: \"\"}")
+        .replace(
+            "discovery: {app: legacy, namespace: shop, port: 35906}",
+            "hosts: [{address: \"10.0.0.1:80\"}], discovery: {app: a-very-long-application-name-that-does-not-fit-a-label, namespace: shop, port: 0}",
+        );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "clusters[0].discovery.app: \"Users_1\" is not a DNS label of at most 53 characters (lowercase letters, digits, '-')",
+            "clusters[0].discovery.namespace: \"\" is not a DNS label of at most 63 characters (lowercase letters, digits, '-')",
+            "clusters[1].hosts: a cluster with discovery finds its hosts: leave hosts out",
+            "clusters[1].discovery.app: \"a-very-long-application-name-that-does-not-fit-a-label\" is not a DNS label of at most 53 characters (lowercase letters, digits, '-')",
+            "clusters[1].discovery.port: must be 1 to 65535",
+        ]
+    );
+    let none = errors(&doc.replace("discovery: {app: users, namespace: shop}", "lb: random"));
+    assert_eq!(
+        none,
+        vec!["clusters[0].hosts: at least one host is required"]
+    );
+}

@@ -63,6 +63,13 @@ impl SpiffeId {
         &self.0
     }
 
+    /// The Kubernetes namespace of an id of the form `spiffe://<td>/ns/<namespace>/...`.
+    pub fn namespace(&self) -> Option<&str> {
+        let path = self.0.strip_prefix("spiffe://")?.split_once('/')?.1;
+        let rest = path.strip_prefix("ns/")?;
+        Some(rest.split('/').next().unwrap_or(rest)).filter(|n| !n.is_empty())
+    }
+
     /// Shared text, for logs and spans.
     pub fn shared(&self) -> Arc<str> {
         self.0.clone()
@@ -80,6 +87,8 @@ impl fmt::Display for SpiffeId {
 pub enum PeerPolicy {
     /// Any id of the trust domain.
     TrustDomain,
+    /// Any id of this Kubernetes namespace (`spiffe://<trust domain>/ns/<namespace>/...`).
+    Namespace(String),
     /// One of these ids.
     OneOf(Vec<String>),
 }
@@ -98,6 +107,7 @@ impl PeerPolicy {
     pub fn accepts(&self, id: &SpiffeId) -> bool {
         match self {
             PeerPolicy::TrustDomain => true,
+            PeerPolicy::Namespace(ns) => id.namespace() == Some(ns.as_str()),
             PeerPolicy::OneOf(ids) => ids.iter().any(|i| i == id.as_str()),
         }
     }
@@ -107,6 +117,7 @@ impl fmt::Display for PeerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerPolicy::TrustDomain => f.write_str("any identity of the trust domain"),
+            PeerPolicy::Namespace(ns) => write!(f, "an identity of namespace {ns}"),
             PeerPolicy::OneOf(ids) => write!(f, "one of {}", ids.join(", ")),
         }
     }

@@ -225,6 +225,18 @@ async fn mutual_tls_verifies_both_sides_and_names_each_refusal() {
     assert_eq!(served.unwrap(), CLIENT);
     called.unwrap();
 
+    // Any identity of the server's namespace (a discovered app's default), or not.
+    let (_, called) = handshake(&server, &client, PeerPolicy::Namespace("shop".into())).await;
+    called.unwrap();
+    let (_, called) = handshake(&server, &client, PeerPolicy::Namespace("payments".into())).await;
+    let err = called.unwrap_err();
+    assert_eq!(handshake_failure(&err), "bad_identity", "{err}");
+    assert!(
+        err.to_string()
+            .contains("an identity of namespace payments"),
+        "{err}"
+    );
+
     // The server is not who the cluster expects.
     let (_, called) = handshake(
         &server,

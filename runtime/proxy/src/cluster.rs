@@ -18,7 +18,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use outrigger_codec::Limits;
-use outrigger_config::{ClusterConfig, Protocol};
+use outrigger_config::{ClusterConfig, HostConfig, Protocol};
 
 use outrigger_core::{Cause, Metrics, NameLabels, ProxyError};
 use outrigger_identity::{Identity, PeerPolicy};
@@ -118,6 +118,21 @@ pub(crate) struct Cluster {
     pub(crate) budget_exhausted: Counter,
     /// Mutual TLS on every connection (`tls.mode: mesh`).
     secure: Option<Arc<dyn Secure>>,
+    /// The host entries resolved: `hosts`, or the discovered app's headless Service.
+    entries: Vec<HostConfig>,
+}
+
+/// Which identities a mesh cluster's hosts may present: `tls.identities`, else any identity of
+/// the discovered app's namespace, else any of the trust domain.
+fn peer_policy(cfg: &ClusterConfig) -> PeerPolicy {
+    let listed = cfg
+        .tls
+        .as_ref()
+        .map_or(&[][..], |t| t.identities.as_slice());
+    match (&cfg.discovery, listed.is_empty()) {
+        (Some(d), true) => PeerPolicy::Namespace(d.namespace.clone()),
+        _ => PeerPolicy::from_identities(listed),
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,22 +152,23 @@ impl Cluster {
         identity: Option<&Arc<Identity>>,
     ) -> Result<Arc<Self>, String> {
         let name: Arc<str> = Arc::from(cfg.name.as_str());
-        let secure: Option<Arc<dyn Secure>> = match (&cfg.tls, identity) {
-            (Some(tls), Some(identity)) if cfg.mesh_tls() => Some(Arc::new(Originate {
-                client: identity.client(PeerPolicy::from_identities(&tls.identities)),
+        let secure: Option<Arc<dyn Secure>> = match identity {
+            _ if !cfg.mesh_tls() => None,
+            Some(identity) => Some(Arc::new(Originate {
+                client: identity.client(peer_policy(cfg)),
                 metrics: metrics.clone(),
                 cluster: name.clone(),
             })),
-            (Some(_), None) if cfg.mesh_tls() => {
+            None => {
                 return Err(format!(
                     "cluster {}: tls mode mesh needs the sidecar's identity, which is loaded at start (set `identity` and restart)",
                     cfg.name
                 ));
             }
-            _ => None,
         };
         let cluster = Arc::new(Self {
             secure,
+            entries: cfg.host_entries(),
             cfg: cfg.clone(),
             balancer: Balancer::new(cfg.lb),
             hosts: ArcSwap::from_pointee(HostSet::default()),
@@ -178,8 +194,8 @@ impl Cluster {
             cluster.resolve(),
         )
         .await;
-        let has_names = cfg
-            .hosts
+        let has_names = cluster
+            .entries
             .iter()
             .any(|h| h.address.parse::<SocketAddr>().is_err());
         if has_names {
@@ -192,7 +208,7 @@ impl Cluster {
     /// that are still there.
     async fn resolve(&self) {
         let mut resolved: Vec<(SocketAddr, u32, &str)> = Vec::new();
-        for h in &self.cfg.hosts {
+        for h in &self.entries {
             if let Ok(addr) = h.address.parse::<SocketAddr>() {
                 resolved.push((addr, h.weight, &h.address));
                 continue;
@@ -383,6 +399,47 @@ mod tests {
                 .collect::<Vec<_>>(),
         }))
         .expect("cluster")
+    }
+
+    #[test]
+    fn a_discovery_cluster_accepts_its_namespace_unless_told_otherwise() {
+        let discovered: ClusterConfig = serde_json::from_value(serde_json::json!({
+            "name": "users", "discovery": {"app": "users", "namespace": "shop"},
+        }))
+        .expect("cluster");
+        assert_eq!(
+            peer_policy(&discovered),
+            PeerPolicy::Namespace("shop".into())
+        );
+        let pinned: ClusterConfig = serde_json::from_value(serde_json::json!({
+            "name": "users", "discovery": {"app": "users", "namespace": "shop"},
+            "tls": {"mode": "mesh", "identities": ["spiffe://cluster.local/ns/shop/sa/users"]},
+        }))
+        .expect("cluster");
+        assert_eq!(
+            peer_policy(&pinned),
+            PeerPolicy::OneOf(vec!["spiffe://cluster.local/ns/shop/sa/users".into()])
+        );
+        let listed: ClusterConfig = serde_json::from_value(serde_json::json!({
+            "name": "users", "hosts": [{"address": "10.0.0.7:34906"}], "tls": {"mode": "mesh"},
+        }))
+        .expect("cluster");
+        assert_eq!(peer_policy(&listed), PeerPolicy::TrustDomain);
+    }
+
+    #[tokio::test]
+    async fn a_mesh_cluster_without_an_identity_is_refused() {
+        let discovered: ClusterConfig = serde_json::from_value(serde_json::json!({
+            "name": "users", "discovery": {"app": "users", "namespace": "shop"},
+        }))
+        .expect("cluster");
+        let err = Cluster::build(&discovered, &Metrics::new(), None)
+            .await
+            .expect_err("no identity");
+        assert!(
+            err.contains("cluster users: tls mode mesh needs the sidecar's identity"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
