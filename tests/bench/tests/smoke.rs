@@ -87,6 +87,8 @@ fn smoke_mode_runs_every_scenario_without_errors() {
         "invoke-http",
         "proxy-http",
         "invoke-bolt",
+        "mesh-http",
+        "mesh-mtls",
     ] {
         assert!(ran(name), "{name} did not run all five phases:\n{stderr}");
     }

@@ -54,11 +54,16 @@ pub enum Scenario {
     /// → proxy core → Bolt upstream (its own sidecar process and config; the call carries
     /// 1 KiB of opaque content).
     InvokeBolt,
+    /// HTTP client → sidecar A's proxy listener → plaintext → sidecar B's inbound listener →
+    /// upstream: the mesh path without TLS (CPU of both sidecars).
+    MeshHttp,
+    /// The same with mutual TLS between A and B (SPIFFE certificates of a throwaway CA).
+    MeshMtls,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::DirectHttp,
         Scenario::DirectGrpc,
         Scenario::InvokeHttp,
@@ -66,6 +71,8 @@ impl Scenario {
         Scenario::NginxHttp,
         Scenario::HaproxyHttp,
         Scenario::InvokeBolt,
+        Scenario::MeshHttp,
+        Scenario::MeshMtls,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -78,6 +85,8 @@ impl Scenario {
             Scenario::NginxHttp => "nginx-http",
             Scenario::HaproxyHttp => "haproxy-http",
             Scenario::InvokeBolt => "invoke-bolt",
+            Scenario::MeshHttp => "mesh-http",
+            Scenario::MeshMtls => "mesh-mtls",
         }
     }
 
@@ -97,6 +106,12 @@ impl Scenario {
             Scenario::InvokeBolt => {
                 "tonic client → sidecar InvokeService → Bolt channel → in-process listener → proxy core → Bolt upstream"
             }
+            Scenario::MeshHttp => {
+                "HTTP/1.1 client → sidecar A proxy listener → plaintext → sidecar B inbound listener → upstream (CPU: both sidecars)"
+            }
+            Scenario::MeshMtls => {
+                "HTTP/1.1 client → sidecar A proxy listener → mutual TLS 1.3 → sidecar B inbound listener → upstream (CPU: both sidecars)"
+            }
         }
     }
 
@@ -110,7 +125,11 @@ impl Scenario {
     pub fn is_sidecar(self) -> bool {
         matches!(
             self,
-            Scenario::InvokeHttp | Scenario::ProxyHttp | Scenario::InvokeBolt
+            Scenario::InvokeHttp
+                | Scenario::ProxyHttp
+                | Scenario::InvokeBolt
+                | Scenario::MeshHttp
+                | Scenario::MeshMtls
         )
     }
 
@@ -414,6 +433,8 @@ impl Servers {
 /// The system under test of one scenario.
 struct Subject {
     proc: Option<Proc>,
+    /// A second process of the system under test (the callee sidecar of the mesh scenarios).
+    peer: Option<Proc>,
     target: Target,
     label: Option<String>,
 }
@@ -427,6 +448,7 @@ async fn start_subject(
 ) -> Result<Result<Subject, String>, BenchError> {
     Ok(Ok(match sc {
         Scenario::DirectHttp => Subject {
+            peer: None,
             proc: None,
             target: Target::Http(servers.upstream.addr),
             label: None,
@@ -436,6 +458,7 @@ async fn start_subject(
                 return Ok(Err("the gRPC floor server is not running".to_owned()));
             };
             Subject {
+                peer: None,
                 proc: None,
                 target: Target::Grpc(echo.addr, Invoke::Http),
                 label: None,
@@ -471,9 +494,37 @@ async fn start_subject(
                 _ => Target::Grpc(addrs.grpc, Invoke::Http),
             };
             Subject {
+                peer: None,
                 proc: Some(proc),
                 target,
                 label: Some(format!("outrigger ({threads})")),
+            }
+        }
+        Scenario::MeshHttp | Scenario::MeshMtls => {
+            if !settings.sidecar_bin.is_file() {
+                return Err(BenchError::NoSidecar(settings.sidecar_bin.clone()));
+            }
+            let tls = sc == Scenario::MeshMtls;
+            let (callee, caller, entry) = sidecar::start_mesh(
+                &settings.sidecar_bin,
+                dir,
+                servers.upstream.addr,
+                tls,
+                threads,
+            )
+            .await?;
+            let threads = match threads {
+                0 => "default tokio worker threads".to_owned(),
+                n => format!(
+                    "{n} tokio worker thread{} each",
+                    if n == 1 { "" } else { "s" }
+                ),
+            };
+            Subject {
+                peer: Some(callee),
+                proc: Some(caller),
+                target: Target::Http(entry),
+                label: Some(format!("2 × outrigger ({threads})")),
             }
         }
         Scenario::NginxHttp | Scenario::HaproxyHttp => {
@@ -494,6 +545,7 @@ async fn start_subject(
                 .start(&bin, dir, servers.upstream.addr, threads)
                 .await?;
             Subject {
+                peer: None,
                 proc: Some(proc),
                 target: Target::Http(listen),
                 label: Some(format!("{version} ({})", peer.workers_label(threads))),
@@ -534,7 +586,9 @@ async fn run_scenario(
     let mut watched = Vec::new();
     if let Some(proc) = &subject.proc {
         tokio::time::sleep(Duration::from_millis(if settings.smoke { 50 } else { 500 })).await;
-        let pids = proc.pids();
+        let mut pids = proc.pids();
+        // Both sidecars of a mesh path are the system under test.
+        pids.extend(subject.peer.iter().flat_map(Proc::pids));
         result.idle_rss_kib = Some(procstat::sample(&pids).rss_kib);
         watched.push(Watched {
             role: Role::Proxy,
@@ -580,7 +634,7 @@ async fn run_scenario(
         report_phase(progress, &name, &phase);
         result.phases.push(phase);
     }
-    if let Some(mut proc) = subject.proc {
+    for mut proc in subject.proc.into_iter().chain(subject.peer) {
         if let Err(e) = proc.check_running() {
             result.failure = Some(e.to_string());
         }
