@@ -56,7 +56,10 @@ pub use crate::{
         Decision, LeaseConfig, LeaseObserver, decide, next_spec, release, released_spec,
         run_election, try_lead,
     },
-    live::{SCRAPE_TIMEOUT, ScrapeError, admin_address, live_hashes, parse_config_hash, scrape},
+    live::{
+        SCRAPE_BUDGET, SCRAPE_TIMEOUT, ScrapeError, admin_address, live_hashes, parse_config_hash,
+        scrape,
+    },
     manifests::{InjectReport, ManifestError, inject_manifests, render},
     mesh_ca::{
         IssuedLeaf, KeyError, LEAF_BACKDATE_SECS, MESH_ISSUER_RENEW_BEFORE_SECS,

@@ -2,8 +2,9 @@
 //! port (`GET /metrics` on the pod IP, the line `outrigger_config_info{hash="…"} 1`: the port and
 //! path the kubelet's probes and Prometheus already reach). A sidecar reloads a changed ConfigMap
 //! by itself, so this, not the hash a pod was admitted with, says whether it is up to date.
-//! Reads are bounded (a timeout per pod, a body cap, a few pods at a time) and a pod that cannot
-//! be read is simply absent from the answer: the caller falls back to its admission stamp.
+//! Reads are bounded (a timeout per pod, a body cap, a few pods at a time, a budget per count)
+//! and a pod that cannot be read is simply absent from the answer: the caller falls back to its
+//! admission stamp.
 //! Not for deciding what counts as stale (`status::rollout`).
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -19,7 +20,10 @@ use crate::{
 };
 
 /// How long one pod may take to answer (connect, request and body together).
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one count may spend reading sidecars in all: pods not read by then are counted by
+/// their admission stamp, so unreachable pods never hold a reconcile up for long.
+pub const SCRAPE_BUDGET: Duration = Duration::from_secs(5);
 /// The most of a `/metrics` answer read; the info line comes early, long before this.
 const MAX_BODY: usize = 1 << 20;
 /// Pods read at once.
@@ -126,7 +130,8 @@ async fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
 }
 
 /// The live hash of every running sidecar among `pods` that uses RuntimeConfig `name`, by pod
-/// name. Pods that cannot be read are left out (and logged at debug).
+/// name, as far as [`SCRAPE_BUDGET`] allows. Pods that cannot be read are left out (and logged
+/// at debug).
 pub async fn live_hashes(pods: &[Pod], name: &str) -> HashMap<String, String> {
     let targets: Vec<(String, SocketAddr)> = pods
         .iter()
@@ -145,6 +150,7 @@ pub async fn live_hashes(pods: &[Pod], name: &str) -> HashMap<String, String> {
         })
         .buffer_unordered(CONCURRENCY)
         .filter_map(std::future::ready)
+        .take_until(tokio::time::sleep(SCRAPE_BUDGET))
         .collect()
         .await
 }
