@@ -385,6 +385,23 @@ fn installed() {
     INSTALLED.get_or_init(install_and_upgrade);
 }
 
+/// `helm upgrade` of the release with its values kept, plus `extra`, waiting for it.
+fn upgrade_release(extra: &[&str]) {
+    let mut args = vec![
+        "upgrade",
+        "outrigger",
+        "charts/outrigger",
+        "-n",
+        RELEASE_NAMESPACE,
+        "--reuse-values",
+        "--wait",
+        "--timeout",
+        "5m",
+    ];
+    args.extend_from_slice(extra);
+    tool("helm", &args);
+}
+
 fn install_and_upgrade() {
     let mut install = vec![
         "upgrade",
@@ -411,20 +428,7 @@ fn install_and_upgrade() {
             "charts/outrigger/crds/",
         ],
     );
-    tool(
-        "helm",
-        &[
-            "upgrade",
-            "outrigger",
-            "charts/outrigger",
-            "-n",
-            RELEASE_NAMESPACE,
-            "--reuse-values",
-            "--wait",
-            "--timeout",
-            "5m",
-        ],
-    );
+    upgrade_release(&[]);
     tool(
         "kubectl",
         &[
@@ -920,22 +924,7 @@ async fn a_runtime_config_applied_with_its_workload() {
 async fn two_operator_replicas_hand_the_lease_over() {
     let client = client().await;
     installed();
-    tool(
-        "helm",
-        &[
-            "upgrade",
-            "outrigger",
-            "charts/outrigger",
-            "-n",
-            RELEASE_NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "operator.replicas=2",
-            "--wait",
-            "--timeout",
-            "5m",
-        ],
-    );
+    upgrade_release(&["--set", "operator.replicas=2"]);
     let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
     let holder_of = || async {
         leases

@@ -102,12 +102,10 @@ async fn main() -> ExitCode {
             inbound: cli.inbound_app_port.map(|port| InboundApp {
                 address: cli.inbound_address.clone(),
                 port,
-                protocol: match cli.inbound_app_protocol.as_str() {
-                    "http" => Protocol::Http,
-                    "bolt" => Protocol::Bolt,
-                    "dubbo" => Protocol::Dubbo,
-                    _ => Protocol::Auto,
-                },
+                protocol: Protocol::WIRE
+                    .into_iter()
+                    .find(|p| p.as_str() == cli.inbound_app_protocol)
+                    .unwrap_or(Protocol::Auto),
             }),
             identity: cli
                 .identity_credential_bundle

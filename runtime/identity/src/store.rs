@@ -7,16 +7,13 @@
 //! details (`tls`).
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwap;
 use outrigger_config::IdentityConfig;
-use outrigger_core::{Metrics, Shutdown};
+use outrigger_core::{Metrics, Shutdown, rfc3339};
 use parking_lot::Mutex;
 use rustls::{
     ClientConfig, ServerConfig,
@@ -76,7 +73,6 @@ pub struct Identity {
     seen: Mutex<(Vec<u8>, Vec<u8>)>,
     /// The last refused change, so it is logged once.
     refused: Mutex<Option<String>>,
-    versions: AtomicU64,
     /// Shared by every server config, so sessions resume across a certificate change.
     server_sessions: Arc<ServerSessionMemoryCache>,
 }
@@ -128,7 +124,6 @@ impl Identity {
             current: ArcSwap::from_pointee(loaded),
             seen: Mutex::new((credentials, trust)),
             refused: Mutex::new(None),
-            versions: AtomicU64::new(1),
             server_sessions,
         }))
     }
@@ -174,7 +169,7 @@ impl Identity {
                 return Ok(false);
             }
         }
-        let version = self.versions.load(Ordering::Relaxed) + 1;
+        let version = self.current.load().version + 1;
         let loaded = build(
             &self.cfg,
             &self.provider,
@@ -183,7 +178,6 @@ impl Identity {
             version,
             self.server_sessions.clone(),
         )?;
-        self.versions.store(version, Ordering::Relaxed);
         record(&self.metrics, &loaded);
         tracing::info!(
             version,
@@ -253,10 +247,6 @@ fn record(metrics: &Metrics, loaded: &Loaded) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     metrics.identity_cert_expiry.set(expiry);
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    outrigger_core::rfc3339(t)
 }
 
 /// The client side of one cluster's connections: a config built from the current identity and

@@ -83,7 +83,7 @@ pub const INBOUND_LISTENER: &str = "inbound";
 impl InboundApp {
     /// The listener, route table and clusters it adds. The mode comes from the file's
     /// `inbound.tls.mode`; without an identity a `permissive` listener stays plaintext (a
-    /// `strict` one then fails validation, naming the missing identity).
+    /// `strict` one is then refused when it is bound, naming the missing identity).
     fn add_to(&self, spec: &mut RuntimeConfigSpec) {
         let mode = spec
             .inbound
@@ -102,15 +102,15 @@ impl InboundApp {
             InboundTlsMode::Disabled => None,
         };
         let protocols: &[Protocol] = match self.protocol {
-            Protocol::Auto => &[Protocol::Http, Protocol::Bolt, Protocol::Dubbo],
+            Protocol::Auto => &Protocol::WIRE,
             ref one => std::slice::from_ref(one),
         };
         let mut routes = Vec::new();
         for p in protocols {
-            let name = format!("inbound-app-{}", protocol_name(*p));
+            let name = format!("inbound-app-{p}");
             spec.clusters.push(document(serde_json::json!({
                 "name": name,
-                "protocol": protocol_name(*p),
+                "protocol": p.as_str(),
                 "hosts": [{"address": format!("127.0.0.1:{}", self.port)}],
             })));
             // A route only takes requests of its cluster's protocol.
@@ -131,16 +131,6 @@ impl InboundApp {
             rate_limit: None,
             tls: tls.map(|mode| ListenerTls { mode }),
         });
-    }
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Http => "http",
-        Protocol::Http2 => "http2",
-        Protocol::Bolt => "bolt",
-        Protocol::Dubbo => "dubbo",
-        Protocol::Auto => "auto",
     }
 }
 
