@@ -804,7 +804,8 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 /// reads), `skips.rs` (skip Events), `certs.rs` (self-managed Secret and caBundle patches),
 /// `leader.rs` (the Lease, released on shutdown), `mesh_ca.rs` (the mesh CA Secret), `signer.rs`
 /// (PodCertificateRequests, their status as the signer, the pods and ServiceAccounts they name),
-/// `discovery.rs` (the headless Service of each meshed app).
+/// `discovery.rs` (the headless Service of each meshed app), `identity_endpoint.rs` (a
+/// TokenReview per request, the pod its token is bound to).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -843,6 +844,13 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     }
     out.insert(g("cluster", "", "pods", "get", None));
     out.insert(g("cluster", "", "serviceaccounts", "get", None));
+    out.insert(g(
+        "cluster",
+        "authentication.k8s.io",
+        "tokenreviews",
+        "create",
+        None,
+    ));
     // `discovery.rs`: the headless Services of meshed apps (listed, server-side applied, deleted).
     for verb in ["list", "create", "patch", "delete"] {
         out.insert(g("cluster", "", "services", verb, None));

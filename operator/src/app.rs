@@ -16,11 +16,12 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     admission::NoCluster,
     certs::SelfManaged,
-    cli::{CertMode, Cli, Command, InjectArgs, RenderArgs, RunArgs, WebhookArgs},
+    cli::{CertMode, Cli, Command, InjectArgs, IssuanceMode, RenderArgs, RunArgs, WebhookArgs},
     cluster::ClusterCache,
     crd::RuntimeConfig,
     discovery::run_discovery,
-    inject::PodIdentity,
+    identity_endpoint::{IdentityService, ServingCert, serve_identity},
+    inject::{Issuance, PodIdentity},
     leader::{LeaseConfig, run_election},
     logging,
     manifests::{inject_manifests, render},
@@ -210,12 +211,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    // Injected sidecars get a Pod Certificates identity exactly when this operator signs them.
+    // Every injected sidecar gets an identity: from Pod Certificates when this operator signs
+    // them (and is asked to), else from the identity endpoint.
     let mut settings = args.sidecar.settings();
-    settings.identity = signer.as_ref().map(|s| PodIdentity {
-        signer_name: s.signer_name.clone(),
-        trust_domain: s.trust_domain.clone(),
-        max_expiration_seconds: u32::try_from(s.lifetime.as_secs()).unwrap_or(u32::MAX),
+    settings.identity = Some(PodIdentity {
+        trust_domain: args.identity.trust_domain.clone(),
+        issuance: issuance(&args, signer.as_ref()),
     });
     let cluster = ClusterCache::start(client.clone());
     let state = Arc::new(WebhookState {
@@ -260,6 +261,27 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !mesh_ca.wait_loaded(MESH_CA_START_WAIT).await {
         tracing::warn!(secret = %args.identity.mesh_ca_secret, "mesh CA not loaded yet: ConfigMaps get trust-bundle.pem and the signer issues once it loads");
     }
+    // The identity endpoint: every replica serves it, with a certificate from the mesh CA.
+    let serving = ServingCert::new(&args.service_name, &args.namespace);
+    tokio::spawn(serving.clone().run(mesh_ca.clone()));
+    let identity_listener = TcpListener::bind(args.identity.identity_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.identity.identity_address))?;
+    tracing::info!(address = %args.identity.identity_address, "identity endpoint serving");
+    tokio::spawn(serve_identity(
+        identity_listener,
+        serving
+            .server_config()
+            .map_err(anyhow::Error::msg)
+            .context("cannot build the identity endpoint's TLS settings")?,
+        IdentityService::new(
+            client.clone(),
+            mesh_ca.clone(),
+            args.identity.signer_settings(),
+            metrics.clone(),
+        ),
+        stopping(),
+    ));
     let work = LeaderWork {
         ctx: Arc::new(
             Context::new(client.clone(), metrics.clone(), Some(identity.clone()))
@@ -308,6 +330,32 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = webhooks.await;
     led.map(|()| ExitCode::SUCCESS)
+}
+
+/// Where injected sidecars get their certificate: Pod Certificates when asked (`auto` or
+/// `pod-certificate`) and signed here, else the identity endpoint.
+fn issuance(args: &RunArgs, signer: Option<&SignerSettings>) -> Issuance {
+    let identity = &args.identity;
+    match (identity.identity_issuance, signer) {
+        (IssuanceMode::Auto | IssuanceMode::PodCertificate, Some(s)) => Issuance::PodCertificate {
+            signer_name: s.signer_name.clone(),
+            max_expiration_seconds: u32::try_from(s.lifetime.as_secs()).unwrap_or(u32::MAX),
+        },
+        (mode, _) => {
+            if mode == IssuanceMode::PodCertificate {
+                tracing::warn!(
+                    "--identity-issuance=pod-certificate, but the API server does not serve PodCertificateRequests: sidecars use the identity endpoint instead"
+                );
+            }
+            let server_name = format!("{}.{}.svc", args.service_name, args.namespace);
+            Issuance::Csr {
+                endpoint: identity.identity_endpoint.clone().unwrap_or_else(|| {
+                    format!("{server_name}:{}", identity.identity_address.port())
+                }),
+                server_name,
+            }
+        }
+    }
 }
 
 /// How often the mesh CA Secret is re-read (and, self-managed, renewed when due).

@@ -11,11 +11,12 @@ use crate::{
     inject::{LOG_LEVELS, SidecarSettings},
     mesh_ca::{MeshCaMode, valid_trust_domain},
     names::{
-        DEFAULT_CERT_DIR, DEFAULT_IDENTITY_CERT_LIFETIME_SECS, DEFAULT_LEASE_NAME,
-        DEFAULT_MESH_CA_SECRET, DEFAULT_METRICS_ADDRESS, DEFAULT_MUTATING_WEBHOOK_NAME,
-        DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_SIDECAR_IMAGE, DEFAULT_SIGNER_NAME,
-        DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDATING_WEBHOOK_NAME, DEFAULT_WEBHOOK_ADDRESS,
-        MAX_IDENTITY_CERT_LIFETIME_SECS, MIN_IDENTITY_CERT_LIFETIME_SECS, SIDECAR_INBOUND_PORT,
+        DEFAULT_CERT_DIR, DEFAULT_IDENTITY_ADDRESS, DEFAULT_IDENTITY_CERT_LIFETIME_SECS,
+        DEFAULT_LEASE_NAME, DEFAULT_MESH_CA_SECRET, DEFAULT_METRICS_ADDRESS,
+        DEFAULT_MUTATING_WEBHOOK_NAME, DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME,
+        DEFAULT_SIDECAR_IMAGE, DEFAULT_SIGNER_NAME, DEFAULT_TRUST_DOMAIN,
+        DEFAULT_VALIDATING_WEBHOOK_NAME, DEFAULT_WEBHOOK_ADDRESS, MAX_IDENTITY_CERT_LIFETIME_SECS,
+        MIN_IDENTITY_CERT_LIFETIME_SECS, SIDECAR_INBOUND_PORT,
     },
     quantity,
     signer::SignerSettings,
@@ -138,6 +139,30 @@ pub struct IdentityArgs {
             .range(i64::from(MIN_IDENTITY_CERT_LIFETIME_SECS)..=i64::from(MAX_IDENTITY_CERT_LIFETIME_SECS))
     )]
     pub identity_cert_lifetime_seconds: u32,
+    /// How injected sidecars get their certificate: `auto` (Pod Certificates where the API
+    /// server serves them, else the identity endpoint), `pod-certificate` or `csr`.
+    #[arg(long, value_enum, default_value_t = IssuanceMode::Auto)]
+    pub identity_issuance: IssuanceMode,
+    /// Address of the identity endpoint (gRPC over TLS), served by every replica.
+    #[arg(long, default_value = DEFAULT_IDENTITY_ADDRESS)]
+    pub identity_address: SocketAddr,
+    /// `host:port` injected sidecars call the identity endpoint at; default
+    /// `<service-name>.<namespace>.svc:<port of --identity-address>`. The endpoint's certificate
+    /// carries the Service's DNS names whatever this is.
+    #[arg(long)]
+    pub identity_endpoint: Option<String>,
+}
+
+/// How injected sidecars get their certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IssuanceMode {
+    /// Pod Certificates where the API server serves them, else the identity endpoint.
+    Auto,
+    /// Pod Certificates (`podCertificate` volumes signed by `outrigger.dev/identity`).
+    PodCertificate,
+    /// The identity endpoint: the sidecar sends a certificate signing request with a projected
+    /// ServiceAccount token.
+    Csr,
 }
 
 impl IdentityArgs {

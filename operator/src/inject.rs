@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt};
 
 use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::Pod;
-use outrigger_config::DISCOVERY_SERVICE_SUFFIX;
+use outrigger_config::{DISCOVERY_SERVICE_SUFFIX, IDENTITY_TOKEN_AUDIENCE};
 use serde_json::{Value, json};
 
 use crate::{
@@ -55,30 +55,54 @@ pub struct SidecarSettings {
     pub memory_request: Option<String>,
     /// Default memory limit; `None` sets none.
     pub memory_limit: Option<String>,
-    /// Workload identity from Kubernetes Pod Certificates, when the operator signs them: each
-    /// injected pod gets a `podCertificate` volume for the sidecar and the flags naming it.
+    /// Workload identity, when the operator issues it: each injected pod gets a volume for the
+    /// sidecar (a `podCertificate`, or a ServiceAccount token for the identity endpoint) and the
+    /// flags naming it.
     pub identity: Option<PodIdentity>,
 }
 
-/// How injected sidecars get their identity: a `podCertificate` projected volume the kubelet
-/// fills (and refreshes) from the operator's signer, and the mesh trust bundle the config volume
-/// already carries.
+/// How injected sidecars get their identity; either way the mesh trust bundle comes with the
+/// config volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodIdentity {
-    /// The signer the volume asks (`outrigger.dev/identity`).
-    pub signer_name: String,
     /// The SPIFFE trust domain.
     pub trust_domain: String,
-    /// The certificate lifetime the volume asks for, in seconds.
-    pub max_expiration_seconds: u32,
+    /// Where the certificate comes from.
+    pub issuance: Issuance,
 }
 
-/// The volume holding an injected sidecar's credential bundle.
+/// Where an injected sidecar's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Issuance {
+    /// A `podCertificate` projected volume the kubelet fills (and refreshes) from the operator's
+    /// signer; the kubelet keeps the pod from starting until it exists.
+    PodCertificate {
+        /// The signer the volume asks (`outrigger.dev/identity`).
+        signer_name: String,
+        /// The certificate lifetime the volume asks for, in seconds.
+        max_expiration_seconds: u32,
+    },
+    /// The operator's identity endpoint, called with a projected ServiceAccount token (audience
+    /// `identity.outrigger.dev`); the sidecar makes its key and renews the certificate itself.
+    Csr {
+        /// `host:port` of the endpoint.
+        endpoint: String,
+        /// The DNS name its certificate carries.
+        server_name: String,
+    },
+}
+
+/// The volume holding an injected sidecar's credential bundle (or its token for the identity
+/// endpoint).
 pub const IDENTITY_VOLUME_NAME: &str = "outrigger-identity";
 /// Where it is mounted in the sidecar.
 pub const IDENTITY_MOUNT_PATH: &str = "/var/run/outrigger/identity";
 /// The credential bundle file in it (a PEM key, then the chain).
 pub const CREDENTIAL_BUNDLE_FILE: &str = "credentialbundle.pem";
+/// The ServiceAccount token file in it, with the identity endpoint.
+pub const IDENTITY_TOKEN_FILE: &str = "token";
+/// How long the identity endpoint's tokens live; the kubelet rotates them at 80 %.
+pub const IDENTITY_TOKEN_EXPIRATION_SECS: i64 = 3600;
 
 impl Default for SidecarSettings {
     fn default() -> Self {
@@ -304,16 +328,29 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     }
     let mut volumes = vec![volume];
     if let Some(identity) = &settings.identity {
-        // The kubelet makes the key, has the operator sign it, keeps the pod from starting
-        // until the certificate exists, and refreshes it.
+        let source = match &identity.issuance {
+            // The kubelet makes the key, has the operator sign it, keeps the pod from starting
+            // until the certificate exists, and refreshes it.
+            Issuance::PodCertificate {
+                signer_name,
+                max_expiration_seconds,
+            } => json!({ "podCertificate": {
+                "signerName": signer_name,
+                "keyType": "ECDSAP256",
+                "maxExpirationSeconds": max_expiration_seconds,
+                "credentialBundlePath": CREDENTIAL_BUNDLE_FILE,
+            } }),
+            // A token only the identity endpoint accepts, bound to this pod, rotated by the
+            // kubelet; projected even where the pod mounts no API token.
+            Issuance::Csr { .. } => json!({ "serviceAccountToken": {
+                "audience": IDENTITY_TOKEN_AUDIENCE,
+                "expirationSeconds": IDENTITY_TOKEN_EXPIRATION_SECS,
+                "path": IDENTITY_TOKEN_FILE,
+            } }),
+        };
         volumes.push(json!({
             "name": IDENTITY_VOLUME_NAME,
-            "projected": { "sources": [{ "podCertificate": {
-                "signerName": identity.signer_name,
-                "keyType": "ECDSAP256",
-                "maxExpirationSeconds": identity.max_expiration_seconds,
-                "credentialBundlePath": CREDENTIAL_BUNDLE_FILE,
-            } }] },
+            "projected": { "sources": [source] },
         }));
     }
     let has_volumes = spec.is_some_and(|s| s.volumes.is_some());
@@ -551,10 +588,26 @@ fn sidecar_container(
     }
     if let Some(identity) = &settings.identity {
         if let Some(list) = container["args"].as_array_mut() {
-            list.extend(
-                [
+            let source = match &identity.issuance {
+                Issuance::PodCertificate { .. } => vec![
                     "--identity-credential-bundle".to_owned(),
                     format!("{IDENTITY_MOUNT_PATH}/{CREDENTIAL_BUNDLE_FILE}"),
+                ],
+                Issuance::Csr {
+                    endpoint,
+                    server_name,
+                } => vec![
+                    "--identity-csr-endpoint".to_owned(),
+                    endpoint.clone(),
+                    "--identity-csr-server-name".to_owned(),
+                    server_name.clone(),
+                    "--identity-csr-token".to_owned(),
+                    format!("{IDENTITY_MOUNT_PATH}/{IDENTITY_TOKEN_FILE}"),
+                ],
+            };
+            list.extend(source.into_iter().map(Value::from));
+            list.extend(
+                [
                     "--identity-trust-bundle".to_owned(),
                     TRUST_BUNDLE_PATH.to_owned(),
                     "--identity-trust-domain".to_owned(),

@@ -11,6 +11,7 @@ mod cluster;
 mod crd;
 mod desired;
 mod discovery;
+mod identity_endpoint;
 mod inject;
 mod leader;
 mod live;
@@ -38,8 +39,8 @@ pub use crate::{
         generate, issue_serving, plan, to_secret, write_cert_dir,
     },
     cli::{
-        CertMode, Cli, Command, IdentityArgs, InjectArgs, LogFormat, RenderArgs, RunArgs,
-        SidecarArgs, WebhookArgs,
+        CertMode, Cli, Command, IdentityArgs, InjectArgs, IssuanceMode, LogFormat, RenderArgs,
+        RunArgs, SidecarArgs, WebhookArgs,
     },
     cluster::{ClusterCache, lookup_live},
     crd::{CrdError, Rollout, RuntimeConfig, RuntimeConfigStatus},
@@ -47,9 +48,14 @@ pub use crate::{
     discovery::{
         LABEL_DISCOVERY_APP, desired_services, run_discovery, service as discovery_service,
     },
+    identity_endpoint::{
+        Caller, IdentityService, ServingCert, caller_of_review, check_csr, check_pod,
+        serve_identity,
+    },
     inject::{
-        CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_VOLUME_NAME, Injection, LOG_LEVELS,
-        PodIdentity, Request, Selection, SidecarSettings, Skip, config_name, inject, is_injected,
+        CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_TOKEN_EXPIRATION_SECS,
+        IDENTITY_TOKEN_FILE, IDENTITY_VOLUME_NAME, Injection, Issuance, LOG_LEVELS, PodIdentity,
+        Request, Selection, SidecarSettings, Skip, config_name, inject, is_injected,
         policy_required, skip_patch,
     },
     leader::{

@@ -461,6 +461,33 @@ impl MeshCa {
         lifetime: Duration,
         now: i64,
     ) -> Result<IssuedLeaf, MeshCaError> {
+        let san = SanType::URI(spiffe_id.try_into()?);
+        self.sign(spki_der, vec![san], lifetime, now)
+    }
+
+    /// Signs a serving certificate for the operator's own endpoints: like [`Self::sign_leaf`],
+    /// with the DNS names `dns_names` as its SANs.
+    pub fn sign_server(
+        &self,
+        spki_der: &[u8],
+        dns_names: &[String],
+        lifetime: Duration,
+        now: i64,
+    ) -> Result<IssuedLeaf, MeshCaError> {
+        let sans = dns_names
+            .iter()
+            .map(|n| Ok(SanType::DnsName(n.as_str().try_into()?)))
+            .collect::<Result<Vec<_>, MeshCaError>>()?;
+        self.sign(spki_der, sans, lifetime, now)
+    }
+
+    fn sign(
+        &self,
+        spki_der: &[u8],
+        sans: Vec<SanType>,
+        lifetime: Duration,
+        now: i64,
+    ) -> Result<IssuedLeaf, MeshCaError> {
         check_public_key(spki_der).map_err(|e| MeshCaError::Invalid {
             what: "public key".to_owned(),
             reason: e.to_string(),
@@ -476,7 +503,7 @@ impl MeshCa {
         }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

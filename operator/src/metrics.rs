@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics, built once in `run` and passed to the controller and the
 //! webhook: reconciles and their failures by kind, admissions by webhook and result, injection
-//! skips by reason, leadership, pod certificates by result.
+//! skips by reason, leadership, pod certificates and identity endpoint requests by result.
 //! Not for serving them (`health`).
 
 use prometheus_client::{
@@ -42,6 +42,7 @@ pub struct Metrics {
     leader: Gauge,
     pod_certificates: Family<ResultLabel, Counter>,
     signer_failures: Family<KindLabel, Counter>,
+    identity_requests: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
         let injection_skips = Family::<ReasonLabel, Counter>::default();
         let pod_certificates = Family::<ResultLabel, Counter>::default();
         let signer_failures = Family::<KindLabel, Counter>::default();
+        let identity_requests = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "RuntimeConfig reconciles", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -98,6 +100,11 @@ impl Metrics {
             "PodCertificateRequests the signer could not answer yet (retried), by error kind",
             signer_failures.clone(),
         );
+        registry.register(
+            "identity_requests",
+            "Certificate signing requests at the identity endpoint, by result (issued, unauthenticated, denied, invalid, unavailable, error)",
+            identity_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -108,7 +115,17 @@ impl Metrics {
             leader,
             pod_certificates,
             signer_failures,
+            identity_requests,
         }
+    }
+
+    /// Counts one request at the identity endpoint, by result.
+    pub fn identity_request(&self, result: &str) {
+        self.identity_requests
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one PodCertificateRequest answered (`issued` or `denied`).

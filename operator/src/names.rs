@@ -116,6 +116,8 @@ pub const MUTATE_PODS_NAMESPACE_OPTED_IN_PATH: &str = "/mutate-pods/namespace-op
 pub const DEFAULT_WEBHOOK_ADDRESS: &str = "0.0.0.0:9443";
 /// Default metrics and health listen address.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:8080";
+/// Where the identity endpoint listens by default.
+pub const DEFAULT_IDENTITY_ADDRESS: &str = "0.0.0.0:9444";
 /// Default directory holding `tls.crt` and `tls.key`.
 pub const DEFAULT_CERT_DIR: &str = "/tmp/outrigger-webhook-certs";
 /// Serving certificate file name in the cert directory.

@@ -1011,18 +1011,26 @@ async fn service_account(client: &Client, namespace: &str, name: &str) {
     .unwrap();
 }
 
-#[tokio::test]
-#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
-async fn two_injected_apps_talk_over_mutual_tls() {
-    // The operator in its pod signs the sidecars' Pod Certificates and publishes the trust
-    // bundle; the callee's sidecar serves its app on the inbound listener, mTLS only; the
-    // caller's sidecar reaches it by pod IP, verifying its SPIFFE id.
-    let (client, ns) = injected_namespace().await;
+/// The two meshed apps of the mutual TLS tests, running: `users` (ServiceAccount `users`)
+/// serves its app on its sidecar's inbound listener, mutual TLS only; `web` calls it through
+/// its own sidecar, by pod IP, verifying its SPIFFE id.
+struct MeshedApps {
+    users_name: String,
+    users_id: String,
+    users_ip: String,
+    web_name: String,
+}
+
+/// Starts [`MeshedApps`] in `ns` and checks a call from `web`'s app container goes through
+/// both sidecars to `users`' app, that `users`' sidecar holds its identity (from `source`:
+/// `file` for Pod Certificates, `csr` for the identity endpoint), took a mutual TLS handshake
+/// and refuses plaintext.
+async fn meshed_apps(client: &Client, ns: &TestNamespace, source: &str) -> MeshedApps {
     let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    service_account(&client, &ns.name, "users").await;
-    service_account(&client, &ns.name, "web").await;
+    service_account(client, &ns.name, "users").await;
+    service_account(client, &ns.name, "web").await;
     let users_id = format!("spiffe://cluster.local/ns/{}/sa/users", ns.name);
 
     let callee: RuntimeConfig = serde_json::from_value(json!({
@@ -1114,6 +1122,7 @@ async fn two_injected_apps_talk_over_mutual_tls() {
     );
     let dump: serde_json::Value = serde_json::from_str(dump.trim()).unwrap();
     assert_eq!(dump["identity"]["spiffeId"], users_id.as_str(), "{dump}");
+    assert_eq!(dump["identity"]["source"], source, "{dump}");
     let (_, metrics) = http_from_pod(
         &ns.name,
         &users_name,
@@ -1135,6 +1144,29 @@ async fn two_injected_apps_talk_over_mutual_tls() {
         1,
     );
     assert_eq!(status, 0, "plaintext refused by a strict inbound listener");
+    MeshedApps {
+        users_name,
+        users_id,
+        users_ip,
+        web_name,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn two_injected_apps_talk_over_mutual_tls() {
+    // The operator in its pod signs the sidecars' Pod Certificates and publishes the trust
+    // bundle; the callee's sidecar serves its app on the inbound listener, mTLS only; the
+    // caller's sidecar reaches it by pod IP, verifying its SPIFFE id.
+    let (client, ns) = injected_namespace().await;
+    let MeshedApps {
+        users_name,
+        users_id,
+        users_ip,
+        web_name,
+    } = meshed_apps(&client, &ns, "file").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     eprintln!(
         "e2e measurement: {users_name} ({users_id}) served {web_name} over mutual TLS with a Pod Certificate from the operator"
     );
@@ -1178,5 +1210,202 @@ async fn two_injected_apps_talk_over_mutual_tls() {
         (gone && pods_of(&pods, "users").await.is_empty()).then_some(())
     })
     .await;
+    ns.delete().await;
+}
+
+/// Forwards connections to the identity endpoint of a ready operator pod, from an address pods
+/// reach (the kit has neither cluster DNS nor kube-proxy, so the operator's Service name leads
+/// nowhere from a pod). Bytes pass through unchanged: TLS is between the sidecar and the
+/// operator.
+struct Relay {
+    address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(client: Client) -> Self {
+        let host = std::env::var("OUTRIGGER_KUBE_POD_API_HOST")
+            .expect("OUTRIGGER_KUBE_POD_API_HOST: where pods reach this host");
+        let listener = tokio::net::TcpListener::bind((host.as_str(), 0))
+            .await
+            .unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let Some(target) = identity_endpoint_of_operator(&client).await else {
+                        return;
+                    };
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { address, task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `ip:9444` of a ready operator pod that is not being deleted.
+async fn identity_endpoint_of_operator(client: &Client) -> Option<String> {
+    operator_pods(client)
+        .await
+        .iter()
+        .find(|p| is_ready(p))
+        .map(|p| format!("{}:9444", pod_ip(p)))
+}
+
+/// Puts the release back on Pod Certificates when the test ends, passed or not.
+struct BackToPodCertificates;
+
+impl Drop for BackToPodCertificates {
+    fn drop(&mut self) {
+        upgrade_release(&[
+            "--set",
+            "identity.issuance=auto",
+            "--set-string",
+            "identity.endpoint=",
+        ]);
+    }
+}
+
+/// A token of ServiceAccount `sa` from the TokenRequest API: for `audience`, bound to `pod`
+/// (name and UID) when given.
+async fn token_for(
+    client: &Client,
+    namespace: &str,
+    sa: &str,
+    audience: &str,
+    pod: Option<&Pod>,
+) -> String {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    let mut spec = json!({ "audiences": [audience], "expirationSeconds": 600 });
+    if let Some(pod) = pod {
+        spec["boundObjectRef"] = json!({ "kind": "Pod", "apiVersion": "v1",
+            "name": pod.metadata.name, "uid": pod.metadata.uid });
+    }
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({ "spec": spec })).unwrap();
+    api.create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest's status")
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn sidecars_get_their_identity_from_the_identity_endpoint() {
+    // Where Pod Certificates are not used (`identity.issuance=csr`), each sidecar makes its key,
+    // sends a certificate signing request with its projected ServiceAccount token to the
+    // operator's identity endpoint, and the operator signs after a real TokenReview.
+    let client = client().await;
+    installed();
+    let relay = Relay::start(client.clone()).await;
+    let _restore = BackToPodCertificates;
+    upgrade_release(&[
+        "--set",
+        "identity.issuance=csr",
+        "--set-string",
+        &format!("identity.endpoint={}", relay.address),
+    ]);
+    let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
+    let apps = meshed_apps(&client, &ns, "csr").await;
+    eprintln!(
+        "e2e measurement: {} ({}) served {} over mutual TLS with a certificate from the identity endpoint",
+        apps.users_name, apps.users_id, apps.web_name
+    );
+
+    // The endpoint itself, called from here with tokens from the TokenRequest API: the real
+    // TokenReview decides.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let web_pod = pods.get(&apps.web_name).await.unwrap();
+    let endpoint = identity_endpoint_of_operator(&client).await.unwrap();
+    let mesh_ca: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let secret = mesh_ca.get("outrigger-mesh-ca").await.unwrap();
+    let bundle = secret.data.unwrap()["ca.crt"].0.clone();
+    let roots = outrigger_identity::parse_trust_bundle("ca.crt", &bundle)
+        .unwrap()
+        .roots;
+    let dir = tempfile::tempdir().unwrap();
+    let call = |token: String| {
+        let path = dir.path().join("token");
+        std::fs::write(&path, token).unwrap();
+        outrigger_identity::CsrClient::new(
+            &outrigger_config::CsrConfig {
+                endpoint: endpoint.clone(),
+                server_name: Some(format!("outrigger-webhook.{RELEASE_NAMESPACE}.svc")),
+                token_path: path.display().to_string(),
+            },
+            "cluster.local",
+            outrigger_identity::provider(),
+        )
+        .unwrap()
+    };
+    let web_id = format!("spiffe://cluster.local/ns/{}/sa/web", ns.name);
+    let aud = "identity.outrigger.dev";
+
+    // web's token, bound to its pod: a certificate for web.
+    let bound = token_for(&client, &ns.name, "web", aud, Some(&web_pod)).await;
+    let issued = call(bound.clone()).certify(roots.clone()).await.unwrap();
+    let creds = outrigger_identity::parse_credentials(
+        "issued",
+        &issued.bundle_pem,
+        "cluster.local",
+        &outrigger_identity::provider(),
+    )
+    .unwrap();
+    assert_eq!(creds.id.as_str(), web_id);
+
+    // The same token asking for users' identity.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        apps.users_id.as_str().try_into().unwrap(),
+    )];
+    let csr = params.serialize_request(&key).unwrap();
+    let refused = |r: Result<_, outrigger_identity::CsrError>| match r {
+        Err(outrigger_identity::CsrError::Refused { code, message, .. }) => (code, message),
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, got a certificate"),
+    };
+    let (code, message) = refused(
+        call(bound.clone())
+            .send(roots.clone(), &bound, csr.der())
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(code, "PermissionDenied", "{message}");
+    assert!(message.contains(&apps.users_id), "{message}");
+
+    // A token bound to no pod, and a token for the API server's audience.
+    let unbound = token_for(&client, &ns.name, "web", aud, None).await;
+    let (code, message) = refused(call(unbound).certify(roots.clone()).await.map(|_| ()));
+    assert_eq!(code, "PermissionDenied", "{message}");
+    assert!(message.contains("bound to no pod"), "{message}");
+    let other_audience = token_for(
+        &client,
+        &ns.name,
+        "web",
+        "https://kubernetes.default.svc",
+        Some(&web_pod),
+    )
+    .await;
+    let (code, message) = refused(call(other_audience).certify(roots).await.map(|_| ()));
+    assert_eq!(code, "Unauthenticated", "{message}");
+    eprintln!("e2e measurement: identity endpoint refusals: {message}");
     ns.delete().await;
 }

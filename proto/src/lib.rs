@@ -1,6 +1,7 @@
 //! The gRPC APIs Outrigger speaks, as Rust types: Layotto's runtime and
 //! app-callback services (`spec.proto.runtime.v1`) and the service-invocation
-//! part of Dapr's API (`dapr.proto.runtime.v1`, `dapr.proto.common.v1`), with
+//! part of Dapr's API (`dapr.proto.runtime.v1`, `dapr.proto.common.v1`), and the operator's
+//! identity endpoint (`outrigger.identity.v1`), with
 //! prost messages, tonic clients and tonic server traits for each. Module paths
 //! mirror the protobuf packages. The code under `src/gen/` is generated from
 //! `proto/` and committed; `tests/codegen.rs` regenerates it and fails on drift.
@@ -50,8 +51,21 @@ pub mod dapr {
     }
 }
 
+/// Outrigger's own APIs.
+pub mod outrigger {
+    /// The operator's identity endpoint (protobuf package `outrigger.identity.v1`).
+    pub mod identity {
+        /// The `Identity` service: a sidecar's certificate signing request, signed by the mesh CA.
+        #[allow(clippy::all, missing_docs, rust_2018_idioms, unreachable_pub)]
+        pub mod v1 {
+            include!("gen/outrigger.identity.v1.rs");
+        }
+    }
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every service above and
-/// of the files they import (well-known types included), without source info.
+/// of the files they import (well-known types included), without source info; the
+/// operator's `outrigger.*` services are not in it (the sidecar does not serve them).
 /// Feed it to a gRPC reflection server.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.bin");
 

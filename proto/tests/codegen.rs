@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 /// The environment variable that switches from checking to rewriting.
 const REGEN_VAR: &str = "OUTRIGGER_REGEN_PROTO";
 
+/// Packages the operator serves, not the sidecar: kept out of the reflection descriptor set.
+const OPERATOR_PACKAGE: &str = "outrigger.";
+
 /// The committed descriptor set, next to the generated modules.
 const DESCRIPTOR_FILE: &str = "descriptor.bin";
 
@@ -60,8 +63,12 @@ fn generate(proto_dir: &Path, out_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> 
     compiler.open_file("google/protobuf/wrappers.proto")?;
     let fds = compiler.file_descriptor_set();
 
-    // The committed set serves gRPC reflection, which needs no comments.
+    // The committed set serves the sidecar's gRPC reflection, which needs no comments and lists
+    // only what the sidecar serves: the operator's own services stay out.
     let mut reflection = fds.clone();
+    reflection
+        .file
+        .retain(|file| !file.package().starts_with(OPERATOR_PACKAGE));
     for file in &mut reflection.file {
         file.source_code_info = None;
     }

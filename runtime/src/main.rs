@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use outrigger_config::{IdentityConfig, Protocol};
+use outrigger_config::{CsrConfig, IdentityConfig, Protocol};
 use outrigger_runtime::{Demo, InboundApp, Metrics, Options, Overrides, Sidecar, wait_for_signal};
 use tracing_subscriber::EnvFilter;
 
@@ -61,12 +61,33 @@ struct Cli {
     #[arg(long, global = true, default_value = "0.0.0.0:34906")]
     inbound_address: String,
     /// The credential bundle (PEM key, then chain), when the file sets no `identity`.
-    #[arg(long, global = true, requires = "identity_trust_bundle")]
+    #[arg(
+        long,
+        global = true,
+        group = "identity_source",
+        requires = "identity_trust_bundle"
+    )]
     identity_credential_bundle: Option<String>,
-    /// The trust bundle (PEM roots), when the file sets no `identity`.
-    #[arg(long, global = true, requires = "identity_credential_bundle")]
+    /// The operator's identity endpoint (`host:port`), to get the certificate from instead of a
+    /// file, when the file sets no `identity`.
+    #[arg(
+        long,
+        global = true,
+        group = "identity_source",
+        requires_all = ["identity_trust_bundle", "identity_csr_token"]
+    )]
+    identity_csr_endpoint: Option<String>,
+    /// The name the identity endpoint's certificate carries; default: the endpoint's host.
+    #[arg(long, global = true, requires = "identity_csr_endpoint")]
+    identity_csr_server_name: Option<String>,
+    /// The projected ServiceAccount token (audience `identity.outrigger.dev`) the identity
+    /// endpoint is called with.
+    #[arg(long, global = true, requires = "identity_csr_endpoint")]
+    identity_csr_token: Option<String>,
+    /// The trust bundle (PEM roots), with a credential bundle or the identity endpoint.
+    #[arg(long, global = true, requires = "identity_source")]
     identity_trust_bundle: Option<String>,
-    /// The SPIFFE trust domain, with the two identity files.
+    /// The SPIFFE trust domain, with the identity flags.
     #[arg(long, global = true, default_value = outrigger_config::DEFAULT_TRUST_DOMAIN)]
     identity_trust_domain: String,
 }
@@ -90,6 +111,28 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// The identity the command line gives, if any: a credential bundle file or the identity
+/// endpoint (clap allows one of them, and only with the trust bundle), with the trust bundle.
+fn identity_flags(cli: &Cli) -> Option<IdentityConfig> {
+    let trust_bundle_path = cli.identity_trust_bundle.clone()?;
+    let csr = cli
+        .identity_csr_endpoint
+        .clone()
+        .zip(cli.identity_csr_token.clone())
+        .map(|(endpoint, token_path)| CsrConfig {
+            endpoint,
+            server_name: cli.identity_csr_server_name.clone(),
+            token_path,
+        });
+    let credential_bundle_path = cli.identity_credential_bundle.clone();
+    (csr.is_some() || credential_bundle_path.is_some()).then(|| IdentityConfig {
+        trust_domain: cli.identity_trust_domain.clone(),
+        credential_bundle_path,
+        csr,
+        trust_bundle_path,
+    })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -107,17 +150,7 @@ async fn main() -> ExitCode {
                     .find(|p| p.as_str() == cli.inbound_app_protocol)
                     .unwrap_or(Protocol::Auto),
             }),
-            identity: cli
-                .identity_credential_bundle
-                .clone()
-                .zip(cli.identity_trust_bundle.clone())
-                .map(
-                    |(credential_bundle_path, trust_bundle_path)| IdentityConfig {
-                        trust_domain: cli.identity_trust_domain.clone(),
-                        credential_bundle_path,
-                        trust_bundle_path,
-                    },
-                ),
+            identity: identity_flags(&cli),
         },
         api_token: std::env::var(outrigger_config::API_TOKEN_ENV)
             .ok()

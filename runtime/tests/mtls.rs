@@ -518,7 +518,8 @@ routeTables: [{{name: none, routes: []}}]
             }),
             identity: files.map(|f| outrigger_config::IdentityConfig {
                 trust_domain: "cluster.local".into(),
-                credential_bundle_path: p(f, "credentialbundle.pem"),
+                credential_bundle_path: Some(p(f, "credentialbundle.pem")),
+                csr: None,
                 trust_bundle_path: p(f, "trust-bundle.pem"),
             }),
             ..Default::default()

@@ -801,9 +801,11 @@ fn app_port_gives_the_sidecar_an_inbound_listener() {
 fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     let settings = SidecarSettings {
         identity: Some(PodIdentity {
-            signer_name: "outrigger.dev/identity".into(),
             trust_domain: "mesh.example".into(),
-            max_expiration_seconds: 86_400,
+            issuance: Issuance::PodCertificate {
+                signer_name: "outrigger.dev/identity".into(),
+                max_expiration_seconds: 86_400,
+            },
         }),
         ..SidecarSettings::default()
     };
@@ -847,6 +849,49 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     assert_eq!(
         inject(&pod(taken), &webhook(false), &settings),
         Injection::Unchanged(Skip::VolumeConflict)
+    );
+}
+
+#[test]
+fn sidecars_get_a_token_for_the_identity_endpoint_where_there_are_no_pod_certificates() {
+    let settings = SidecarSettings {
+        identity: Some(PodIdentity {
+            trust_domain: "cluster.local".into(),
+            issuance: Issuance::Csr {
+                endpoint: "outrigger-webhook.outrigger-system.svc:9444".into(),
+                server_name: "outrigger-webhook.outrigger-system.svc".into(),
+            },
+        }),
+        ..SidecarSettings::default()
+    };
+    let v = plain_pod(json!({ "outrigger.dev/inject": "true" }));
+    let (doc, warnings) = injected(&v, &webhook(false), &settings);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        doc["spec"]["volumes"][1],
+        json!({ "name": "outrigger-identity", "projected": { "sources": [{ "serviceAccountToken": {
+            "audience": "identity.outrigger.dev", "expirationSeconds": 3600, "path": "token" } }] } })
+    );
+    let c = sidecar(&doc, true);
+    assert_eq!(
+        c.args.unwrap()[6..],
+        [
+            "--identity-csr-endpoint",
+            "outrigger-webhook.outrigger-system.svc:9444",
+            "--identity-csr-server-name",
+            "outrigger-webhook.outrigger-system.svc",
+            "--identity-csr-token",
+            "/var/run/outrigger/identity/token",
+            "--identity-trust-bundle",
+            "/etc/outrigger/trust-bundle.pem",
+            "--identity-trust-domain",
+            "cluster.local",
+        ]
+    );
+    assert!(
+        c.volume_mounts.unwrap().iter().any(
+            |m| m.name == "outrigger-identity" && m.mount_path == "/var/run/outrigger/identity"
+        )
     );
 }
 

@@ -113,12 +113,37 @@ pub struct IdentityConfig {
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
     /// A PEM file holding the private key followed by the certificate chain, leaf first (the
-    /// kubelet's `podCertificate` credential bundle format).
-    pub credential_bundle_path: String,
+    /// kubelet's `podCertificate` credential bundle format). Exactly one of this and `csr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_bundle_path: Option<String>,
+    /// Get the certificate from the operator's identity endpoint instead of a file: the key is
+    /// made in memory, and the certificate renewed at half its lifetime. Exactly one of this and
+    /// `credentialBundlePath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<CsrConfig>,
     /// A PEM file of the root certificates peers' chains must lead to (all current roots, so a
     /// root can be rotated).
     pub trust_bundle_path: String,
 }
+
+/// The operator's identity endpoint, and the token the sidecar proves its identity with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsrConfig {
+    /// `host:port` of the operator's identity endpoint (gRPC over TLS), e.g.
+    /// `outrigger-webhook.outrigger-system.svc:9444`.
+    pub endpoint: String,
+    /// The name the endpoint's certificate must carry (verified against the trust bundle).
+    /// Default: the host of `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// A projected ServiceAccount token with audience `identity.outrigger.dev`, bound to the pod;
+    /// re-read on every request (the kubelet rotates it).
+    pub token_path: String,
+}
+
+/// The audience of the ServiceAccount tokens the identity endpoint accepts.
+pub const IDENTITY_TOKEN_AUDIENCE: &str = "identity.outrigger.dev";
 
 /// The default SPIFFE trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";

@@ -232,10 +232,34 @@ impl Validator {
             if let Err(e) = check_trust_domain(&id.trust_domain) {
                 self.err("identity.trustDomain", e);
             }
-            for (key, value) in [
-                ("credentialBundlePath", &id.credential_bundle_path),
-                ("trustBundlePath", &id.trust_bundle_path),
-            ] {
+            match (&id.credential_bundle_path, &id.csr) {
+                (Some(_), Some(_)) => self.err(
+                    "identity",
+                    "set one of `credentialBundlePath` (a file the kubelet writes) and `csr` (the operator's identity endpoint), not both",
+                ),
+                (None, None) => self.err(
+                    "identity",
+                    "where does the certificate come from? Set `credentialBundlePath` (a file) or `csr` (the operator's identity endpoint)",
+                ),
+                _ => {}
+            }
+            if let Some(csr) = &id.csr {
+                if let Err(e) = check_host_port(&csr.endpoint) {
+                    self.err("identity.csr.endpoint", e);
+                }
+                if csr.server_name.as_deref().is_some_and(str::is_empty) {
+                    self.err("identity.csr.serverName", "must not be empty when set");
+                }
+            }
+            let paths = [
+                ("credentialBundlePath", id.credential_bundle_path.as_ref()),
+                ("csr.tokenPath", id.csr.as_ref().map(|c| &c.token_path)),
+                ("trustBundlePath", Some(&id.trust_bundle_path)),
+            ];
+            for (key, value) in paths
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|v| (key, v)))
+            {
                 if !value.starts_with('/') {
                     self.err(
                         format!("identity.{key}"),

@@ -862,6 +862,49 @@ fn mutual_tls_settings_load_and_need_an_identity() {
 }
 
 #[test]
+fn an_identity_comes_from_a_file_or_from_the_identity_endpoint() {
+    let file =
+        "identity:\n  credentialBundlePath: /var/run/outrigger/identity/credentialbundle.pem\n";
+    let csr = "identity:\n  csr: {endpoint: \"outrigger-webhook.outrigger-system.svc:9444\", tokenPath: /var/run/outrigger/identity/token}\n";
+    let spec = load_yaml(&MESH.replace(file, csr)).expect("valid");
+    let id = spec.identity.expect("identity");
+    assert_eq!(id.credential_bundle_path, None);
+    let c = id.csr.expect("csr");
+    assert_eq!(c.endpoint, "outrigger-webhook.outrigger-system.svc:9444");
+    assert_eq!(c.server_name, None, "the endpoint's host by default");
+
+    let both = MESH.replace(
+        file,
+        &format!("{file}  csr: {{endpoint: \"op:9444\", tokenPath: /t}}\n"),
+    );
+    assert_eq!(
+        errors(&both),
+        vec![
+            "identity: set one of `credentialBundlePath` (a file the kubelet writes) and `csr` (the operator's identity endpoint), not both"
+        ]
+    );
+    let neither = MESH.replace(file, "identity:\n");
+    assert_eq!(
+        errors(&neither),
+        vec![
+            "identity: where does the certificate come from? Set `credentialBundlePath` (a file) or `csr` (the operator's identity endpoint)"
+        ]
+    );
+    let bad = MESH.replace(
+        file,
+        "identity:\n  csr: {endpoint: \"no port\", serverName: \"\", tokenPath: token}\n",
+    );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "identity.csr.endpoint: \"no port\" is not a host:port address",
+            "identity.csr.serverName: must not be empty when set",
+            "identity.csr.tokenPath: must be an absolute file path, not \"token\"",
+        ]
+    );
+}
+
+#[test]
 fn discovery_clusters_reach_an_apps_sidecars_with_mutual_tls_by_default() {
     let doc = r#"
 rpc: {channels: [{listener: egress}]}

@@ -1,11 +1,13 @@
 //! The sidecar's workload identity: its SPIFFE certificate and the roots it trusts, read from
 //! the files `identity` names (the kubelet's `podCertificate` credential bundle and a PEM trust
-//! bundle), watched and reloaded, and the mutual TLS configs built from them — a server side
+//! bundle) or, with `identity.csr`, the certificate asked of the operator's identity endpoint
+//! for a key made in memory; watched, renewed and reloaded, and the mutual TLS configs built from them — a server side
 //! for listeners that requires a client certificate of the trust bundle, and a client side for
 //! clusters that verifies the server's SPIFFE id. Not for where TLS is used (listeners and
 //! clusters, in the proxy core) or for getting a certificate signed (the operator's job).
 
 mod bundle;
+mod csr;
 mod spiffe;
 mod store;
 mod tls;
@@ -19,6 +21,7 @@ pub use crate::{
     bundle::{
         BundleError, CertInfo, Credentials, TrustBundle, parse_credentials, parse_trust_bundle,
     },
+    csr::{CsrClient, CsrError, Issued, spiffe_id_of_token},
     spiffe::{PeerPolicy, SpiffeError, SpiffeId},
     store::{ClientTls, Identity, IdentityError, Loaded},
     tls::{BadIdentity, handshake_failure, mesh_server_name, provider},

@@ -1,10 +1,12 @@
 //! The sidecar's live identity: the credential bundle and trust bundle as last read, the server
 //! config listeners take connections with, and client configs per cluster policy — swapped
-//! together when a file changes. The files are polled (as the config file is): a renewed
-//! certificate or a new trust bundle (a root being rotated) is used by the next connection
-//! without a restart, connections already open keep theirs, and a bad file is refused with its
-//! cause while the last good identity keeps serving. Not for parsing (`bundle`) or TLS
-//! details (`tls`).
+//! together when either changes. The files are polled (as the config file is); a certificate
+//! from the operator's identity endpoint (`csr`) is renewed at its refresh time, with jittered
+//! retries while the old one keeps serving. A renewed certificate or a new trust bundle (a root
+//! being rotated) is used by the next connection without a restart, connections already open
+//! keep theirs, and a bad file or answer is refused with its cause while the last good identity
+//! keeps serving. Not for parsing (`bundle`), the endpoint's protocol (`csr`) or TLS details
+//! (`tls`).
 
 use std::{
     sync::Arc,
@@ -25,9 +27,20 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::{
     bundle::{BundleError, Credentials, TrustBundle, parse_credentials, parse_trust_bundle},
+    csr::{CsrClient, CsrError},
     spiffe::PeerPolicy,
     tls,
 };
+
+/// How long a sidecar starting with a `csr` identity keeps asking for its first certificate.
+const FIRST_CERTIFICATE_BUDGET: Duration = Duration::from_secs(60);
+/// The first wait between failed requests to the identity endpoint; doubled up to
+/// [`RETRY_MAX`], each wait jittered by ±25 %.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+/// The longest wait between failed requests to the identity endpoint.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The shortest wait before a renewal, whatever the endpoint says.
+const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the identity could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +51,38 @@ pub enum IdentityError {
     /// rustls refused the combination.
     #[error("cannot build the TLS settings: {0}")]
     Tls(#[from] rustls::Error),
+    /// The identity endpoint gave no certificate.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+}
+
+/// Where the certificate and key come from.
+enum Source {
+    /// A file the kubelet (or anyone) writes.
+    File(String),
+    /// The operator's identity endpoint; the last bundle it issued, and when to renew it.
+    Csr {
+        client: CsrClient,
+        label: String,
+        issued: Mutex<(Vec<u8>, SystemTime)>,
+    },
+}
+
+impl Source {
+    /// The name errors give the credential bundle.
+    fn label(&self) -> &str {
+        match self {
+            Source::File(path) => path,
+            Source::Csr { label, .. } => label,
+        }
+    }
+
+    async fn credentials(&self) -> Result<Vec<u8>, BundleError> {
+        match self {
+            Source::File(path) => read(path).await,
+            Source::Csr { issued, .. } => Ok(issued.lock().0.clone()),
+        }
+    }
 }
 
 /// One loaded identity.
@@ -66,6 +111,7 @@ impl std::fmt::Debug for Loaded {
 /// The sidecar's identity, kept current from its files.
 pub struct Identity {
     cfg: IdentityConfig,
+    source: Source,
     provider: Arc<CryptoProvider>,
     metrics: Metrics,
     current: ArcSwap<Loaded>,
@@ -95,14 +141,43 @@ async fn read(path: &str) -> Result<Vec<u8>, BundleError> {
 }
 
 impl Identity {
-    /// Reads both files. Fails with the cause when either is missing or unusable.
+    /// Reads the trust bundle and the credential bundle, or with `csr` asks the identity endpoint
+    /// for the first certificate (retrying for up to a minute). Fails with the cause when either
+    /// is missing or unusable.
     pub async fn load(cfg: &IdentityConfig, metrics: Metrics) -> Result<Arc<Self>, IdentityError> {
         let provider = tls::provider();
         let server_sessions = ServerSessionMemoryCache::new(4096);
-        let credentials = read(&cfg.credential_bundle_path).await?;
-        let trust = read(&cfg.trust_bundle_path).await?;
+        let (source, credentials, trust) = match (&cfg.csr, &cfg.credential_bundle_path) {
+            (Some(csr), _) => {
+                // The trust bundle first: it verifies the endpoint.
+                let trust = read(&cfg.trust_bundle_path).await?;
+                let client = CsrClient::new(csr, &cfg.trust_domain, provider.clone())?;
+                let roots = parse_trust_bundle(&cfg.trust_bundle_path, &trust)?.roots;
+                let issued = first_certificate(&client, roots).await?;
+                let credentials = issued.bundle_pem.clone();
+                let source = Source::Csr {
+                    label: format!("the certificate from {}", client.endpoint()),
+                    client,
+                    issued: Mutex::new((issued.bundle_pem, issued.refresh_after)),
+                };
+                (source, credentials, trust)
+            }
+            (None, Some(path)) => {
+                let credentials = read(path).await?;
+                let trust = read(&cfg.trust_bundle_path).await?;
+                (Source::File(path.clone()), credentials, trust)
+            }
+            (None, None) => {
+                return Err(BundleError::Read {
+                    path: "identity".to_owned(),
+                    source: std::io::Error::other("neither credentialBundlePath nor csr is set"),
+                }
+                .into());
+            }
+        };
         let loaded = build(
             cfg,
+            source.label(),
             &provider,
             &credentials,
             &trust,
@@ -119,6 +194,7 @@ impl Identity {
         );
         Ok(Arc::new(Self {
             cfg: cfg.clone(),
+            source,
             provider,
             metrics,
             current: ArcSwap::from_pointee(loaded),
@@ -136,6 +212,15 @@ impl Identity {
     /// The trust domain.
     pub fn trust_domain(&self) -> &str {
         &self.cfg.trust_domain
+    }
+
+    /// Where the certificate comes from: `("file", path, None)`, or `("csr", endpoint, when the
+    /// next renewal is due)`.
+    pub fn source(&self) -> (&'static str, &str, Option<SystemTime>) {
+        match &self.source {
+            Source::File(path) => ("file", path, None),
+            Source::Csr { client, issued, .. } => ("csr", client.endpoint(), Some(issued.lock().1)),
+        }
     }
 
     /// The settings it was loaded from.
@@ -158,10 +243,10 @@ impl Identity {
         }
     }
 
-    /// Reads both files again; a change that parses is swapped in. Returns whether it changed.
+    /// Reads both bundles again; a change that parses is swapped in. Returns whether it changed.
     /// A refused change leaves the current identity and is logged once.
     pub async fn reload(&self) -> Result<bool, IdentityError> {
-        let credentials = read(&self.cfg.credential_bundle_path).await?;
+        let credentials = self.source.credentials().await?;
         let trust = read(&self.cfg.trust_bundle_path).await?;
         {
             let seen = self.seen.lock();
@@ -172,6 +257,7 @@ impl Identity {
         let version = self.current.load().version + 1;
         let loaded = build(
             &self.cfg,
+            self.source.label(),
             &self.provider,
             &credentials,
             &trust,
@@ -193,8 +279,12 @@ impl Identity {
         Ok(true)
     }
 
-    /// Polls the files every `interval` until `shutdown`.
+    /// Polls the files every `interval` until `shutdown`; with `csr`, also renews the
+    /// certificate when due.
     pub fn watch(self: Arc<Self>, interval: Duration, shutdown: Shutdown) {
+        if matches!(self.source, Source::Csr { .. }) {
+            tokio::spawn(self.clone().renew(shutdown.clone()));
+        }
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -214,20 +304,97 @@ impl Identity {
     }
 }
 
+/// Asks for the first certificate until one is issued, the endpoint refuses (retrying would
+/// not change its mind), or [`FIRST_CERTIFICATE_BUDGET`] is spent.
+async fn first_certificate(
+    client: &CsrClient,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<crate::csr::Issued, CsrError> {
+    let deadline = tokio::time::Instant::now() + FIRST_CERTIFICATE_BUDGET;
+    let mut attempt = 0u32;
+    loop {
+        match client.certify(roots.clone()).await {
+            Ok(issued) => return Ok(issued),
+            Err(e @ CsrError::Refused { .. }) => return Err(e),
+            Err(e) => {
+                let wait = backoff(attempt);
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err(e);
+                }
+                tracing::warn!(endpoint = client.endpoint(), error = %e, retry_in = ?wait, "no certificate from the identity endpoint yet");
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// The wait before retry `attempt` (0 first): doubling from [`RETRY_BASE`] to [`RETRY_MAX`],
+/// jittered by ±25 % so sidecars started together do not ask together.
+fn backoff(attempt: u32) -> Duration {
+    let base = RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(RETRY_MAX);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+impl Identity {
+    /// Renews a `csr` certificate at its refresh time until `shutdown`: a failed request is
+    /// retried with backoff while the current certificate keeps serving (and logged as an error
+    /// once it has expired).
+    async fn renew(self: Arc<Self>, shutdown: Shutdown) {
+        let Source::Csr { client, issued, .. } = &self.source else {
+            return;
+        };
+        let mut attempt = 0u32;
+        loop {
+            let due = issued.lock().1;
+            let wait = if attempt == 0 {
+                due.duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .max(MIN_RENEW_WAIT)
+            } else {
+                backoff(attempt - 1)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.signalled() => return,
+            }
+            let roots = self.current().trust.roots.clone();
+            match client.certify(roots).await {
+                Ok(new) => {
+                    *issued.lock() = (new.bundle_pem, new.refresh_after);
+                    attempt = 0;
+                    if let Err(e) = self.reload().await {
+                        tracing::error!(error = %e, "the renewed certificate was refused; the current identity keeps serving");
+                        // Ask again after the backoff instead of at the refused answer's time.
+                        attempt = 1;
+                    }
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    let expires = self.current().credentials.leaf.not_after;
+                    if SystemTime::now() >= expires {
+                        tracing::error!(endpoint = client.endpoint(), error = %e, expired = %rfc3339(expires), "cannot renew the certificate, and it has expired: mutual TLS handshakes fail until it is renewed");
+                    } else {
+                        tracing::warn!(endpoint = client.endpoint(), error = %e, expires = %rfc3339(expires), "cannot renew the certificate yet; the current one keeps serving");
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn build(
     cfg: &IdentityConfig,
+    label: &str,
     provider: &Arc<CryptoProvider>,
     credentials: &[u8],
     trust: &[u8],
     version: u64,
     sessions: Arc<ServerSessionMemoryCache>,
 ) -> Result<Loaded, IdentityError> {
-    let credentials = parse_credentials(
-        &cfg.credential_bundle_path,
-        credentials,
-        &cfg.trust_domain,
-        provider,
-    )?;
+    let credentials = parse_credentials(label, credentials, &cfg.trust_domain, provider)?;
     let trust = parse_trust_bundle(&cfg.trust_bundle_path, trust)?;
     let server = tls::server_config(provider, &credentials.certified, &trust.roots, sessions)?;
     Ok(Loaded {

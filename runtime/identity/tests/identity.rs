@@ -37,7 +37,8 @@ impl Files {
     fn config(&self) -> IdentityConfig {
         IdentityConfig {
             trust_domain: "cluster.local".into(),
-            credential_bundle_path: self.path("credentialbundle.pem"),
+            credential_bundle_path: Some(self.path("credentialbundle.pem")),
+            csr: None,
             trust_bundle_path: self.path("trust-bundle.pem"),
         }
     }
@@ -145,7 +146,8 @@ async fn unusable_files_are_refused_naming_the_cause() {
     }
     let missing = IdentityConfig {
         trust_domain: "cluster.local".into(),
-        credential_bundle_path: "/nonexistent/credentialbundle.pem".into(),
+        credential_bundle_path: Some("/nonexistent/credentialbundle.pem".into()),
+        csr: None,
         trust_bundle_path: "/nonexistent/roots.pem".into(),
     };
     let err = Identity::load(&missing, Metrics::new()).await.unwrap_err();

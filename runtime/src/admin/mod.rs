@@ -109,8 +109,12 @@ fn identity_dump(identity: &outrigger_identity::Identity) -> serde_json::Value {
     let current = identity.current();
     let time = |t| outrigger_core::rfc3339(t);
     let leaf = &current.credentials.leaf;
+    let (source, from, refresh) = identity.source();
     serde_json::json!({
         "spiffeId": current.credentials.id.as_str(),
+        "source": source,
+        "from": from,
+        "renewAfter": refresh.map(time),
         "trustDomain": identity.trust_domain(),
         "serial": leaf.serial,
         "notBefore": time(leaf.not_before),
