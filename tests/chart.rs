@@ -805,7 +805,8 @@ fn grants(r: &Rendered) -> BTreeSet<Grant> {
 /// `leader.rs` (the Lease, released on shutdown), `mesh_ca.rs` (the mesh CA Secret), `signer.rs`
 /// (PodCertificateRequests, their status as the signer, the pods and ServiceAccounts they name),
 /// `discovery.rs` (the headless Service of each meshed app), `identity_endpoint.rs` (a
-/// TokenReview per request, the pod its token is bound to).
+/// TokenReview per request, the pod its token is bound to), `discovery_endpoint.rs` (the
+/// EndpointSlices of meshed apps).
 fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
     let g = |scope, group: &str, resource: &str, verb: &str, name: Option<&str>| Grant {
         scope,
@@ -851,6 +852,15 @@ fn needed_grants(run: &RunArgs) -> BTreeSet<Grant> {
         "create",
         None,
     ));
+    for verb in ["list", "watch"] {
+        out.insert(g(
+            "cluster",
+            "discovery.k8s.io",
+            "endpointslices",
+            verb,
+            None,
+        ));
+    }
     // `discovery.rs`: the headless Services of meshed apps (listed, server-side applied, deleted).
     for verb in ["list", "create", "patch", "delete"] {
         out.insert(g("cluster", "", "services", verb, None));

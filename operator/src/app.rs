@@ -20,7 +20,8 @@ use crate::{
     cluster::ClusterCache,
     crd::RuntimeConfig,
     discovery::run_discovery,
-    identity_endpoint::{IdentityService, ServingCert, serve_identity},
+    discovery_endpoint::{DiscoveryService, run_pod_index},
+    identity_endpoint::{IdentityService, ServingCert, serve_endpoint},
     inject::{Issuance, PodIdentity},
     leader::{LeaseConfig, run_election},
     logging,
@@ -211,13 +212,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    // Every injected sidecar gets an identity: from Pod Certificates when this operator signs
-    // them (and is asked to), else from the identity endpoint.
+    // Every injected sidecar gets an identity (from Pod Certificates when this operator signs
+    // them and is asked to, else from the identity endpoint) and the discovery endpoint.
     let mut settings = args.sidecar.settings();
-    settings.identity = Some(PodIdentity {
-        trust_domain: args.identity.trust_domain.clone(),
-        issuance: issuance(&args, signer.as_ref()),
-    });
+    settings.identity = Some(pod_identity(&args, signer.as_ref()));
     let cluster = ClusterCache::start(client.clone());
     let state = Arc::new(WebhookState {
         settings,
@@ -261,14 +259,17 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !mesh_ca.wait_loaded(MESH_CA_START_WAIT).await {
         tracing::warn!(secret = %args.identity.mesh_ca_secret, "mesh CA not loaded yet: ConfigMaps get trust-bundle.pem and the signer issues once it loads");
     }
-    // The identity endpoint: every replica serves it, with a certificate from the mesh CA.
+    // The identity and discovery endpoints: every replica serves them, with a certificate from
+    // the mesh CA, and keeps the pods of meshed apps from their EndpointSlices.
     let serving = ServingCert::new(&args.service_name, &args.namespace);
     tokio::spawn(serving.clone().run(mesh_ca.clone()));
     let identity_listener = TcpListener::bind(args.identity.identity_address)
         .await
         .with_context(|| format!("cannot listen on {}", args.identity.identity_address))?;
     tracing::info!(address = %args.identity.identity_address, "identity endpoint serving");
-    tokio::spawn(serve_identity(
+    let (index_tx, pod_index) = watch::channel(None);
+    tokio::spawn(run_pod_index(client.clone(), index_tx));
+    tokio::spawn(serve_endpoint(
         identity_listener,
         serving
             .server_config()
@@ -280,6 +281,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.identity.signer_settings(),
             metrics.clone(),
         ),
+        DiscoveryService::new(client.clone(), pod_index, metrics.clone()),
         stopping(),
     ));
     let work = LeaderWork {
@@ -332,11 +334,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     led.map(|()| ExitCode::SUCCESS)
 }
 
-/// Where injected sidecars get their certificate: Pod Certificates when asked (`auto` or
-/// `pod-certificate`) and signed here, else the identity endpoint.
-fn issuance(args: &RunArgs, signer: Option<&SignerSettings>) -> Issuance {
+/// What injected sidecars are told of their identity: the operator's endpoint (for discovery,
+/// and for certificates where Pod Certificates are not asked for (`auto` or `pod-certificate`)
+/// or not signed here).
+fn pod_identity(args: &RunArgs, signer: Option<&SignerSettings>) -> PodIdentity {
     let identity = &args.identity;
-    match (identity.identity_issuance, signer) {
+    let issuance = match (identity.identity_issuance, signer) {
         (IssuanceMode::Auto | IssuanceMode::PodCertificate, Some(s)) => Issuance::PodCertificate {
             signer_name: s.signer_name.clone(),
             max_expiration_seconds: u32::try_from(s.lifetime.as_secs()).unwrap_or(u32::MAX),
@@ -347,14 +350,18 @@ fn issuance(args: &RunArgs, signer: Option<&SignerSettings>) -> Issuance {
                     "--identity-issuance=pod-certificate, but the API server does not serve PodCertificateRequests: sidecars use the identity endpoint instead"
                 );
             }
-            let server_name = format!("{}.{}.svc", args.service_name, args.namespace);
-            Issuance::Csr {
-                endpoint: identity.identity_endpoint.clone().unwrap_or_else(|| {
-                    format!("{server_name}:{}", identity.identity_address.port())
-                }),
-                server_name,
-            }
+            Issuance::Csr
         }
+    };
+    let server_name = format!("{}.{}.svc", args.service_name, args.namespace);
+    PodIdentity {
+        trust_domain: identity.trust_domain.clone(),
+        endpoint: identity
+            .identity_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{server_name}:{}", identity.identity_address.port())),
+        server_name,
+        issuance,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The identity endpoint: gRPC `outrigger.identity.v1.Identity/Certify` over TLS, for sidecars
-//! where Kubernetes Pod Certificates are not available. A sidecar sends a certificate signing
+//! where Kubernetes Pod Certificates are not available (served with the discovery endpoint,
+//! `discovery_endpoint`, on one port). A sidecar sends a certificate signing
 //! request and a projected ServiceAccount token (audience `identity.outrigger.dev`, bound to its
 //! pod); the endpoint runs a TokenReview with that audience, checks the pod the token is bound
 //! to still exists under that UID and ServiceAccount, checks the request asks for no other
@@ -25,6 +26,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use outrigger_config::IDENTITY_TOKEN_AUDIENCE;
+use outrigger_proto::outrigger::discovery::v1::discovery_server::DiscoveryServer;
 use outrigger_proto::outrigger::identity::v1::{
     CertifyRequest, CertifyResponse,
     identity_server::{Identity, IdentityServer},
@@ -48,6 +50,7 @@ use tokio_rustls::{
 use tonic::{Request, Response, Status, transport::server::Connected};
 
 use crate::{
+    discovery_endpoint::DiscoveryService,
     mesh_ca::{MeshCa, MeshCaHandle, csr_public_key, spiffe_id},
     metrics::Metrics,
     signer::SignerSettings,
@@ -61,6 +64,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 128;
 /// Calls served at once (each costs a TokenReview and a pod read).
 const MAX_CONCURRENT_CALLS: usize = 64;
+/// How often an idle connection is pinged (and how long the answer may take).
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long one call may take, TokenReview and pod read included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// The endpoint's own certificate lives this long and is renewed at half of it.
@@ -192,6 +197,55 @@ pub fn check_csr(csr_der: &[u8], id: &str) -> Result<Vec<u8>, Status> {
     Ok(spki)
 }
 
+/// The caller a request's `authorization: Bearer <token>` proves, by a TokenReview with the
+/// audience `identity.outrigger.dev` and a live read of the pod the token is bound to.
+pub(crate) async fn authenticate(
+    client: &Client,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Caller, Status> {
+    let token = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Status::unauthenticated("no `authorization: Bearer <token>` metadata"))?
+        .to_owned();
+    let review = TokenReview {
+        metadata: ObjectMeta::default(),
+        spec: TokenReviewSpec {
+            token,
+            audiences: Some(vec![IDENTITY_TOKEN_AUDIENCE.to_owned()]),
+        },
+        status: None,
+    };
+    let reviewed = Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot review the token: {e}")))?;
+    let caller = caller_of_review(reviewed.status.as_ref())?;
+    let pod = Api::<Pod>::namespaced(client.clone(), &caller.namespace)
+        .get_opt(&caller.pod_name)
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot read the caller's pod: {e}")))?;
+    check_pod(&caller, pod.as_ref())?;
+    Ok(caller)
+}
+
+/// The metric label of a call's outcome.
+pub(crate) fn result_label<T>(result: &Result<T, Status>, ok: &'static str) -> &'static str {
+    match result {
+        Ok(_) => ok,
+        Err(s) => match s.code() {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            tonic::Code::PermissionDenied => "denied",
+            tonic::Code::InvalidArgument => "invalid",
+            tonic::Code::Unavailable => "unavailable",
+            _ => "error",
+        },
+    }
+}
+
 /// The `Identity` service.
 pub struct IdentityService {
     client: Client,
@@ -217,33 +271,7 @@ impl IdentityService {
     }
 
     async fn handle(&self, request: Request<CertifyRequest>) -> Result<CertifyResponse, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Status::unauthenticated("no `authorization: Bearer <token>` metadata"))?
-            .to_owned();
-        let review = TokenReview {
-            metadata: ObjectMeta::default(),
-            spec: TokenReviewSpec {
-                token,
-                audiences: Some(vec![IDENTITY_TOKEN_AUDIENCE.to_owned()]),
-            },
-            status: None,
-        };
-        let reviewed = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot review the token: {e}")))?;
-        let caller = caller_of_review(reviewed.status.as_ref())?;
-        let pod = Api::<Pod>::namespaced(self.client.clone(), &caller.namespace)
-            .get_opt(&caller.pod_name)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot read the caller's pod: {e}")))?;
-        check_pod(&caller, pod.as_ref())?;
+        let caller = authenticate(&self.client, request.metadata()).await?;
         let id = spiffe_id(
             &self.settings.trust_domain,
             &caller.namespace,
@@ -277,17 +305,8 @@ impl Identity for IdentityService {
     ) -> Result<Response<CertifyResponse>, Status> {
         let peer = request.remote_addr();
         let result = self.handle(request).await;
-        let label = match &result {
-            Ok(_) => "issued",
-            Err(s) => match s.code() {
-                tonic::Code::Unauthenticated => "unauthenticated",
-                tonic::Code::PermissionDenied => "denied",
-                tonic::Code::InvalidArgument => "invalid",
-                tonic::Code::Unavailable => "unavailable",
-                _ => "error",
-            },
-        };
-        self.metrics.identity_request(label);
+        self.metrics
+            .identity_request(result_label(&result, "issued"));
         if let Err(s) = &result {
             tracing::warn!(peer = ?peer, code = ?s.code(), reason = %s.message(), "identity request refused");
         }
@@ -430,13 +449,15 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Serves the endpoint on `listener` until `shutdown` resolves: each connection's TLS handshake
-/// runs in its own task (at most [`MAX_HANDSHAKES`] at once, each within
-/// [`HANDSHAKE_TIMEOUT`]), calls are limited in number, size and time.
-pub async fn serve_identity(
+/// Serves the identity and discovery endpoints on `listener` until `shutdown` resolves: each
+/// connection's TLS handshake runs in its own task (at most [`MAX_HANDSHAKES`] at once, each
+/// within [`HANDSHAKE_TIMEOUT`]), calls are limited in number, size and time, and idle
+/// connections are pinged so a dead sidecar's streams end.
+pub async fn serve_endpoint(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     service: IdentityService,
+    discovery: DiscoveryService,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel::<std::io::Result<Conn>>(MAX_HANDSHAKES);
@@ -474,13 +495,16 @@ pub async fn serve_identity(
     let server = IdentityServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(64 * 1024);
+    let discovery = DiscoveryServer::new(discovery).max_decoding_message_size(MAX_REQUEST_BYTES);
     let served = tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
-        .concurrency_limit_per_connection(4)
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             MAX_CONCURRENT_CALLS,
         ))
         .add_service(server)
+        .add_service(discovery)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
         .await;
     accept.abort();

@@ -61,12 +61,17 @@ pub struct SidecarSettings {
     pub identity: Option<PodIdentity>,
 }
 
-/// How injected sidecars get their identity; either way the mesh trust bundle comes with the
-/// config volume.
+/// How injected sidecars get their identity, and where they learn the pods of meshed apps;
+/// either way the mesh trust bundle comes with the config volume and a projected ServiceAccount
+/// token (audience `identity.outrigger.dev`) lets the sidecar call the operator's endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodIdentity {
     /// The SPIFFE trust domain.
     pub trust_domain: String,
+    /// `host:port` of the operator's endpoint (identity and discovery).
+    pub endpoint: String,
+    /// The DNS name its certificate carries.
+    pub server_name: String,
     /// Where the certificate comes from.
     pub issuance: Issuance,
 }
@@ -82,24 +87,19 @@ pub enum Issuance {
         /// The certificate lifetime the volume asks for, in seconds.
         max_expiration_seconds: u32,
     },
-    /// The operator's identity endpoint, called with a projected ServiceAccount token (audience
-    /// `identity.outrigger.dev`); the sidecar makes its key and renews the certificate itself.
-    Csr {
-        /// `host:port` of the endpoint.
-        endpoint: String,
-        /// The DNS name its certificate carries.
-        server_name: String,
-    },
+    /// The operator's identity endpoint, called with the token; the sidecar makes its key and
+    /// renews the certificate itself.
+    Csr,
 }
 
-/// The volume holding an injected sidecar's credential bundle (or its token for the identity
-/// endpoint).
+/// The volume holding an injected sidecar's token for the operator's endpoint (and, with Pod
+/// Certificates, its credential bundle).
 pub const IDENTITY_VOLUME_NAME: &str = "outrigger-identity";
 /// Where it is mounted in the sidecar.
 pub const IDENTITY_MOUNT_PATH: &str = "/var/run/outrigger/identity";
 /// The credential bundle file in it (a PEM key, then the chain).
 pub const CREDENTIAL_BUNDLE_FILE: &str = "credentialbundle.pem";
-/// The ServiceAccount token file in it, with the identity endpoint.
+/// The ServiceAccount token file in it.
 pub const IDENTITY_TOKEN_FILE: &str = "token";
 /// How long the identity endpoint's tokens live; the kubelet rotates them at 80 %.
 pub const IDENTITY_TOKEN_EXPIRATION_SECS: i64 = 3600;
@@ -328,29 +328,33 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     }
     let mut volumes = vec![volume];
     if let Some(identity) = &settings.identity {
-        let source = match &identity.issuance {
-            // The kubelet makes the key, has the operator sign it, keeps the pod from starting
-            // until the certificate exists, and refreshes it.
-            Issuance::PodCertificate {
-                signer_name,
-                max_expiration_seconds,
-            } => json!({ "podCertificate": {
-                "signerName": signer_name,
-                "keyType": "ECDSAP256",
-                "maxExpirationSeconds": max_expiration_seconds,
-                "credentialBundlePath": CREDENTIAL_BUNDLE_FILE,
-            } }),
-            // A token only the identity endpoint accepts, bound to this pod, rotated by the
-            // kubelet; projected even where the pod mounts no API token.
-            Issuance::Csr { .. } => json!({ "serviceAccountToken": {
-                "audience": IDENTITY_TOKEN_AUDIENCE,
-                "expirationSeconds": IDENTITY_TOKEN_EXPIRATION_SECS,
-                "path": IDENTITY_TOKEN_FILE,
-            } }),
-        };
+        // A token only the operator's endpoint accepts, bound to this pod, rotated by the
+        // kubelet; projected even where the pod mounts no API token.
+        let mut sources = vec![json!({ "serviceAccountToken": {
+            "audience": IDENTITY_TOKEN_AUDIENCE,
+            "expirationSeconds": IDENTITY_TOKEN_EXPIRATION_SECS,
+            "path": IDENTITY_TOKEN_FILE,
+        } })];
+        // The kubelet makes the key, has the operator sign it, keeps the pod from starting
+        // until the certificate exists, and refreshes it.
+        if let Issuance::PodCertificate {
+            signer_name,
+            max_expiration_seconds,
+        } = &identity.issuance
+        {
+            sources.insert(
+                0,
+                json!({ "podCertificate": {
+                    "signerName": signer_name,
+                    "keyType": "ECDSAP256",
+                    "maxExpirationSeconds": max_expiration_seconds,
+                    "credentialBundlePath": CREDENTIAL_BUNDLE_FILE,
+                } }),
+            );
+        }
         volumes.push(json!({
             "name": IDENTITY_VOLUME_NAME,
-            "projected": { "sources": [source] },
+            "projected": { "sources": sources },
         }));
     }
     let has_volumes = spec.is_some_and(|s| s.volumes.is_some());
@@ -588,22 +592,22 @@ fn sidecar_container(
     }
     if let Some(identity) = &settings.identity {
         if let Some(list) = container["args"].as_array_mut() {
+            let token = format!("{IDENTITY_MOUNT_PATH}/{IDENTITY_TOKEN_FILE}");
             let source = match &identity.issuance {
-                Issuance::PodCertificate { .. } => vec![
+                Issuance::PodCertificate { .. } => [
                     "--identity-credential-bundle".to_owned(),
                     format!("{IDENTITY_MOUNT_PATH}/{CREDENTIAL_BUNDLE_FILE}"),
-                ],
-                Issuance::Csr {
-                    endpoint,
-                    server_name,
-                } => vec![
+                ]
+                .to_vec(),
+                Issuance::Csr => [
                     "--identity-csr-endpoint".to_owned(),
-                    endpoint.clone(),
+                    identity.endpoint.clone(),
                     "--identity-csr-server-name".to_owned(),
-                    server_name.clone(),
+                    identity.server_name.clone(),
                     "--identity-csr-token".to_owned(),
-                    format!("{IDENTITY_MOUNT_PATH}/{IDENTITY_TOKEN_FILE}"),
-                ],
+                    token.clone(),
+                ]
+                .to_vec(),
             };
             list.extend(source.into_iter().map(Value::from));
             list.extend(
@@ -612,6 +616,12 @@ fn sidecar_container(
                     TRUST_BUNDLE_PATH.to_owned(),
                     "--identity-trust-domain".to_owned(),
                     identity.trust_domain.clone(),
+                    "--discovery-endpoint".to_owned(),
+                    identity.endpoint.clone(),
+                    "--discovery-server-name".to_owned(),
+                    identity.server_name.clone(),
+                    "--discovery-token".to_owned(),
+                    token,
                 ]
                 .map(Value::from),
             );

@@ -11,6 +11,7 @@ mod cluster;
 mod crd;
 mod desired;
 mod discovery;
+mod discovery_endpoint;
 mod identity_endpoint;
 mod inject;
 mod leader;
@@ -48,9 +49,10 @@ pub use crate::{
     discovery::{
         LABEL_DISCOVERY_APP, desired_services, run_discovery, service as discovery_service,
     },
+    discovery_endpoint::{DiscoveryService, PodIndex, PodIndexHandle, run_pod_index},
     identity_endpoint::{
         Caller, IdentityService, ServingCert, caller_of_review, check_csr, check_pod,
-        serve_identity,
+        serve_endpoint,
     },
     inject::{
         CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_TOKEN_EXPIRATION_SECS,

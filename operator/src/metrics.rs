@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics, built once in `run` and passed to the controller and the
 //! webhook: reconciles and their failures by kind, admissions by webhook and result, injection
-//! skips by reason, leadership, pod certificates and identity endpoint requests by result.
+//! skips by reason, leadership, pod certificates, identity endpoint requests and discovery streams by result.
 //! Not for serving them (`health`).
 
 use prometheus_client::{
@@ -43,6 +43,7 @@ pub struct Metrics {
     pod_certificates: Family<ResultLabel, Counter>,
     signer_failures: Family<KindLabel, Counter>,
     identity_requests: Family<ResultLabel, Counter>,
+    discovery_watches: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +65,7 @@ impl Metrics {
         let pod_certificates = Family::<ResultLabel, Counter>::default();
         let signer_failures = Family::<KindLabel, Counter>::default();
         let identity_requests = Family::<ResultLabel, Counter>::default();
+        let discovery_watches = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "RuntimeConfig reconciles", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -105,6 +107,11 @@ impl Metrics {
             "Certificate signing requests at the identity endpoint, by result (issued, unauthenticated, denied, invalid, unavailable, error)",
             identity_requests.clone(),
         );
+        registry.register(
+            "discovery_watches",
+            "Discovery streams asked for, by result (opened, unauthenticated, denied, invalid, unavailable, error)",
+            discovery_watches.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -116,7 +123,17 @@ impl Metrics {
             pod_certificates,
             signer_failures,
             identity_requests,
+            discovery_watches,
         }
+    }
+
+    /// Counts one discovery stream asked for, by result.
+    pub fn discovery_watch(&self, result: &str) {
+        self.discovery_watches
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one request at the identity endpoint, by result.

@@ -1013,7 +1013,8 @@ async fn service_account(client: &Client, namespace: &str, name: &str) {
 
 /// The two meshed apps of the mutual TLS tests, running: `users` (ServiceAccount `users`)
 /// serves its app on its sidecar's inbound listener, mutual TLS only; `web` calls it through
-/// its own sidecar, by pod IP, verifying its SPIFFE id.
+/// its own sidecar, which learns `users`' pods from the operator's discovery endpoint and
+/// verifies their SPIFFE id.
 struct MeshedApps {
     users_name: String,
     users_id: String,
@@ -1073,9 +1074,10 @@ async fn meshed_apps(client: &Client, ns: &TestNamespace, source: &str) -> Meshe
             "rpc": { "channels": [{ "listener": "egress" }] },
             "listeners": [{ "name": "egress", "routeTable": "out" }],
             "routeTables": [{ "name": "out", "routes": [{ "cluster": "users" }] }],
+            // The operator pushes users' pods (the kit has no cluster DNS to resolve them).
             "clusters": [{
                 "name": "users",
-                "hosts": [{ "address": format!("{users_ip}:34906") }],
+                "discovery": { "app": "users", "namespace": ns.name },
                 "tls": { "mode": "mesh", "identities": [users_id] },
             }],
         },
@@ -1171,6 +1173,55 @@ async fn two_injected_apps_talk_over_mutual_tls() {
         "e2e measurement: {users_name} ({users_id}) served {web_name} over mutual TLS with a Pod Certificate from the operator"
     );
 
+    // Pod churn reaches the caller pushed: the users pod replaced, the caller's sidecar drops
+    // its address when the EndpointSlice marks it terminating and takes the new one's when it
+    // is ready.
+    let old_pod = users_name.clone();
+    let deleted_at = k8s_openapi::jiff::Timestamp::now();
+    pods.delete(&old_pod, &DeleteParams::default())
+        .await
+        .unwrap();
+    let dropped = eventually("the caller's sidecar dropping the old pod", || async {
+        discovered_after(&ns.name, &web_name, deleted_at, |pods| {
+            !pods.contains(&users_ip.as_str())
+        })
+    })
+    .await;
+    let new_pod = ready_pods(&pods, "users", 1).await.remove(0);
+    let new_ip = pod_ip(&new_pod);
+    let added = eventually("the caller's sidecar taking the new pod", || async {
+        discovered_after(&ns.name, &web_name, deleted_at, |pods| {
+            pods.contains(&new_ip.as_str())
+        })
+    })
+    .await;
+    let ready_at = new_pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
+        .unwrap();
+    eprintln!(
+        "e2e measurement: discovery push: old pod dropped {:.3} s after its deletion; new pod taken {:.3} s after it turned Ready (second-granular)",
+        (dropped - deleted_at).get_milliseconds() as f64 / 1000.0,
+        (added - ready_at).get_milliseconds() as f64 / 1000.0,
+    );
+    let (status, body) = http_from_pod(
+        &ns.name,
+        &web_name,
+        "app",
+        "127.0.0.1:3500",
+        "/v1.0/invoke/users/method/hello.txt",
+        2,
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (200, "hello-from-upstream"),
+        "through the new pod"
+    );
+
     // The operator keeps the headless Service `users-outrigger`; its EndpointSlice lists the
     // pod on the inbound port. It goes with the app's last pod.
     let services: Api<k8s_openapi::api::core::v1::Service> =
@@ -1197,7 +1248,7 @@ async fn two_injected_apps_talk_over_mutual_tls() {
         list.items
             .iter()
             .flat_map(|s| s.endpoints.iter().flatten())
-            .any(|e| e.addresses.contains(&users_ip))
+            .any(|e| e.addresses.contains(&new_ip))
             .then_some(())
     })
     .await;
@@ -1211,6 +1262,36 @@ async fn two_injected_apps_talk_over_mutual_tls() {
     })
     .await;
     ns.delete().await;
+}
+
+/// When the sidecar of `pod` first logged pods of a discovered app that satisfy `wanted`, after
+/// `since` (the kubelet's timestamps of its log lines).
+fn discovered_after(
+    namespace: &str,
+    pod: &str,
+    since: k8s_openapi::jiff::Timestamp,
+    wanted: impl Fn(&[&str]) -> bool,
+) -> Option<k8s_openapi::jiff::Timestamp> {
+    let logs = tool(
+        "kubectl",
+        &[
+            "logs",
+            "-n",
+            namespace,
+            pod,
+            "-c",
+            "outrigger",
+            "--timestamps",
+        ],
+    );
+    logs.lines().find_map(|line| {
+        let (at, rest) = line.split_once(' ')?;
+        let at: k8s_openapi::jiff::Timestamp = at.parse().ok()?;
+        let pods = rest.split_once("discovered pods")?.1;
+        let list = pods.split_once("pods=[")?.1.split_once(']')?.0;
+        let ips: Vec<&str> = list.split(", ").filter(|s| !s.is_empty()).collect();
+        (at > since && wanted(&ips)).then_some(at)
+    })
 }
 
 /// Forwards connections to the identity endpoint of a ready operator pod, from an address pods
@@ -1345,7 +1426,7 @@ async fn sidecars_get_their_identity_from_the_identity_endpoint() {
         let path = dir.path().join("token");
         std::fs::write(&path, token).unwrap();
         outrigger_identity::CsrClient::new(
-            &outrigger_config::CsrConfig {
+            &outrigger_config::OperatorEndpoint {
                 endpoint: endpoint.clone(),
                 server_name: Some(format!("outrigger-webhook.{RELEASE_NAMESPACE}.svc")),
                 token_path: path.display().to_string(),
@@ -1377,8 +1458,8 @@ async fn sidecars_get_their_identity_from_the_identity_endpoint() {
         apps.users_id.as_str().try_into().unwrap(),
     )];
     let csr = params.serialize_request(&key).unwrap();
-    let refused = |r: Result<_, outrigger_identity::CsrError>| match r {
-        Err(outrigger_identity::CsrError::Refused { code, message, .. }) => (code, message),
+    let refused = |r: Result<_, outrigger_identity::OperatorError>| match r {
+        Err(outrigger_identity::OperatorError::Refused { code, message, .. }) => (code, message),
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("expected a refusal, got a certificate"),
     };

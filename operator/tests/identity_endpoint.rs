@@ -16,10 +16,11 @@ use std::{
 use base64::Engine as _;
 use http::{Request, Response};
 use kube::{Client, client::Body};
-use outrigger_config::{CsrConfig, IdentityConfig};
-use outrigger_identity::{CsrClient, CsrError, Identity, provider};
+use outrigger_config::{IdentityConfig, OperatorEndpoint};
+use outrigger_identity::{CsrClient, Discovery, Identity, OperatorError, provider};
 use outrigger_operator::{
-    IdentityService, MeshCa, MeshCaHandle, Metrics, ServingCert, SignerSettings, serve_identity,
+    DiscoveryService, IdentityService, MeshCa, MeshCaHandle, Metrics, PodIndex, ServingCert,
+    SignerSettings, serve_endpoint,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -135,6 +136,8 @@ struct Endpoint {
     trust_bundle: String,
     metrics: Arc<Metrics>,
     dir: tempfile::TempDir,
+    /// What the discovery endpoint knows of meshed apps' pods.
+    index: tokio::sync::watch::Sender<Option<Arc<PodIndex>>>,
 }
 
 impl Endpoint {
@@ -152,10 +155,12 @@ impl Endpoint {
             lifetime,
             ..SignerSettings::default()
         };
-        tokio::spawn(serve_identity(
+        let (index, pods) = tokio::sync::watch::channel(None);
+        tokio::spawn(serve_endpoint(
             listener,
             serving.server_config().unwrap(),
             IdentityService::new(api.client(), ca, settings, metrics.clone()),
+            DiscoveryService::new(api.client(), pods, metrics.clone()),
             std::future::pending(),
         ));
         let dir = tempfile::tempdir().unwrap();
@@ -165,6 +170,7 @@ impl Endpoint {
             trust_bundle,
             metrics,
             dir,
+            index,
         }
     }
 
@@ -175,7 +181,7 @@ impl Endpoint {
         IdentityConfig {
             trust_domain: "cluster.local".into(),
             credential_bundle_path: None,
-            csr: Some(CsrConfig {
+            csr: Some(OperatorEndpoint {
                 endpoint: self.address.clone(),
                 server_name: Some(server_name.into()),
                 token_path: token_path.display().to_string(),
@@ -197,13 +203,17 @@ impl Endpoint {
             .unwrap()
             .roots;
         match client.certify(roots).await {
-            Err(CsrError::Refused { code, message, .. }) => (code, message),
+            Err(OperatorError::Refused { code, message, .. }) => (code, message),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
 
     fn metric(&self, result: &str) -> u64 {
-        let line = format!("outrigger_operator_identity_requests_total{{result=\"{result}\"}} ");
+        self.counter("identity_requests", result)
+    }
+
+    fn counter(&self, family: &str, result: &str) -> u64 {
+        let line = format!("outrigger_operator_{family}_total{{result=\"{result}\"}} ");
         self.metrics
             .encode()
             .lines()
@@ -366,7 +376,7 @@ async fn the_endpoint_is_verified_by_its_service_name_against_the_trust_bundle()
         .unwrap()
         .roots;
     match client.certify(roots).await {
-        Err(CsrError::Unreachable { message, .. }) => {
+        Err(OperatorError::Unreachable { message, .. }) => {
             assert!(message.contains("certificate"), "{message}");
         }
         other => panic!("expected a TLS failure, got {other:?}"),
@@ -375,4 +385,99 @@ async fn the_endpoint_is_verified_by_its_service_name_against_the_trust_bundle()
         api.calls.lock().unwrap().is_empty(),
         "nothing reached the API"
     );
+}
+
+fn index(apps: &[(&str, &str, &[&str])]) -> Option<Arc<PodIndex>> {
+    Some(Arc::new(
+        apps.iter()
+            .map(|(ns, app, ips)| {
+                (
+                    ((*ns).to_owned(), (*app).to_owned()),
+                    ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// Waits for the next set of pods `rx` gets.
+async fn next(rx: &mut tokio::sync::watch::Receiver<outrigger_identity::Addresses>) -> Vec<String> {
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("pushed within 10 s")
+        .unwrap();
+    rx.borrow_and_update()
+        .as_deref()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pods_of_a_meshed_app_are_pushed_as_they_change() {
+    let api = FakeApi::default();
+    let t = token("shop", "web", "a");
+    api.bound(&t, "shop", "web", "web-0");
+    api.pod("shop", "web-0", "web");
+    let endpoint = Endpoint::start(&api, Duration::from_secs(86_400)).await;
+    let cfg = endpoint.config(&t, SERVER_NAME);
+    let identity = Identity::load(&cfg, outrigger_core::Metrics::new())
+        .await
+        .unwrap();
+    let shutdown = outrigger_core::Shutdown::new();
+    let discovery = Discovery::new(
+        cfg.csr.as_ref().unwrap(),
+        identity.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+
+    let mut users = discovery.watch("shop", "users");
+    let mut again = discovery.watch("shop", "users");
+    // Nothing is said before the operator has listed the EndpointSlices.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        users.borrow().is_none(),
+        "no pods claimed before the index exists"
+    );
+
+    endpoint
+        .index
+        .send_replace(index(&[("shop", "users", &["10.0.0.2"])]));
+    assert_eq!(next(&mut users).await, ["10.0.0.2"]);
+    assert_eq!(
+        next(&mut again).await,
+        ["10.0.0.2"],
+        "one stream, every subscriber"
+    );
+    endpoint.index.send_replace(index(&[
+        ("shop", "users", &["10.0.0.2", "10.0.0.3"]),
+        ("shop", "orders", &["10.0.0.9"]),
+    ]));
+    assert_eq!(next(&mut users).await, ["10.0.0.2", "10.0.0.3"]);
+    // Another app's change is not news to this one.
+    endpoint.index.send_replace(index(&[
+        ("shop", "users", &["10.0.0.2", "10.0.0.3"]),
+        ("shop", "orders", &["10.0.0.8"]),
+    ]));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), users.changed())
+            .await
+            .is_err()
+    );
+    // The app's last pod gone: an empty set, not silence.
+    endpoint.index.send_replace(index(&[]));
+    assert_eq!(next(&mut users).await, Vec::<String>::new());
+    assert_eq!(endpoint.counter("discovery_watches", "opened"), 1);
+
+    // A caller the TokenReview refuses gets nothing, and is counted.
+    let forged = endpoint.config(&token("shop", "web", "forged"), SERVER_NAME);
+    let stranger =
+        Discovery::new(forged.csr.as_ref().unwrap(), identity, shutdown.clone()).unwrap();
+    let refused = stranger.watch("shop", "users");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(refused.borrow().is_none());
+    assert!(endpoint.counter("discovery_watches", "unauthenticated") >= 1);
+    shutdown.signal();
 }

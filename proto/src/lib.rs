@@ -1,7 +1,7 @@
 //! The gRPC APIs Outrigger speaks, as Rust types: Layotto's runtime and
 //! app-callback services (`spec.proto.runtime.v1`) and the service-invocation
 //! part of Dapr's API (`dapr.proto.runtime.v1`, `dapr.proto.common.v1`), and the operator's
-//! identity endpoint (`outrigger.identity.v1`), with
+//! identity and discovery endpoints (`outrigger.identity.v1`, `outrigger.discovery.v1`), with
 //! prost messages, tonic clients and tonic server traits for each. Module paths
 //! mirror the protobuf packages. The code under `src/gen/` is generated from
 //! `proto/` and committed; `tests/codegen.rs` regenerates it and fails on drift.
@@ -53,6 +53,15 @@ pub mod dapr {
 
 /// Outrigger's own APIs.
 pub mod outrigger {
+    /// The operator's discovery endpoint (protobuf package `outrigger.discovery.v1`).
+    pub mod discovery {
+        /// The `Discovery` service: the ready pods of a meshed app, pushed as they change.
+        #[allow(clippy::all, missing_docs, rust_2018_idioms, unreachable_pub)]
+        pub mod v1 {
+            include!("gen/outrigger.discovery.v1.rs");
+        }
+    }
+
     /// The operator's identity endpoint (protobuf package `outrigger.identity.v1`).
     pub mod identity {
         /// The `Identity` service: a sidecar's certificate signing request, signed by the mesh CA.

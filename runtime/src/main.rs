@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use outrigger_config::{CsrConfig, IdentityConfig, Protocol};
+use outrigger_config::{IdentityConfig, OperatorEndpoint, Protocol};
 use outrigger_runtime::{Demo, InboundApp, Metrics, Options, Overrides, Sidecar, wait_for_signal};
 use tracing_subscriber::EnvFilter;
 
@@ -87,6 +87,16 @@ struct Cli {
     /// The trust bundle (PEM roots), with a credential bundle or the identity endpoint.
     #[arg(long, global = true, requires = "identity_source")]
     identity_trust_bundle: Option<String>,
+    /// The operator's discovery endpoint (`host:port`), where clusters with `discovery` learn
+    /// their pods, when the file sets no `discoveryService`.
+    #[arg(long, global = true, requires = "discovery_token")]
+    discovery_endpoint: Option<String>,
+    /// The name the discovery endpoint's certificate carries; default: the endpoint's host.
+    #[arg(long, global = true, requires = "discovery_endpoint")]
+    discovery_server_name: Option<String>,
+    /// The projected ServiceAccount token the discovery endpoint is called with.
+    #[arg(long, global = true, requires = "discovery_endpoint")]
+    discovery_token: Option<String>,
     /// The SPIFFE trust domain, with the identity flags.
     #[arg(long, global = true, default_value = outrigger_config::DEFAULT_TRUST_DOMAIN)]
     identity_trust_domain: String,
@@ -101,8 +111,10 @@ enum Command {
 
 fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a pod's log is a file, read by people and parsers alike.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
@@ -119,7 +131,7 @@ fn identity_flags(cli: &Cli) -> Option<IdentityConfig> {
         .identity_csr_endpoint
         .clone()
         .zip(cli.identity_csr_token.clone())
-        .map(|(endpoint, token_path)| CsrConfig {
+        .map(|(endpoint, token_path)| OperatorEndpoint {
             endpoint,
             server_name: cli.identity_csr_server_name.clone(),
             token_path,
@@ -151,6 +163,15 @@ async fn main() -> ExitCode {
                     .unwrap_or(Protocol::Auto),
             }),
             identity: identity_flags(&cli),
+            discovery_service: cli
+                .discovery_endpoint
+                .clone()
+                .zip(cli.discovery_token.clone())
+                .map(|(endpoint, token_path)| OperatorEndpoint {
+                    endpoint,
+                    server_name: cli.discovery_server_name.clone(),
+                    token_path,
+                }),
         },
         api_token: std::env::var(outrigger_config::API_TOKEN_ENV)
             .ok()

@@ -20,7 +20,7 @@ use outrigger_core::{
     AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, Metrics, Observability, Shutdown,
     SpanSink,
 };
-use outrigger_identity::{Identity, IdentityError};
+use outrigger_identity::{Discovery, Identity, IdentityError};
 use outrigger_proxy::ProxyCore;
 use tokio::{net::TcpListener, task::JoinSet};
 
@@ -145,11 +145,24 @@ impl Sidecar {
             Some(cfg) => Some(Identity::load(cfg, metrics.clone()).await?),
             None => None,
         };
+        let discovery = match (&checked.discovery_service, &identity) {
+            (Some(cfg), Some(identity)) => Some(
+                Discovery::new(cfg, identity.clone(), shutdown.clone())
+                    .map_err(|e| StartError::Config(vec![format!("discoveryService: {e}")]))?,
+            ),
+            (Some(_), None) => {
+                return Err(StartError::Config(vec![
+                    "discoveryService: needs the sidecar's identity, whose trust bundle verifies the endpoint (set `identity`)".to_owned(),
+                ]));
+            }
+            (None, _) => None,
+        };
         let proxy = Arc::new(ProxyCore::meshed(
             metrics.clone(),
             shutdown.clone(),
             obs.clone(),
             identity.clone(),
+            discovery,
         ));
         let reloader = Arc::new(
             Reloader::start(

@@ -802,6 +802,8 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     let settings = SidecarSettings {
         identity: Some(PodIdentity {
             trust_domain: "mesh.example".into(),
+            endpoint: "outrigger-webhook.outrigger-system.svc:9444".into(),
+            server_name: "outrigger-webhook.outrigger-system.svc".into(),
             issuance: Issuance::PodCertificate {
                 signer_name: "outrigger.dev/identity".into(),
                 max_expiration_seconds: 86_400,
@@ -815,9 +817,13 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     let volumes = doc["spec"]["volumes"].as_array().unwrap();
     assert_eq!(
         volumes[1],
-        json!({ "name": "outrigger-identity", "projected": { "sources": [{ "podCertificate": {
-            "signerName": "outrigger.dev/identity", "keyType": "ECDSAP256",
-            "maxExpirationSeconds": 86_400, "credentialBundlePath": "credentialbundle.pem" } }] } })
+        json!({ "name": "outrigger-identity", "projected": { "sources": [
+            { "podCertificate": {
+                "signerName": "outrigger.dev/identity", "keyType": "ECDSAP256",
+                "maxExpirationSeconds": 86_400, "credentialBundlePath": "credentialbundle.pem" } },
+            { "serviceAccountToken": {
+                "audience": "identity.outrigger.dev", "expirationSeconds": 3600, "path": "token" } },
+        ] } })
     );
     let c = sidecar(&doc, true);
     let args = c.args.unwrap();
@@ -830,6 +836,12 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
             "/etc/outrigger/trust-bundle.pem",
             "--identity-trust-domain",
             "mesh.example",
+            "--discovery-endpoint",
+            "outrigger-webhook.outrigger-system.svc:9444",
+            "--discovery-server-name",
+            "outrigger-webhook.outrigger-system.svc",
+            "--discovery-token",
+            "/var/run/outrigger/identity/token",
         ]
     );
     assert!(
@@ -857,10 +869,9 @@ fn sidecars_get_a_token_for_the_identity_endpoint_where_there_are_no_pod_certifi
     let settings = SidecarSettings {
         identity: Some(PodIdentity {
             trust_domain: "cluster.local".into(),
-            issuance: Issuance::Csr {
-                endpoint: "outrigger-webhook.outrigger-system.svc:9444".into(),
-                server_name: "outrigger-webhook.outrigger-system.svc".into(),
-            },
+            endpoint: "outrigger-webhook.outrigger-system.svc:9444".into(),
+            server_name: "outrigger-webhook.outrigger-system.svc".into(),
+            issuance: Issuance::Csr,
         }),
         ..SidecarSettings::default()
     };
@@ -886,6 +897,12 @@ fn sidecars_get_a_token_for_the_identity_endpoint_where_there_are_no_pod_certifi
             "/etc/outrigger/trust-bundle.pem",
             "--identity-trust-domain",
             "cluster.local",
+            "--discovery-endpoint",
+            "outrigger-webhook.outrigger-system.svc:9444",
+            "--discovery-server-name",
+            "outrigger-webhook.outrigger-system.svc",
+            "--discovery-token",
+            "/var/run/outrigger/identity/token",
         ]
     );
     assert!(

@@ -10,7 +10,7 @@ pub use crate::{
     spec::{
         ACCESS_LOG_STDOUT, API_TOKEN_ENV, AccessLogConfig, AccessLogFormat, AdminConfig,
         ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig, ClusterTls, ClusterTlsMode,
-        CsrConfig, DEFAULT_ADMIN_ADDRESS, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
+        DEFAULT_ADMIN_ADDRESS, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
         DEFAULT_GRPC_ADDRESS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_HTTP_API_ADDRESS,
         DEFAULT_INBOUND_PORT, DEFAULT_LISTENER_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_STREAMS,
         DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_BUFFER_BYTES, DEFAULT_TIMEOUT_MS,
@@ -18,9 +18,9 @@ pub use crate::{
         GrpcConfig, HeaderEdits, HeaderMatch, HeadersFilterConfig, HeartbeatConfig, HostConfig,
         HttpApiConfig, IDEMPOTENT_METHODS, IDENTITY_TOKEN_AUDIENCE, IdentityConfig, InboundConfig,
         InboundTls, InboundTlsMode, LbPolicy, ListenerConfig, ListenerTls, ListenerTlsMode,
-        OtlpConfig, OtlpProtocol, OutlierDetection, Protocol, RateLimit, RetryBackoff, RetryBudget,
-        RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig, RpcConfig,
-        RuntimeConfigSpec, TracingConfig, ValueMatch,
+        OperatorEndpoint, OtlpConfig, OtlpProtocol, OutlierDetection, Protocol, RateLimit,
+        RetryBackoff, RetryBudget, RetryOn, RetryPolicy, RouteConfig, RouteMatch, RouteTableConfig,
+        RpcConfig, RuntimeConfigSpec, TracingConfig, ValueMatch,
     },
     validate::{ChannelTarget, ValidationError, ValidationErrors, validate},
 };

@@ -59,6 +59,12 @@ pub struct RuntimeConfigSpec {
     /// at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityConfig>,
+    /// Where clusters with `discovery` learn their hosts: the operator's endpoint pushes each
+    /// app's ready pods as its EndpointSlices change (needs `identity`, whose trust bundle
+    /// verifies the endpoint). When absent, such clusters resolve the app's headless Service in
+    /// DNS every `dnsRefreshMs`. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_service: Option<OperatorEndpoint>,
     /// The inbound listener of injected pods (`outrigger.dev/app-port`): the listener `inbound`
     /// on port 34906 that other sidecars call, forwarding to the app on loopback. Its mutual
     /// TLS mode is `permissive` when absent.
@@ -120,17 +126,18 @@ pub struct IdentityConfig {
     /// made in memory, and the certificate renewed at half its lifetime. Exactly one of this and
     /// `credentialBundlePath`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub csr: Option<CsrConfig>,
+    pub csr: Option<OperatorEndpoint>,
     /// A PEM file of the root certificates peers' chains must lead to (all current roots, so a
     /// root can be rotated).
     pub trust_bundle_path: String,
 }
 
-/// The operator's identity endpoint, and the token the sidecar proves its identity with.
+/// The operator's gRPC endpoint (identity and discovery), and the token the sidecar proves
+/// itself with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CsrConfig {
-    /// `host:port` of the operator's identity endpoint (gRPC over TLS), e.g.
+pub struct OperatorEndpoint {
+    /// `host:port` of the operator's endpoint (gRPC over TLS), e.g.
     /// `outrigger-webhook.outrigger-system.svc:9444`.
     pub endpoint: String,
     /// The name the endpoint's certificate must carry (verified against the trust bundle).
@@ -1090,8 +1097,9 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostConfig>,
     /// The sidecars of a meshed app, pod by pod: the cluster's hosts are the ready pods behind
-    /// the headless Service `<app>-outrigger` the operator keeps (resolved and re-resolved every
-    /// `dnsRefreshMs`), on their inbound port, with mutual TLS unless `tls.mode` says otherwise.
+    /// the headless Service `<app>-outrigger` the operator keeps (pushed by the operator with
+    /// `discoveryService`, else resolved in DNS every `dnsRefreshMs`), on their inbound port,
+    /// with mutual TLS unless `tls.mode` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,
     /// Time allowed to establish a connection, in milliseconds. Default 1000.

@@ -8,8 +8,8 @@ use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
     ACCESS_LOG_STDOUT, ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch,
-    HeartbeatConfig, ListenerConfig, Protocol, RateLimit, RouteConfig, RuntimeConfigSpec,
-    ValueMatch,
+    HeartbeatConfig, ListenerConfig, OperatorEndpoint, Protocol, RateLimit, RouteConfig,
+    RuntimeConfigSpec, ValueMatch,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -225,8 +225,27 @@ impl Validator {
         self.identity(spec);
     }
 
+    /// The operator's endpoint at `at` (`identity.csr`, `discoveryService`).
+    fn operator_endpoint(&mut self, at: &str, e: &OperatorEndpoint) {
+        if let Err(msg) = check_host_port(&e.endpoint) {
+            self.err(format!("{at}.endpoint"), msg);
+        }
+        if e.server_name.as_deref().is_some_and(str::is_empty) {
+            self.err(format!("{at}.serverName"), "must not be empty when set");
+        }
+        if !e.token_path.starts_with('/') {
+            self.err(
+                format!("{at}.tokenPath"),
+                format!("must be an absolute file path, not \"{}\"", e.token_path),
+            );
+        }
+    }
+
     /// The identity section, and the mutual TLS settings of listeners and clusters.
     fn identity(&mut self, spec: &RuntimeConfigSpec) {
+        if let Some(d) = &spec.discovery_service {
+            self.operator_endpoint("discoveryService", d);
+        }
         let trust_domain = spec.identity.as_ref().map(|id| id.trust_domain.as_str());
         if let Some(id) = &spec.identity {
             if let Err(e) = check_trust_domain(&id.trust_domain) {
@@ -244,16 +263,10 @@ impl Validator {
                 _ => {}
             }
             if let Some(csr) = &id.csr {
-                if let Err(e) = check_host_port(&csr.endpoint) {
-                    self.err("identity.csr.endpoint", e);
-                }
-                if csr.server_name.as_deref().is_some_and(str::is_empty) {
-                    self.err("identity.csr.serverName", "must not be empty when set");
-                }
+                self.operator_endpoint("identity.csr", csr);
             }
             let paths = [
                 ("credentialBundlePath", id.credential_bundle_path.as_ref()),
-                ("csr.tokenPath", id.csr.as_ref().map(|c| &c.token_path)),
                 ("trustBundlePath", Some(&id.trust_bundle_path)),
             ];
             for (key, value) in paths

@@ -27,18 +27,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::{
     bundle::{BundleError, Credentials, TrustBundle, parse_credentials, parse_trust_bundle},
-    csr::{CsrClient, CsrError},
+    csr::CsrClient,
+    operator::{OperatorError, backoff},
     spiffe::PeerPolicy,
     tls,
 };
 
 /// How long a sidecar starting with a `csr` identity keeps asking for its first certificate.
 const FIRST_CERTIFICATE_BUDGET: Duration = Duration::from_secs(60);
-/// The first wait between failed requests to the identity endpoint; doubled up to
-/// [`RETRY_MAX`], each wait jittered by ±25 %.
-const RETRY_BASE: Duration = Duration::from_millis(500);
-/// The longest wait between failed requests to the identity endpoint.
-const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The shortest wait before a renewal, whatever the endpoint says.
 const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
 
@@ -53,7 +49,7 @@ pub enum IdentityError {
     Tls(#[from] rustls::Error),
     /// The identity endpoint gave no certificate.
     #[error(transparent)]
-    Csr(#[from] CsrError),
+    Csr(#[from] OperatorError),
 }
 
 /// Where the certificate and key come from.
@@ -309,13 +305,13 @@ impl Identity {
 async fn first_certificate(
     client: &CsrClient,
     roots: Arc<rustls::RootCertStore>,
-) -> Result<crate::csr::Issued, CsrError> {
+) -> Result<crate::csr::Issued, OperatorError> {
     let deadline = tokio::time::Instant::now() + FIRST_CERTIFICATE_BUDGET;
     let mut attempt = 0u32;
     loop {
         match client.certify(roots.clone()).await {
             Ok(issued) => return Ok(issued),
-            Err(e @ CsrError::Refused { .. }) => return Err(e),
+            Err(e @ OperatorError::Refused { .. }) => return Err(e),
             Err(e) => {
                 let wait = backoff(attempt);
                 if tokio::time::Instant::now() + wait > deadline {
@@ -327,15 +323,6 @@ async fn first_certificate(
             }
         }
     }
-}
-
-/// The wait before retry `attempt` (0 first): doubling from [`RETRY_BASE`] to [`RETRY_MAX`],
-/// jittered by ±25 % so sidecars started together do not ask together.
-fn backoff(attempt: u32) -> Duration {
-    let base = RETRY_BASE
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(RETRY_MAX);
-    base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 impl Identity {

@@ -18,10 +18,10 @@ use std::{
 
 use arc_swap::ArcSwap;
 use outrigger_codec::Limits;
-use outrigger_config::{ClusterConfig, HostConfig, Protocol};
+use outrigger_config::{ClusterConfig, DEFAULT_INBOUND_PORT, HostConfig, Protocol};
 
 use outrigger_core::{Cause, Metrics, NameLabels, ProxyError};
-use outrigger_identity::{Identity, PeerPolicy};
+use outrigger_identity::{Discovery, Identity, PeerPolicy};
 use outrigger_pool::{
     Bolt, Dial, Dubbo, H2Pool, Heartbeat, Http1Connector, Http1Pool, MuxPool, MuxSettings,
     PoolSettings, Secure,
@@ -150,6 +150,7 @@ impl Cluster {
         cfg: &ClusterConfig,
         metrics: &Metrics,
         identity: Option<&Arc<Identity>>,
+        discovery: Option<&Arc<Discovery>>,
     ) -> Result<Arc<Self>, String> {
         let name: Arc<str> = Arc::from(cfg.name.as_str());
         let secure: Option<Arc<dyn Secure>> = match identity {
@@ -189,11 +190,17 @@ impl Cluster {
                 .clone(),
             name,
         });
-        let _ = tokio::time::timeout(
-            cfg.connect_timeout().max(Duration::from_secs(1)),
-            cluster.resolve(),
-        )
-        .await;
+        let first_wait = cfg.connect_timeout().max(Duration::from_secs(1));
+        if let (Some(d), Some(discovery)) = (&cfg.discovery, discovery) {
+            // Pushed by the operator: the app's pods as its EndpointSlices change.
+            let mut pods = discovery.watch(&d.namespace, &d.app);
+            let port = d.port.unwrap_or(DEFAULT_INBOUND_PORT);
+            let _ = tokio::time::timeout(first_wait, pods.wait_for(Option::is_some)).await;
+            cluster.install_pods(pods.borrow().as_deref(), port);
+            tokio::spawn(follow(Arc::downgrade(&cluster), pods, port));
+            return Ok(cluster);
+        }
+        let _ = tokio::time::timeout(first_wait, cluster.resolve()).await;
         let has_names = cluster
             .entries
             .iter()
@@ -221,6 +228,23 @@ impl Cluster {
                 ),
             }
         }
+        self.install(resolved);
+    }
+
+    /// Swaps in the pods discovery pushed (`None`: nothing heard yet, so nothing changes).
+    fn install_pods(&self, pods: Option<&[std::net::IpAddr]>, port: u16) {
+        let Some(pods) = pods else { return };
+        let entry = self.entries.first().map_or("", |h| h.address.as_str());
+        self.install(
+            pods.iter()
+                .map(|ip| (SocketAddr::new(*ip, port), 1, entry))
+                .collect(),
+        );
+    }
+
+    /// Swaps in `resolved` (address, weight, configured entry), keeping the pools of hosts that
+    /// are still there.
+    fn install(&self, mut resolved: Vec<(SocketAddr, u32, &str)>) {
         // The same address twice (a name resolving to an address listed too) is one host, with
         // the first entry's weight.
         let mut seen = std::collections::HashSet::with_capacity(resolved.len());
@@ -377,6 +401,27 @@ impl Cluster {
     }
 }
 
+/// Installs each set of pods discovery pushes until the cluster is dropped (checked at least
+/// every [`FOLLOW_CHECK`]).
+async fn follow(
+    cluster: Weak<Cluster>,
+    mut pods: tokio::sync::watch::Receiver<outrigger_identity::Addresses>,
+    port: u16,
+) {
+    loop {
+        let changed = tokio::time::timeout(FOLLOW_CHECK, pods.changed()).await;
+        let Some(c) = cluster.upgrade() else { return };
+        match changed {
+            Ok(Ok(())) => c.install_pods(pods.borrow_and_update().as_deref(), port),
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// How often a discovery follower checks that its cluster still exists.
+const FOLLOW_CHECK: Duration = Duration::from_secs(30);
+
 async fn refresh(cluster: Weak<Cluster>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
@@ -433,7 +478,7 @@ mod tests {
             "name": "users", "discovery": {"app": "users", "namespace": "shop"},
         }))
         .expect("cluster");
-        let err = Cluster::build(&discovered, &Metrics::new(), None)
+        let err = Cluster::build(&discovered, &Metrics::new(), None, None)
             .await
             .expect_err("no identity");
         assert!(
@@ -454,6 +499,7 @@ mod tests {
                 ],
             ),
             &Metrics::new(),
+            None,
             None,
         )
         .await
@@ -490,6 +536,7 @@ mod tests {
             ),
             &Metrics::new(),
             None,
+            None,
         )
         .await
         .expect("cluster");
@@ -504,6 +551,7 @@ mod tests {
                 &[("127.0.0.1:7001", 1), ("127.0.0.1:7002", 1)],
             ),
             &Metrics::new(),
+            None,
             None,
         )
         .await
@@ -528,6 +576,7 @@ mod tests {
         let weighted = Cluster::build(
             &config("weighted", &[("127.0.0.1:7001", 3), ("127.0.0.1:7002", 1)]),
             &Metrics::new(),
+            None,
             None,
         )
         .await

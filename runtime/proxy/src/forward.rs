@@ -369,7 +369,7 @@ mod tests {
             r#"{{"match": {{}}, "cluster": "c"{timeout}{retry}}}"#
         ))
         .expect("route");
-        let cluster = Cluster::build(&cluster, &metrics, None)
+        let cluster = Cluster::build(&cluster, &metrics, None, None)
             .await
             .expect("cluster");
         let route = Route::compile(&cfg, cluster, Duration::from_secs(3)).expect("compiles");
@@ -379,6 +379,7 @@ mod tests {
             shutdown: Shutdown::new(),
             obs: Default::default(),
             identity: None,
+            discovery: None,
         };
         (shared, route)
     }

@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
 use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody};
-use outrigger_identity::Identity;
+use outrigger_identity::{Discovery, Identity};
 use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
 use tokio::io::DuplexStream;
@@ -145,15 +145,17 @@ impl ProxyCore {
     /// A proxy core whose requests leave access log lines and continue trace context as `obs`
     /// says.
     pub fn observed(metrics: Metrics, shutdown: Shutdown, obs: Observability) -> Self {
-        Self::meshed(metrics, shutdown, obs, None)
+        Self::meshed(metrics, shutdown, obs, None, None)
     }
 
-    /// A proxy core whose TLS listeners and `mesh` clusters use `identity`.
+    /// A proxy core whose TLS listeners and `mesh` clusters use `identity`, and whose clusters
+    /// with `discovery` learn their pods from `discovery` (else from DNS).
     pub fn meshed(
         metrics: Metrics,
         shutdown: Shutdown,
         obs: Observability,
         identity: Option<Arc<Identity>>,
+        discovery: Option<Arc<Discovery>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -162,6 +164,7 @@ impl ProxyCore {
                 shutdown,
                 obs,
                 identity,
+                discovery,
             }),
             bound: Mutex::new(Vec::new()),
         }
@@ -170,6 +173,11 @@ impl ProxyCore {
     /// The sidecar's identity, when it has one.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.shared.identity.as_ref()
+    }
+
+    /// Where clusters with `discovery` learn their pods, when not from DNS.
+    pub fn discovery(&self) -> Option<&Arc<Discovery>> {
+        self.shared.discovery.as_ref()
     }
 
     /// The handle the gRPC edge hands streamed pass-through requests to.

@@ -10,7 +10,7 @@ use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
 use outrigger_core::{
     LabelStr, Metrics, Observability, ProxyError, RetryLabels, Shutdown, StatusLabel,
 };
-use outrigger_identity::Identity;
+use outrigger_identity::{Discovery, Identity};
 
 use crate::{
     cluster::Cluster,
@@ -45,6 +45,7 @@ impl ProxySnapshot {
         metrics: &Metrics,
         previous: &ProxySnapshot,
         identity: Option<&Arc<Identity>>,
+        discovery: Option<&Arc<Discovery>>,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let mut clusters = HashMap::new();
@@ -56,7 +57,7 @@ impl ProxySnapshot {
                 .cloned();
             let cluster = match kept {
                 Some(old) => old,
-                None => match Cluster::build(c, metrics, identity).await {
+                None => match Cluster::build(c, metrics, identity, discovery).await {
                     Ok(cluster) => cluster,
                     Err(e) => {
                         errors.push(e);
@@ -174,6 +175,8 @@ pub(crate) struct Shared {
     pub(crate) obs: Observability,
     /// The sidecar's identity, for TLS listeners and `mesh` clusters.
     pub(crate) identity: Option<Arc<Identity>>,
+    /// Where clusters with `discovery` learn their pods; DNS when `None`.
+    pub(crate) discovery: Option<Arc<Discovery>>,
 }
 
 impl Shared {
@@ -228,10 +231,11 @@ clusters:
             &metrics,
             &ProxySnapshot::default(),
             None,
+            None,
         )
         .await
         .expect("builds");
-        let second = ProxySnapshot::build(&spec("random", 7002), &metrics, &first, None)
+        let second = ProxySnapshot::build(&spec("random", 7002), &metrics, &first, None, None)
             .await
             .expect("builds");
         assert!(

@@ -13,7 +13,7 @@ use std::{
 use arc_swap::ArcSwap;
 use outrigger_config::{
     IdentityConfig, InboundConfig, InboundTlsMode, ListenerConfig, ListenerTls, ListenerTlsMode,
-    Protocol, RouteTableConfig, RuntimeConfigSpec, config_hash, validate,
+    OperatorEndpoint, Protocol, RouteTableConfig, RuntimeConfigSpec, config_hash, validate,
 };
 use parking_lot::Mutex;
 
@@ -64,6 +64,8 @@ pub struct Overrides {
     pub inbound: Option<InboundApp>,
     /// The identity when the file sets none.
     pub identity: Option<IdentityConfig>,
+    /// The discovery endpoint when the file sets none.
+    pub discovery_service: Option<OperatorEndpoint>,
 }
 
 /// The app behind the injected inbound listener.
@@ -154,6 +156,9 @@ impl Overrides {
         if spec.identity.is_none() {
             spec.identity.clone_from(&self.identity);
         }
+        if spec.discovery_service.is_none() {
+            spec.discovery_service.clone_from(&self.discovery_service);
+        }
         if let Some(app) = &self.inbound {
             app.add_to(spec);
         }
@@ -200,8 +205,16 @@ async fn build(
     metrics: &Metrics,
 ) -> Result<Arc<Invoker>, Vec<String>> {
     validate(spec).map_err(|e| e.lines())?;
-    let routing =
-        Arc::new(ProxySnapshot::build(spec, metrics, &proxy.routing(), proxy.identity()).await?);
+    let routing = Arc::new(
+        ProxySnapshot::build(
+            spec,
+            metrics,
+            &proxy.routing(),
+            proxy.identity(),
+            proxy.discovery(),
+        )
+        .await?,
+    );
     let channel_cfg = spec
         .rpc
         .channels
@@ -289,6 +302,9 @@ impl Reloader {
             tracing::warn!(
                 "identity settings take effect on restart; the identity files keep being watched"
             );
+        }
+        if spec.discovery_service != old.spec.discovery_service {
+            tracing::warn!("discoveryService takes effect on restart");
         }
         let version = old.version + 1;
         let snapshot = Snapshot {
