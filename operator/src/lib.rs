@@ -12,6 +12,7 @@ mod crd;
 mod desired;
 mod discovery;
 mod discovery_endpoint;
+mod endpoint;
 mod identity_endpoint;
 mod inject;
 mod leader;
@@ -50,10 +51,8 @@ pub use crate::{
         LABEL_DISCOVERY_APP, desired_services, run_discovery, service as discovery_service,
     },
     discovery_endpoint::{DiscoveryService, PodIndex, PodIndexHandle, run_pod_index},
-    identity_endpoint::{
-        Caller, IdentityService, ServingCert, caller_of_review, check_csr, check_pod,
-        serve_endpoint,
-    },
+    endpoint::{ServingCert, serve_endpoint},
+    identity_endpoint::{Caller, IdentityService, caller_of_review, check_csr, check_pod},
     inject::{
         CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_TOKEN_EXPIRATION_SECS,
         IDENTITY_TOKEN_FILE, IDENTITY_VOLUME_NAME, Injection, Issuance, LOG_LEVELS, PodIdentity,
