@@ -415,7 +415,11 @@ fn install_and_upgrade() {
         "--timeout",
         "5m",
     ];
-    let extra = helm_args();
+    let mut extra = helm_args();
+    extra.extend([
+        "--set-string".to_owned(),
+        format!("identity.endpoint={}", operator_endpoint_relay()),
+    ]);
     install.extend(extra.iter().map(String::as_str));
     tool("helm", &install);
     tool(
@@ -1294,47 +1298,48 @@ fn discovered_after(
     })
 }
 
-/// Forwards connections to the identity endpoint of a ready operator pod, from an address pods
-/// reach (the kit has neither cluster DNS nor kube-proxy, so the operator's Service name leads
-/// nowhere from a pod). Bytes pass through unchanged: TLS is between the sidecar and the
-/// operator.
-struct Relay {
-    address: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(client: Client) -> Self {
+/// Where pods reach the operator's endpoint in this cluster: a relay in this process, bound to
+/// the address pods reach the host at, forwarding each connection to a ready operator pod's
+/// port 9444 (the kit has neither cluster DNS nor kube-proxy, so the Service name the injector
+/// gives sidecars by default leads nowhere from a pod). Bytes pass through unchanged: TLS is
+/// between the sidecar and the operator. It runs on a thread of its own for the whole run,
+/// since every test has its own async runtime.
+fn operator_endpoint_relay() -> &'static str {
+    static RELAY: OnceLock<String> = OnceLock::new();
+    RELAY.get_or_init(|| {
         let host = std::env::var("OUTRIGGER_KUBE_POD_API_HOST")
             .expect("OUTRIGGER_KUBE_POD_API_HOST: where pods reach this host");
-        let listener = tokio::net::TcpListener::bind((host.as_str(), 0))
-            .await
-            .unwrap();
+        let listener = std::net::TcpListener::bind((host.as_str(), 0)).unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let Some(target) = identity_endpoint_of_operator(&client).await else {
-                        return;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let client = client().await;
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
                     };
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let Some(target) = identity_endpoint_of_operator(&client).await else {
+                            return;
+                        };
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            });
         });
-        Self { address, task }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+        address
+    })
 }
 
 /// `ip:9444` of a ready operator pod that is not being deleted.
@@ -1351,12 +1356,7 @@ struct BackToPodCertificates;
 
 impl Drop for BackToPodCertificates {
     fn drop(&mut self) {
-        upgrade_release(&[
-            "--set",
-            "identity.issuance=auto",
-            "--set-string",
-            "identity.endpoint=",
-        ]);
+        upgrade_release(&["--set", "identity.issuance=auto"]);
     }
 }
 
@@ -1394,14 +1394,8 @@ async fn sidecars_get_their_identity_from_the_identity_endpoint() {
     // operator's identity endpoint, and the operator signs after a real TokenReview.
     let client = client().await;
     installed();
-    let relay = Relay::start(client.clone()).await;
     let _restore = BackToPodCertificates;
-    upgrade_release(&[
-        "--set",
-        "identity.issuance=csr",
-        "--set-string",
-        &format!("identity.endpoint={}", relay.address),
-    ]);
+    upgrade_release(&["--set", "identity.issuance=csr"]);
     let ns = TestNamespace::create(&client, json!({ "outrigger.dev/inject": "enabled" })).await;
     let apps = meshed_apps(&client, &ns, "csr").await;
     eprintln!(
