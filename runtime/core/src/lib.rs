@@ -25,11 +25,11 @@ pub use self::{
         BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
         LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PlaintextLabels, PoolSeries,
         ProtocolLabels, ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels,
-        StatusLabel, TlsLabels, XprotocolLabels,
+        StatusLabel, TlsLabels, XprotocolLabels, AuthzLabels,
     },
     observe::Observability,
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
-    serve::{ServerLimits, accept_loop, serve_http1},
+    serve::{ServerLimits, accept_loop, serve_http1, serve_http2},
     shutdown::Shutdown,
     span::{AttrValue, SPAN_QUEUE, Span, SpanData, SpanKind, SpanMessage, SpanSink, TryAttributes},
     trace::{
