@@ -127,6 +127,7 @@ pub(crate) fn status(cause: Cause) -> u16 {
         Cause::Timeout => bolt::status::TIMEOUT,
         Cause::ConnectFailure | Cause::Reset => bolt::status::ERROR_COMM,
         Cause::BadRequest => bolt::status::CODEC_EXCEPTION,
+        Cause::Denied => bolt::status::SERVER_EXCEPTION,
     }
 }
 
