@@ -396,3 +396,52 @@ rules:
     // One connection from A all along: reloads do not drop connections.
     assert_eq!(handshakes(&m.b, "inbound", "ok"), 2.0, "A's and the ops caller's");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injected_inbound_listener_serves_grpc_under_inbound_authorization() {
+    let Some(peers) = Peers::require("gRPC through the injected inbound listener") else {
+        return;
+    };
+    let server = peers.grpc_server();
+    let ca = outrigger_identity::TestCa::new("outrigger-test-root");
+    let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
+    // As the injector starts it for `outrigger.dev/app-protocol` unset (auto) and `http2`.
+    for protocol in [outrigger_config::Protocol::Auto, outrigger_config::Protocol::Http2] {
+        let (yaml, options) = injected_with(
+            Some(&b_files),
+            "strict",
+            server.port,
+            protocol,
+            "{default: deny, rules: [{name: unary-from-shop, action: allow, from: {namespaces: [shop]}, to: {path: /outrigger.test.Echo/Unary}}]}",
+        );
+        let b = start_with(&yaml, options).await;
+        let a_files = IdentityFiles::new(&ca.bundle(&[WEB]), &ca.cert_pem);
+        let a = start_with(
+            &caller(
+                &a_files,
+                "http2",
+                bound(&b, outrigger_runtime::INBOUND_LISTENER),
+                USERS,
+            ),
+            fast_watch(),
+        )
+        .await;
+        let addr = a.sidecar.grpc_address().to_owned();
+        let out = peers
+            .grpc_client(
+                &addr,
+                &["/outrigger.test.Echo/Unary", "--app-id", "users", "--data", "in"],
+            )
+            .await;
+        assert_eq!(out["code"], "OK", "{protocol}: {out}");
+        let out = peers
+            .grpc_client(
+                &addr,
+                &["/outrigger.test.Echo/Stream", "--stream", "--app-id", "users", "--data", "1"],
+            )
+            .await;
+        assert_eq!(out["code"], "PERMISSION_DENIED", "{protocol}: {out}");
+        assert_eq!(decisions(&b, "allow", "unary-from-shop"), 1.0);
+        assert_eq!(decisions(&b, "deny", "default"), 1.0);
+    }
+}

@@ -23,7 +23,6 @@ use std::{
 
 use mesh::*;
 use outrigger_identity::TestCa;
-use outrigger_runtime::Options;
 use peer::{Peers, metric};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -340,45 +339,6 @@ async fn bolt_and_dubbo_cross_two_sidecars_over_mutual_tls() {
     );
     assert_eq!(handshakes(&dubbo.a, "outbound", "ok"), 1.0);
     assert_eq!(handshakes(&dubbo.b, "inbound", "ok"), 1.0);
-}
-
-/// What an injected pod's sidecar gets: a file with `inbound.tls.mode` and no listener of its
-/// own, and from the command line the app's port and the identity files.
-fn injected(
-    files: Option<&IdentityFiles>,
-    mode: &str,
-    app_port: u16,
-    protocol: outrigger_config::Protocol,
-) -> (String, Options) {
-    let yaml = format!(
-        r#"
-grpc: {{address: "127.0.0.1:0"}}
-admin: {{address: "127.0.0.1:0"}}
-httpApi: {{address: "127.0.0.1:0"}}
-rpc: {{channels: [{{listener: egress}}]}}
-inbound: {{tls: {{mode: {mode}}}}}
-listeners: [{{name: egress, routeTable: none}}]
-routeTables: [{{name: none, routes: []}}]
-"#
-    );
-    let p = |f: &IdentityFiles, n: &str| f.dir.path().join(n).display().to_string();
-    let options = Options {
-        overrides: outrigger_runtime::Overrides {
-            inbound: Some(outrigger_runtime::InboundApp {
-                address: "127.0.0.1:0".into(),
-                port: app_port,
-                protocol,
-            }),
-            identity: files.map(|f| outrigger_config::IdentityConfig {
-                trust_domain: "cluster.local".into(),
-                credential_bundle_path: p(f, "credentialbundle.pem"),
-                trust_bundle_path: p(f, "trust-bundle.pem"),
-            }),
-            ..Default::default()
-        },
-        ..fast_watch()
-    };
-    (yaml, options)
 }
 
 #[tokio::test]

@@ -206,6 +206,61 @@ impl Mesh {
     }
 }
 
+/// What an injected pod's sidecar gets: a file with `inbound.tls.mode` and no listener of its
+/// own, and from the command line the app's port and the identity files.
+pub fn injected(
+    files: Option<&IdentityFiles>,
+    mode: &str,
+    app_port: u16,
+    protocol: outrigger_config::Protocol,
+) -> (String, Options) {
+    injected_with(files, mode, app_port, protocol, "")
+}
+
+/// [`injected`], with `inbound.authorization` set to `policy` (flow style) when given.
+pub fn injected_with(
+    files: Option<&IdentityFiles>,
+    mode: &str,
+    app_port: u16,
+    protocol: outrigger_config::Protocol,
+    policy: &str,
+) -> (String, Options) {
+    let authorization = if policy.is_empty() {
+        String::new()
+    } else {
+        format!(", authorization: {policy}")
+    };
+    let yaml = format!(
+        r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc: {{channels: [{{listener: egress}}]}}
+inbound: {{tls: {{mode: {mode}}}{authorization}}}
+listeners: [{{name: egress, routeTable: none}}]
+routeTables: [{{name: none, routes: []}}]
+"#
+    );
+    let p = |f: &IdentityFiles, n: &str| f.dir.path().join(n).display().to_string();
+    let options = Options {
+        overrides: outrigger_runtime::Overrides {
+            inbound: Some(outrigger_runtime::InboundApp {
+                address: "127.0.0.1:0".into(),
+                port: app_port,
+                protocol,
+            }),
+            identity: files.map(|f| outrigger_config::IdentityConfig {
+                trust_domain: "cluster.local".into(),
+                credential_bundle_path: p(f, "credentialbundle.pem"),
+                trust_bundle_path: p(f, "trust-bundle.pem"),
+            }),
+            ..Default::default()
+        },
+        ..fast_watch()
+    };
+    (yaml, options)
+}
+
 pub fn handshakes(rt: &Running, direction: &str, result: &str) -> f64 {
     metric(
         &rt.metrics.encode(),
