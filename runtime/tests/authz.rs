@@ -160,14 +160,27 @@ rules:
     let out = peers
         .grpc_client(
             &a,
-            &["/outrigger.test.Echo/Unary", "--app-id", "users", "--data", "hi"],
+            &[
+                "/outrigger.test.Echo/Unary",
+                "--app-id",
+                "users",
+                "--data",
+                "hi",
+            ],
         )
         .await;
     assert_eq!(out["code"], "OK", "{out}");
     let out = peers
         .grpc_client(
             &a,
-            &["/outrigger.test.Echo/Stream", "--stream", "--app-id", "users", "--data", "2"],
+            &[
+                "/outrigger.test.Echo/Stream",
+                "--stream",
+                "--app-id",
+                "users",
+                "--data",
+                "2",
+            ],
         )
         .await;
     assert_eq!(out["code"], "PERMISSION_DENIED", "{out}");
@@ -275,7 +288,10 @@ rules:
     assert_eq!(decisions(&m.b, "audit_deny", "no-admin"), 1.0);
     assert_eq!(decisions(&m.b, "audit_deny", "default"), 1.0);
     let lines = m.callee_lines().await;
-    assert!(lines.iter().all(|l| l["authzDecision"] == "audit_deny"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["authzDecision"] == "audit_deny"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,11 +315,16 @@ rules:
     let (status, body) = http_call(inbound, "GET", "/orders").await;
     assert_eq!(status, 403);
     assert!(
-        body.contains("an unauthenticated caller (no mutual TLS identity) is denied by the policy's default"),
+        body.contains(
+            "an unauthenticated caller (no mutual TLS identity) is denied by the policy's default"
+        ),
         "{body}"
     );
     // The meshed caller on the same port is who it says it is.
-    assert_eq!(http_call(bound(&m.a, "egress"), "GET", "/orders").await.0, 200);
+    assert_eq!(
+        http_call(bound(&m.a, "egress"), "GET", "/orders").await.0,
+        200
+    );
     assert_eq!(decisions(&m.b, "allow", "probes"), 1.0);
     assert_eq!(decisions(&m.b, "allow", "shop"), 1.0);
     assert_eq!(decisions(&m.b, "deny", "default"), 1.0);
@@ -379,9 +400,16 @@ rules:
         m.log.path(),
         "default: deny\nrules: [{name: x, action: allow, from: {}}]",
     );
-    let errors = m.b.sidecar.reloader().apply_text(&bad).await.expect_err("invalid");
+    let errors =
+        m.b.sidecar
+            .reloader()
+            .apply_text(&bad)
+            .await
+            .expect_err("invalid");
     assert!(
-        errors.iter().any(|e| e.contains("authorization.rules[0].from: names no caller")),
+        errors
+            .iter()
+            .any(|e| e.contains("authorization.rules[0].from: names no caller")),
         "{errors:?}"
     );
     let calls = ok.load(Ordering::Relaxed);
@@ -394,7 +422,11 @@ rules:
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no allowed call failed");
     assert!(ok.load(Ordering::Relaxed) > 100);
     // One connection from A all along: reloads do not drop connections.
-    assert_eq!(handshakes(&m.b, "inbound", "ok"), 2.0, "A's and the ops caller's");
+    assert_eq!(
+        handshakes(&m.b, "inbound", "ok"),
+        2.0,
+        "A's and the ops caller's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +438,10 @@ async fn the_injected_inbound_listener_serves_grpc_under_inbound_authorization()
     let ca = outrigger_identity::TestCa::new("outrigger-test-root");
     let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
     // As the injector starts it for `outrigger.dev/app-protocol` unset (auto) and `http2`.
-    for protocol in [outrigger_config::Protocol::Auto, outrigger_config::Protocol::Http2] {
+    for protocol in [
+        outrigger_config::Protocol::Auto,
+        outrigger_config::Protocol::Http2,
+    ] {
         let (yaml, options) = injected_with(
             Some(&b_files),
             "strict",
@@ -430,14 +465,27 @@ async fn the_injected_inbound_listener_serves_grpc_under_inbound_authorization()
         let out = peers
             .grpc_client(
                 &addr,
-                &["/outrigger.test.Echo/Unary", "--app-id", "users", "--data", "in"],
+                &[
+                    "/outrigger.test.Echo/Unary",
+                    "--app-id",
+                    "users",
+                    "--data",
+                    "in",
+                ],
             )
             .await;
         assert_eq!(out["code"], "OK", "{protocol}: {out}");
         let out = peers
             .grpc_client(
                 &addr,
-                &["/outrigger.test.Echo/Stream", "--stream", "--app-id", "users", "--data", "1"],
+                &[
+                    "/outrigger.test.Echo/Stream",
+                    "--stream",
+                    "--app-id",
+                    "users",
+                    "--data",
+                    "1",
+                ],
             )
             .await;
         assert_eq!(out["code"], "PERMISSION_DENIED", "{protocol}: {out}");

@@ -47,7 +47,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\n", Some(Sniffed::Http)),
             (b"P", None),
             (b"PRI * HTTP/2.0", None),
-            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00", Some(Sniffed::Http2)),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00",
+                Some(Sniffed::Http2),
+            ),
             (b"PRI * HTTP/1.1\r\n", Some(Sniffed::Http)),
             (b"POST / HTTP/1.1\r\n", Some(Sniffed::Http)),
         ];

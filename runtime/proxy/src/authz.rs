@@ -9,9 +9,7 @@
 use std::sync::Arc;
 
 use outrigger_config::{Authorization, AuthorizationAction, AuthorizationMode, CallerMatch};
-use outrigger_core::{
-    AccessRecord, AttrValue, AuthzLabels, Cause, LabelStr, Metrics, ProxyError,
-};
+use outrigger_core::{AccessRecord, AttrValue, AuthzLabels, Cause, LabelStr, Metrics, ProxyError};
 
 use crate::route::{Matcher, RequestView};
 
@@ -402,16 +400,16 @@ rules:
         let (d, result) = check(Some(&p), &metrics, "inbound", Some(WEB), &view);
         assert!(result.is_ok());
         assert_eq!(d.map(|d| d.verdict), Some(Verdict::AuditDeny));
-        assert!(
-            metrics
-                .encode()
-                .contains("outrigger_authz_decisions_total{decision=\"audit_deny\",rule=\"default\"} 1")
-        );
+        assert!(metrics.encode().contains(
+            "outrigger_authz_decisions_total{decision=\"audit_deny\",rule=\"default\"} 1"
+        ));
     }
 
     #[test]
     fn a_denial_names_the_rule_and_the_caller() {
-        let p = policy("{default: allow, rules: [{name: nope, action: deny, from: {namespaces: [shop]}}]}");
+        let p = policy(
+            "{default: allow, rules: [{name: nope, action: deny, from: {namespaces: [shop]}}]}",
+        );
         let headers = HeaderMap::new();
         let view = HttpView {
             method: &Method::GET,
@@ -423,7 +421,9 @@ rules:
         assert_eq!(e.cause(), Cause::Denied);
         assert_eq!(
             e.message(),
-            format!("permission denied on listener inbound: caller {WEB} is denied by rule \"nope\"")
+            format!(
+                "permission denied on listener inbound: caller {WEB} is denied by rule \"nope\""
+            )
         );
         let p = policy("{default: deny}");
         let (_, result) = check(Some(&p), &Metrics::new(), "inbound", None, &view);

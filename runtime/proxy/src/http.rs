@@ -59,7 +59,8 @@ pub(crate) fn status(cause: Cause) -> StatusCode {
 /// A denial is Dapr's error JSON (`ERR_PERMISSION_DENIED`), which Dapr clients read.
 pub(crate) fn error_response(e: &ProxyError) -> Response<Bytes> {
     let (body, content_type) = if e.cause() == Cause::Denied {
-        let json = serde_json::json!({"errorCode": "ERR_PERMISSION_DENIED", "message": e.message()});
+        let json =
+            serde_json::json!({"errorCode": "ERR_PERMISSION_DENIED", "message": e.message()});
         (Bytes::from(json.to_string()), "application/json")
     } else {
         (

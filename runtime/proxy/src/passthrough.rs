@@ -16,8 +16,8 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use outrigger_config::Protocol;
 use http_body_util::BodyExt;
+use outrigger_config::Protocol;
 use outrigger_core::{
     AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, Passthrough,
     PassthroughFuture, ProxyError, ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT,
@@ -86,7 +86,9 @@ impl Passthrough for Streams {
     ) -> PassthroughFuture {
         let shared = self.shared.clone();
         let app_id = app_id.to_owned();
-        Box::pin(async move { observed(&shared, Entry::Edge { app_id: &app_id }, req, timeout).await })
+        Box::pin(
+            async move { observed(&shared, Entry::Edge { app_id: &app_id }, req, timeout).await },
+        )
     }
 }
 
@@ -253,7 +255,12 @@ async fn forward(
                         "no route for app {app_id}: proxying needs an http channel whose listener is a listener name in the config"
                     ),
                 );
-                record(shared, LabelStr::Static(LISTENER_LABEL), "".into(), status(e.cause()));
+                record(
+                    shared,
+                    LabelStr::Static(LISTENER_LABEL),
+                    "".into(),
+                    status(e.cause()),
+                );
                 return Err(e);
             }
         },
@@ -264,7 +271,12 @@ async fn forward(
                     Cause::NoRoute,
                     format!("listener {name} is not in the live config"),
                 );
-                record(shared, LabelStr::Shared(name.into()), "".into(), status(e.cause()));
+                record(
+                    shared,
+                    LabelStr::Shared(name.into()),
+                    "".into(),
+                    status(e.cause()),
+                );
                 return Err(e);
             }
         },
@@ -418,11 +430,11 @@ pub(crate) async fn serve_stream(
 /// The gRPC status code of the proxy's own failure (DESIGN.md's error mapping).
 fn grpc_code(cause: Cause) -> u8 {
     match cause {
-        Cause::BadRequest => 3,                          // INVALID_ARGUMENT
-        Cause::Timeout => 4,                             // DEADLINE_EXCEEDED
-        Cause::NoRoute => 5,                             // NOT_FOUND
-        Cause::Denied => 7,                              // PERMISSION_DENIED
-        Cause::Overflow | Cause::RateLimited => 8,       // RESOURCE_EXHAUSTED
+        Cause::BadRequest => 3,                    // INVALID_ARGUMENT
+        Cause::Timeout => 4,                       // DEADLINE_EXCEEDED
+        Cause::NoRoute => 5,                       // NOT_FOUND
+        Cause::Denied => 7,                        // PERMISSION_DENIED
+        Cause::Overflow | Cause::RateLimited => 8, // RESOURCE_EXHAUSTED
         Cause::NoHealthyHost | Cause::ConnectFailure | Cause::Reset | Cause::CircuitOpen => 14, // UNAVAILABLE
     }
 }
@@ -436,7 +448,10 @@ fn grpc_error(e: &ProxyError) -> Response<StreamBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert("grpc-status", HeaderValue::from(u16::from(grpc_code(e.cause()))));
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(grpc_code(e.cause()))),
+    );
     if let Ok(v) = HeaderValue::from_str(&percent_encode(e.message())) {
         h.insert("grpc-message", v);
     }
@@ -463,7 +478,10 @@ mod tests {
 
     #[test]
     fn a_grpc_refusal_is_a_trailers_only_status_with_the_message() {
-        let resp = grpc_error(&ProxyError::new(Cause::Denied, "caller x is denied by rule \"r\" 100%"));
+        let resp = grpc_error(&ProxyError::new(
+            Cause::Denied,
+            "caller x is denied by rule \"r\" 100%",
+        ));
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["grpc-status"], "7");
         assert_eq!(

@@ -104,7 +104,12 @@ impl InboundApp {
         };
         // `auto` tells each connection's protocol by its first bytes: a cluster for each, the
         // HTTP/2 one for gRPC.
-        let auto = [Protocol::Http, Protocol::Bolt, Protocol::Dubbo, Protocol::Http2];
+        let auto = [
+            Protocol::Http,
+            Protocol::Bolt,
+            Protocol::Dubbo,
+            Protocol::Http2,
+        ];
         let protocols: &[Protocol] = match self.protocol {
             Protocol::Auto => &auto,
             ref one => std::slice::from_ref(one),
@@ -134,10 +139,7 @@ impl InboundApp {
             idle_timeout_ms: None,
             rate_limit: None,
             tls: tls.map(|mode| ListenerTls { mode }),
-            authorization: spec
-                .inbound
-                .as_ref()
-                .and_then(|i| i.authorization.clone()),
+            authorization: spec.inbound.as_ref().and_then(|i| i.authorization.clone()),
         });
     }
 }

@@ -106,15 +106,30 @@ clusters:
 }
 
 /// Sidecar B without a policy.
-pub fn callee(identity: &IdentityFiles, mode: &str, protocol: &str, app: &str, log: &Path) -> String {
+pub fn callee(
+    identity: &IdentityFiles,
+    mode: &str,
+    protocol: &str,
+    app: &str,
+    log: &Path,
+) -> String {
     callee_with(identity, mode, protocol, app, log, "")
 }
 
 /// Sidecar A: its channel and an `egress` socket route to B over mutual TLS, accepting only
 /// `accept`. For `http2`, the channel and listener speak HTTP/1.1 and the route takes gRPC
 /// calls proxied for `dapr-app-id` (the pass-through) to B as HTTP/2.
-pub fn caller(identity: &IdentityFiles, protocol: &str, callee: SocketAddr, accept: &str) -> String {
-    let wire = if protocol == "http2" { "http" } else { protocol };
+pub fn caller(
+    identity: &IdentityFiles,
+    protocol: &str,
+    callee: SocketAddr,
+    accept: &str,
+) -> String {
+    let wire = if protocol == "http2" {
+        "http"
+    } else {
+        protocol
+    };
     format!(
         r#"
 grpc: {{address: "127.0.0.1:0"}}

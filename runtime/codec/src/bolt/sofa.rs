@@ -102,7 +102,8 @@ mod tests {
         assert_eq!(content_method(&frame).as_deref(), Some("echo"));
         let other = super::super::Frame::request(1, 3000, "com.Other", HeaderMap::new(), content);
         assert_eq!(content_method(&other), None);
-        let garbage = super::super::Frame::request(1, 3000, DEFAULT_REQUEST_CLASS, HeaderMap::new(), "Ox");
+        let garbage =
+            super::super::Frame::request(1, 3000, DEFAULT_REQUEST_CLASS, HeaderMap::new(), "Ox");
         assert_eq!(content_method(&garbage), None);
     }
 
