@@ -11,14 +11,7 @@ mod mesh;
 mod peer;
 mod support;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use mesh::*;
 use peer::{Peers, metric};
@@ -158,30 +151,11 @@ rules:
     .await;
     let a = m.a.sidecar.grpc_address().to_owned();
     let out = peers
-        .grpc_client(
-            &a,
-            &[
-                "/outrigger.test.Echo/Unary",
-                "--app-id",
-                "users",
-                "--data",
-                "hi",
-            ],
-        )
+        .grpc_app_call(&a, "users", "/outrigger.test.Echo/Unary", "hi", false)
         .await;
     assert_eq!(out["code"], "OK", "{out}");
     let out = peers
-        .grpc_client(
-            &a,
-            &[
-                "/outrigger.test.Echo/Stream",
-                "--stream",
-                "--app-id",
-                "users",
-                "--data",
-                "2",
-            ],
-        )
+        .grpc_app_call(&a, "users", "/outrigger.test.Echo/Stream", "2", true)
         .await;
     assert_eq!(out["code"], "PERMISSION_DENIED", "{out}");
     assert_eq!(
@@ -347,28 +321,8 @@ rules:
     let (ops, _ops_files) = m.caller_as("http", OPS).await;
     let ops = bound(&ops, "egress");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let mut client = m.a.layotto.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .invoke_service(layotto_req("users", "/load", "", 0, ""))
-                    .await
-                {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("failed during a policy reload: {e:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let load = Load::start(&m.a, "a policy reload");
     for n in 1..=5 {
-        let calls = ok.load(Ordering::Relaxed);
         let yaml = callee_with(
             &m.b_files,
             "strict",
@@ -382,10 +336,7 @@ rules:
             .apply_text(&yaml)
             .await
             .expect("the new policy loads");
-        until("calls under the new policy", async || {
-            ok.load(Ordering::Relaxed) > calls + 20
-        })
-        .await;
+        load.more(20, "calls under the new policy").await;
         assert!(decisions(&m.b, "allow", &format!("web-{n}")) > 0.0);
         // The denied caller stays denied, by the new rule.
         assert_eq!(http_call(ops, "GET", "/x").await.0, 403);
@@ -412,15 +363,10 @@ rules:
             .any(|e| e.contains("authorization.rules[0].from: names no caller")),
         "{errors:?}"
     );
-    let calls = ok.load(Ordering::Relaxed);
-    until("calls after the refused reload", async || {
-        ok.load(Ordering::Relaxed) > calls + 20
-    })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no allowed call failed");
-    assert!(ok.load(Ordering::Relaxed) > 100);
+    load.more(20, "calls after the refused reload").await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "no allowed call failed");
+    assert!(ok > 100);
     // One connection from A all along: reloads do not drop connections.
     assert_eq!(
         handshakes(&m.b, "inbound", "ok"),
@@ -463,30 +409,11 @@ async fn the_injected_inbound_listener_serves_grpc_under_inbound_authorization()
         .await;
         let addr = a.sidecar.grpc_address().to_owned();
         let out = peers
-            .grpc_client(
-                &addr,
-                &[
-                    "/outrigger.test.Echo/Unary",
-                    "--app-id",
-                    "users",
-                    "--data",
-                    "in",
-                ],
-            )
+            .grpc_app_call(&addr, "users", "/outrigger.test.Echo/Unary", "in", false)
             .await;
         assert_eq!(out["code"], "OK", "{protocol}: {out}");
         let out = peers
-            .grpc_client(
-                &addr,
-                &[
-                    "/outrigger.test.Echo/Stream",
-                    "--stream",
-                    "--app-id",
-                    "users",
-                    "--data",
-                    "1",
-                ],
-            )
+            .grpc_app_call(&addr, "users", "/outrigger.test.Echo/Stream", "1", true)
             .await;
         assert_eq!(out["code"], "PERMISSION_DENIED", "{protocol}: {out}");
         assert_eq!(decisions(&b, "allow", "unary-from-shop"), 1.0);

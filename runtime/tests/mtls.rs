@@ -12,14 +12,7 @@ mod mesh;
 mod peer;
 mod support;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use mesh::*;
 use outrigger_identity::TestCa;
@@ -231,26 +224,7 @@ async fn a_root_rotation_under_load_loses_no_call() {
     let new = TestCa::new("outrigger-test-root-2");
     let both = format!("{}{}", m.ca.cert_pem, new.cert_pem);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let mut client = m.a.layotto.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .invoke_service(layotto_req("users", "/load", "", 0, ""))
-                    .await
-                {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("failed during rotation: {e:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let load = Load::start(&m.a, "rotation");
     // Add the new root everywhere, switch the issuer (new certificates), drop the old root.
     let steps = [
         (
@@ -274,22 +248,18 @@ async fn a_root_rotation_under_load_loses_no_call() {
     ];
     for (a_bundle, a_roots, b_bundle, b_roots) in steps {
         let (a_before, b_before) = (serial_of(&m.a).await, serial_of(&m.b).await);
-        let calls = ok.load(Ordering::Relaxed);
+        let calls = load.ok();
         m.a_files.write(&a_bundle, &a_roots);
         m.b_files.write(&b_bundle, &b_roots);
         until("both sidecars reloaded", async || {
             serial_of(&m.a).await != a_before && serial_of(&m.b).await != b_before
         })
         .await;
-        until("calls after the step", async || {
-            ok.load(Ordering::Relaxed) > calls + 20
-        })
-        .await;
+        until("calls after the step", async || load.ok() > calls + 20).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
-    assert!(ok.load(Ordering::Relaxed) > 60);
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "no call failed");
+    assert!(ok > 60);
     let (_, dump) = admin_get(&m.b.sidecar, "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     assert!(
@@ -499,17 +469,7 @@ async fn grpc_crosses_two_sidecars_over_mutual_tls() {
 
     // Server streaming, trailers after the last message.
     let out = peers
-        .grpc_client(
-            &a,
-            &[
-                "/outrigger.test.Echo/Stream",
-                "--stream",
-                "--app-id",
-                "users",
-                "--data",
-                "4",
-            ],
-        )
+        .grpc_app_call(&a, "users", "/outrigger.test.Echo/Stream", "4", true)
         .await;
     assert_eq!(out["code"], "OK", "{out}");
     assert_eq!(

@@ -93,25 +93,14 @@ async fn serve_auto<I: Io>(
     };
     tracing::trace!(listener = %listener, protocol = ?sniffed, "sniffed");
     match sniffed {
+        // HTTP reads the sniffed bytes again: they are the request line or the preface.
         Sniffed::Http => {
-            serve_http(
-                Prefixed::new(buf.freeze(), io),
-                listener,
-                shared,
-                limits,
-                peer,
-            )
-            .await;
+            let io = Prefixed::new(buf.freeze(), io);
+            serve_http(io, listener, shared, limits, peer).await;
         }
         Sniffed::Http2 => {
-            serve_h2(
-                Prefixed::new(buf.freeze(), io),
-                listener,
-                shared,
-                limits,
-                peer,
-            )
-            .await;
+            let io = Prefixed::new(buf.freeze(), io);
+            serve_h2(io, listener, shared, limits, peer).await;
         }
         Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits, peer).await,
         Sniffed::Dubbo => {

@@ -5,14 +5,22 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use outrigger_identity::TestCa;
 use outrigger_runtime::Options;
 
 use crate::{
     peer::metric,
-    support::{Running, admin_get, bound, start_with},
+    support::{Running, admin_get, bound, layotto_req, start_with},
 };
 
 pub const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
@@ -297,4 +305,66 @@ pub async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// `InvokeService` calls to `users` through a sidecar, one after another until stopped, counted
+/// by outcome: the load a rotation or a reload must not fail.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Starts calling through `rt`; a failure is printed with `during`.
+    pub fn start(rt: &Running, during: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let mut client = rt.layotto.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client
+                        .invoke_service(layotto_req("users", "/load", "", 0, ""))
+                        .await
+                    {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("failed during {during}: {e:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        };
+        Self {
+            stop,
+            ok,
+            failed,
+            task,
+        }
+    }
+
+    /// Calls answered so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more calls than now were answered.
+    pub async fn more(&self, n: usize, what: &str) {
+        let calls = self.ok();
+        until(what, async || self.ok() > calls + n).await;
+    }
+
+    /// Stops the calls: how many were answered and how many failed.
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }

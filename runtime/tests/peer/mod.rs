@@ -155,6 +155,23 @@ impl Peers {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpc_client.py printed {out:?}: {e}"))
     }
 
+    /// A grpcio call of `method` with `data` for the app `app_id` (metadata `dapr-app-id`),
+    /// server-streaming when `stream`: the client's JSON report.
+    pub async fn grpc_app_call(
+        &self,
+        addr: &str,
+        app_id: &str,
+        method: &str,
+        data: &str,
+        stream: bool,
+    ) -> serde_json::Value {
+        let mut args = vec![method, "--app-id", app_id, "--data", data];
+        if stream {
+            args.push("--stream");
+        }
+        self.grpc_client(addr, &args).await
+    }
+
     /// A SofaRequest serialised by sofa-bolt-node, as an application would send it.
     pub async fn sofa_request(&self, service: &str, method: &str, args: &str) -> Vec<u8> {
         let mut cmd = self.node_cmd("bolt_content.js");
