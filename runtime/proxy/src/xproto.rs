@@ -273,8 +273,10 @@ async fn handle<P: ServerProtocol>(
         &request,
         limits,
         line.as_mut().map(|(l, _)| l),
-        origin,
-        peer.as_deref(),
+        Source {
+            origin,
+            peer: peer.as_deref(),
+        },
         &mut span,
     )
     .await;
@@ -365,6 +367,14 @@ fn first_value(view: &dyn RequestView, name: &str) -> Option<String> {
 
 type Outcome<F> = Result<Option<F>, ProxyError>;
 
+/// Where a request came from: in process or a socket, and over mutual TLS the caller's SPIFFE
+/// id (what its listener's policy decides on).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    origin: Origin,
+    peer: Option<&'a str>,
+}
+
 /// Finds the route and forwards the request to its cluster through the one pipeline. Returns
 /// the outcome and the cluster's name (empty when no route matched).
 async fn forward_request<P: ServerProtocol>(
@@ -373,8 +383,7 @@ async fn forward_request<P: ServerProtocol>(
     request: &P::Frame,
     limits: &Limits,
     mut line: Option<&mut AccessRecord>,
-    origin: Origin,
-    peer: Option<&str>,
+    Source { origin, peer }: Source<'_>,
     span: &mut Option<Span>,
 ) -> (Outcome<P::Frame>, LabelStr) {
     let snapshot = shared.live.load_full();
