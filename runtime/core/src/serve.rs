@@ -214,16 +214,12 @@ pub async fn serve_http2<I, S, B>(
             }
             () = seen.notified() => {}
             () = tokio::time::sleep(l.header_read_timeout) => {
+                // Closed, not drained: a GOAWAY would wait for a client that says nothing.
                 l.fired("header_timeout");
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
                 return;
             }
-            () = shutdown.signalled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-                return;
-            }
+            // No stream yet: nothing to finish.
+            () = shutdown.signalled() => return,
         }
     }
     tokio::select! {
