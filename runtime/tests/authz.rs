@@ -129,6 +129,14 @@ async fn http_calls_are_decided_by_identity_namespace_app_and_path() {
         err.message().contains("403") && err.message().contains("ERR_PERMISSION_DENIED"),
         "{err:?}"
     );
+    // Through the caller's Dapr HTTP API, the callee's 403 and its Dapr error JSON come back.
+    let dapr = m.a.sidecar.http_api_address().expect("the HTTP API is on");
+    let (status, body) = http_call(dapr, "GET", "/v1.0/invoke/users/method/orders").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("\"errorCode\":\"ERR_PERMISSION_DENIED\"") && body.contains(WEB),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
