@@ -37,7 +37,7 @@ pub use self::{
         TraceParseError,
     },
     wire::{
-        ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, is_hop_by_hop,
-        parse_error_marker, strip_hop_by_hop,
+        ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, grpc_timeout,
+        is_hop_by_hop, parse_error_marker, strip_hop_by_hop,
     },
 };

@@ -21,7 +21,7 @@ use outrigger_config::Protocol;
 use outrigger_core::{
     AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, Passthrough,
     PassthroughFuture, ProxyError, ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT,
-    TryAttributes, full_body, strip_hop_by_hop,
+    TryAttributes, full_body, grpc_timeout, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 
@@ -415,12 +415,18 @@ pub(crate) async fn serve_stream(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // The caller's deadline bounds the wait for the answer's head, as on the gRPC edge.
+    let timeout = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout);
     let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
     let entry = Entry::Listener {
         name: listener,
         peer,
     };
-    match observed(shared, entry, req, None).await {
+    match observed(shared, entry, req, timeout).await {
         Ok(resp) => resp,
         Err(e) if grpc => grpc_error(&e),
         Err(e) => crate::http::error_response(&e).map(full_body),
