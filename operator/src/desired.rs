@@ -228,6 +228,7 @@ clusters: [{name: c, hosts: [{address: "127.0.0.1:8080"}]}]
             idle_timeout_ms: None,
             rate_limit: None,
             tls: None,
+            authorization: None,
         });
         bad.route_tables.push(RouteTableConfig {
             name: "t2".into(),

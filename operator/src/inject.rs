@@ -429,8 +429,7 @@ fn app_name(pod: &Pod, warnings: &mut Vec<String>) -> Option<String> {
 }
 
 /// The sidecar's arguments for the inbound listener, from `outrigger.dev/app-port` and
-/// `outrigger.dev/app-protocol`; none (with a warning) when the port is not one. `http2` apps
-/// are not served by the inbound listener yet: such a pod gets none, and a warning says so.
+/// `outrigger.dev/app-protocol`; none (with a warning) when the port is not one.
 fn inbound_args(pod: &Pod, listen_port: u16, warnings: &mut Vec<String>) -> Option<Vec<String>> {
     let port = annotation(pod, ANNOTATION_APP_PORT)?;
     let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
@@ -441,12 +440,6 @@ fn inbound_args(pod: &Pod, listen_port: u16, warnings: &mut Vec<String>) -> Opti
     };
     let protocol = match annotation(pod, ANNOTATION_APP_PROTOCOL) {
         None => "auto",
-        Some("http2") => {
-            warnings.push(format!(
-                "annotation {ANNOTATION_APP_PROTOCOL}: \"http2\" apps are not served by the inbound listener yet; no inbound listener"
-            ));
-            return None;
-        }
         Some(p) if APP_PROTOCOLS.contains(&p) => p,
         Some(other) => {
             warnings.push(format!(

@@ -147,7 +147,7 @@ fn crd_uses_only_formats_kubernetes_recognises() {
 }
 
 #[test]
-fn auto_is_offered_to_listeners_only_and_http2_to_clusters_only() {
+fn auto_is_offered_to_listeners_only_and_http2_to_listeners_and_clusters() {
     let schema = committed_schema();
     let spec = &schema["properties"]["spec"]["properties"];
     let protocols = |field: &serde_json::Value| -> Vec<String> {
@@ -160,7 +160,7 @@ fn auto_is_offered_to_listeners_only_and_http2_to_clusters_only() {
     };
     assert_eq!(
         protocols(&spec["listeners"]),
-        ["http", "bolt", "dubbo", "auto"]
+        ["http", "bolt", "dubbo", "http2", "auto"]
     );
     assert_eq!(
         protocols(&spec["clusters"]),

@@ -1484,3 +1484,84 @@ async fn sidecars_get_their_identity_from_the_identity_endpoint() {
     eprintln!("e2e measurement: identity endpoint refusals: {message}");
     ns.delete().await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: set OUTRIGGER_E2E_KUBECONFIG and run with --ignored"]
+async fn the_webhook_rejects_a_bad_authorization_policy_listing_every_problem() {
+    let client = client().await;
+    installed();
+    let ns = TestNamespace::create(&client, json!({})).await;
+    let rcs: Api<RuntimeConfig> = Api::namespaced(client.clone(), &ns.name);
+
+    let with_policy = |policy: serde_json::Value| {
+        let mut rc = runtime_config("policy", "127.0.0.1:9");
+        rc.spec.inbound = Some(serde_json::from_value(json!({ "authorization": policy })).unwrap());
+        rc
+    };
+    let bad = with_policy(json!({
+        "default": "deny",
+        "rules": [
+            { "name": "shop", "action": "allow", "from": { "namespaces": ["shop"] } },
+            { "name": "shop", "action": "allow", "from": { "namespaces": ["shop"] } },
+            { "name": "nobody", "action": "deny", "from": {} },
+            { "name": "bad", "action": "deny", "from": { "identities": ["spiffe://a/*/b"] },
+              "to": { "pathPrefix": "admin", "pathRegex": "(" } },
+        ],
+    }));
+    let err = rcs
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("the webhook refuses the policy");
+    let message = err.to_string();
+    for problem in [
+        "inbound.authorization.rules[1].name: duplicate name \"shop\"",
+        "inbound.authorization.rules[1]: shadowed by rules[0] (\"shop\"), an identical earlier rule",
+        "inbound.authorization.rules[2].from: names no caller",
+        "inbound.authorization.rules[3].from.identities[0]: \"spiffe://a/*/b\": `*` may only end an identity",
+        "inbound.authorization.rules[3].to: at most one of path, pathPrefix, pathRegex",
+        "inbound.authorization.rules[3].to.pathPrefix: must start with \"/\"",
+        "inbound.authorization.rules[3].to.pathRegex: invalid regex",
+    ] {
+        assert!(message.contains(problem), "{problem:?} not in {message}");
+    }
+    let kube::Error::Api(status) = &err else {
+        panic!("not an API error: {err}")
+    };
+    let causes = &status.details.as_ref().expect("details").causes;
+    assert_eq!(causes.len(), 7, "every problem is a cause: {causes:?}");
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.field == "spec.inbound.authorization.rules[2].from"),
+        "{causes:?}"
+    );
+    assert!(
+        rcs.get_opt("policy").await.unwrap().is_none(),
+        "nothing was stored"
+    );
+
+    // An unknown matcher never reaches the webhook: strict field validation refuses it.
+    let mut unknown = serde_json::to_value(with_policy(json!({
+        "default": "allow",
+        "rules": [{ "name": "a", "action": "deny", "from": { "namespaces": ["x"] } }],
+    })))
+    .unwrap();
+    unknown["spec"]["inbound"]["authorization"]["rules"][0]["to"] =
+        json!({ "grpcMethod": "/a.B/C" });
+    let strict = PatchParams::apply("outrigger-e2e")
+        .validation(kube::core::params::ValidationDirective::Strict);
+    let err = rcs
+        .patch("policy", &strict, &Patch::Apply(&unknown))
+        .await
+        .expect_err("an unknown field is refused");
+    assert!(err.to_string().contains("grpcMethod"), "{err}");
+
+    // The good policy is stored.
+    let good = with_policy(json!({
+        "default": "deny",
+        "rules": [{ "name": "shop", "action": "allow", "from": { "namespaces": ["shop"] },
+                    "to": { "pathPrefix": "/shop.v1.Orders/" } }],
+    }));
+    rcs.create(&PostParams::default(), &good).await.unwrap();
+    ns.delete().await;
+}

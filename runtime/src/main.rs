@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     inbound_app_port: Option<u16>,
     /// What the app behind `inbound` speaks (`outrigger.dev/app-protocol`).
-    #[arg(long, global = true, value_parser = ["http", "bolt", "dubbo", "auto"], default_value = "auto")]
+    #[arg(long, global = true, value_parser = ["http", "http2", "bolt", "dubbo", "auto"], default_value = "auto")]
     inbound_app_protocol: String,
     /// Where the `inbound` listener accepts.
     #[arg(long, global = true, default_value = "0.0.0.0:34906")]
@@ -159,6 +159,7 @@ async fn main() -> ExitCode {
                 port,
                 protocol: Protocol::WIRE
                     .into_iter()
+                    .chain([Protocol::Http2])
                     .find(|p| p.as_str() == cli.inbound_app_protocol)
                     .unwrap_or(Protocol::Auto),
             }),

@@ -12,10 +12,9 @@ mod peer;
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -145,37 +144,8 @@ impl DaprPeers {
     }
 
     /// The grpcio server on an ephemeral port.
-    fn grpc_server(&self) -> PeerServer {
-        let mut child = Command::new(&self.python)
-            .arg(script("grpc_server.py"))
-            .args(["--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start grpc_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("grpc_server.py printed {line:?} instead of its port"));
-        PeerServer { child, port }
-    }
-}
-
-/// A peer server, killed when dropped.
-struct PeerServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn grpc_server(&self) -> peer::Server {
+        peer::grpc_server(&self.python)
     }
 }
 

@@ -124,6 +124,26 @@ async fn a_bolt_client_that_sends_nothing_is_closed() {
 }
 
 #[tokio::test]
+async fn an_http2_client_that_opens_no_stream_is_closed() {
+    let up = Upstream::fixed("ok").await;
+    for protocol in ["http2", "auto"] {
+        let rt = start(&with_socket(up.addr, protocol, "headerReadTimeoutMs: 200")).await;
+        let mut c = TcpStream::connect(socket_of(&rt)).await.expect("connect");
+        // The connection preface and an empty SETTINGS frame, then no stream.
+        c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("preface");
+        until_closed(c).await;
+        assert_eq!(
+            counted(&rt, "listener/edge", "header_timeout"),
+            1,
+            "{protocol}"
+        );
+        rt.sidecar.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn absurd_timeout_headers_neither_panic_nor_stop_the_sidecar() {
     let up = Upstream::fixed("ok").await;
     let mut rt = start(&config(&[up.addr], "", "")).await;

@@ -8,156 +8,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod mesh;
 mod peer;
 mod support;
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
+use mesh::*;
 use outrigger_identity::TestCa;
-use outrigger_runtime::Options;
 use peer::{Peers, metric};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
-const USERS: &str = "spiffe://cluster.local/ns/shop/sa/users";
-
-/// A sidecar's identity files in a directory of their own.
-struct IdentityFiles {
-    dir: tempfile::TempDir,
-}
-
-impl IdentityFiles {
-    fn new(bundle: &str, roots: &str) -> Self {
-        let files = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        files.write(bundle, roots);
-        files
-    }
-    /// Writes both files as the kubelet would: a new file renamed over the old one.
-    fn write(&self, bundle: &str, roots: &str) {
-        for (name, text) in [
-            ("credentialbundle.pem", bundle),
-            ("trust-bundle.pem", roots),
-        ] {
-            let tmp = self.dir.path().join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, text).unwrap();
-            std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
-        }
-    }
-    fn yaml(&self) -> String {
-        let p = |n: &str| self.dir.path().join(n).display().to_string();
-        format!(
-            "identity: {{credentialBundlePath: \"{}\", trustBundlePath: \"{}\"}}\n",
-            p("credentialbundle.pem"),
-            p("trust-bundle.pem")
-        )
-    }
-}
-
-fn fast_watch() -> Options {
-    Options {
-        watch_interval: Duration::from_millis(50),
-        ..Options::default()
-    }
-}
-
-/// Sidecar B: an `inbound` listener with `tls.mode` that forwards to the app.
-fn callee(identity: &IdentityFiles, mode: &str, protocol: &str, app: &str, log: &Path) -> String {
-    format!(
-        r#"
-grpc: {{address: "127.0.0.1:0"}}
-admin: {{address: "127.0.0.1:0"}}
-httpApi: {{address: "127.0.0.1:0"}}
-rpc: {{channels: [{{listener: inbound}}]}}
-accessLog: {{path: "{log}"}}
-{identity}listeners:
-  - {{name: inbound, protocol: auto, address: "127.0.0.1:0", routeTable: app, tls: {{mode: {mode}}}}}
-routeTables:
-  - {{name: app, routes: [{{cluster: app}}]}}
-clusters:
-  - {{name: app, protocol: {protocol}, hosts: [{{address: "{app}"}}]}}
-"#,
-        log = log.display(),
-        identity = identity.yaml(),
-    )
-}
-
-/// Sidecar A: its channel and an `egress` socket route to B over mutual TLS, accepting only
-/// `accept`.
-fn caller(identity: &IdentityFiles, protocol: &str, callee: SocketAddr, accept: &str) -> String {
-    format!(
-        r#"
-grpc: {{address: "127.0.0.1:0"}}
-admin: {{address: "127.0.0.1:0"}}
-httpApi: {{address: "127.0.0.1:0"}}
-rpc:
-  channels: [{{protocol: {channel}, size: 8, listener: egress}}]
-{identity}listeners:
-  - {{name: egress, protocol: {protocol}, address: "127.0.0.1:0", routeTable: out}}
-routeTables:
-  - {{name: out, routes: [{{cluster: users, retry: {{attempts: 2, on: [connect-failure]}}}}]}}
-clusters:
-  - name: users
-    protocol: {protocol}
-    hosts: [{{address: "{callee}"}}]
-    tls: {{mode: mesh, identities: ["{accept}"]}}
-"#,
-        channel = if protocol == "http" { "http" } else { protocol },
-        identity = identity.yaml(),
-    )
-}
-
-/// A CA, sidecar B in front of `app`, and sidecar A calling B.
-struct Mesh {
-    ca: TestCa,
-    a_files: IdentityFiles,
-    b_files: IdentityFiles,
-    a: Running,
-    b: Running,
-    log: tempfile::NamedTempFile,
-}
-
-async fn mesh(mode: &str, protocol: &str, app: &str) -> Mesh {
-    let ca = TestCa::new("outrigger-test-root");
-    let a_files = IdentityFiles::new(&ca.bundle(&[WEB]), &ca.cert_pem);
-    let b_files = IdentityFiles::new(&ca.bundle(&[USERS]), &ca.cert_pem);
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let b = start_with(
-        &callee(&b_files, mode, protocol, app, log.path()),
-        fast_watch(),
-    )
-    .await;
-    let a = start_with(
-        &caller(&a_files, protocol, bound(&b, "inbound"), USERS),
-        fast_watch(),
-    )
-    .await;
-    Mesh {
-        ca,
-        a_files,
-        b_files,
-        a,
-        b,
-        log,
-    }
-}
-
-fn handshakes(rt: &Running, direction: &str, result: &str) -> f64 {
-    metric(
-        &rt.metrics.encode(),
-        &format!("outrigger_tls_handshakes_total{{direction=\"{direction}\",result=\"{result}\"}}"),
-    )
-}
 
 #[tokio::test]
 async fn invoke_service_crosses_two_sidecars_over_mutual_tls() {
@@ -327,22 +188,6 @@ async fn strict_refuses_plaintext_and_permissive_serves_both() {
     assert_eq!(by_path("/tls")["peerIdentity"], WEB);
 }
 
-async fn serial_of(rt: &Running) -> String {
-    let (_, dump) = admin_get(&rt.sidecar, "/config_dump").await;
-    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    dump["identity"]["serial"].as_str().unwrap().to_owned()
-}
-
-async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if ok().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn a_new_certificate_is_used_without_a_restart() {
     let app = Upstream::fixed("ok").await;
@@ -379,26 +224,7 @@ async fn a_root_rotation_under_load_loses_no_call() {
     let new = TestCa::new("outrigger-test-root-2");
     let both = format!("{}{}", m.ca.cert_pem, new.cert_pem);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let mut client = m.a.layotto.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .invoke_service(layotto_req("users", "/load", "", 0, ""))
-                    .await
-                {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("failed during rotation: {e:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let load = Load::start(&m.a, "rotation");
     // Add the new root everywhere, switch the issuer (new certificates), drop the old root.
     let steps = [
         (
@@ -422,22 +248,18 @@ async fn a_root_rotation_under_load_loses_no_call() {
     ];
     for (a_bundle, a_roots, b_bundle, b_roots) in steps {
         let (a_before, b_before) = (serial_of(&m.a).await, serial_of(&m.b).await);
-        let calls = ok.load(Ordering::Relaxed);
+        let calls = load.ok();
         m.a_files.write(&a_bundle, &a_roots);
         m.b_files.write(&b_bundle, &b_roots);
         until("both sidecars reloaded", async || {
             serial_of(&m.a).await != a_before && serial_of(&m.b).await != b_before
         })
         .await;
-        until("calls after the step", async || {
-            ok.load(Ordering::Relaxed) > calls + 20
-        })
-        .await;
+        until("calls after the step", async || load.ok() > calls + 20).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
-    assert!(ok.load(Ordering::Relaxed) > 60);
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "no call failed");
+    assert!(ok > 60);
     let (_, dump) = admin_get(&m.b.sidecar, "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     assert!(
@@ -487,46 +309,6 @@ async fn bolt_and_dubbo_cross_two_sidecars_over_mutual_tls() {
     );
     assert_eq!(handshakes(&dubbo.a, "outbound", "ok"), 1.0);
     assert_eq!(handshakes(&dubbo.b, "inbound", "ok"), 1.0);
-}
-
-/// What an injected pod's sidecar gets: a file with `inbound.tls.mode` and no listener of its
-/// own, and from the command line the app's port and the identity files.
-fn injected(
-    files: Option<&IdentityFiles>,
-    mode: &str,
-    app_port: u16,
-    protocol: outrigger_config::Protocol,
-) -> (String, Options) {
-    let yaml = format!(
-        r#"
-grpc: {{address: "127.0.0.1:0"}}
-admin: {{address: "127.0.0.1:0"}}
-httpApi: {{address: "127.0.0.1:0"}}
-rpc: {{channels: [{{listener: egress}}]}}
-inbound: {{tls: {{mode: {mode}}}}}
-listeners: [{{name: egress, routeTable: none}}]
-routeTables: [{{name: none, routes: []}}]
-"#
-    );
-    let p = |f: &IdentityFiles, n: &str| f.dir.path().join(n).display().to_string();
-    let options = Options {
-        overrides: outrigger_runtime::Overrides {
-            inbound: Some(outrigger_runtime::InboundApp {
-                address: "127.0.0.1:0".into(),
-                port: app_port,
-                protocol,
-            }),
-            identity: files.map(|f| outrigger_config::IdentityConfig {
-                trust_domain: "cluster.local".into(),
-                credential_bundle_path: Some(p(f, "credentialbundle.pem")),
-                csr: None,
-                trust_bundle_path: p(f, "trust-bundle.pem"),
-            }),
-            ..Default::default()
-        },
-        ..fast_watch()
-    };
-    (yaml, options)
 }
 
 #[tokio::test]
@@ -651,4 +433,105 @@ clusters: [{{name: app, hosts: [{{address: "{app}"}}]}}]
         Some("HTTP/1.1 200 OK"),
         "the last good config keeps serving"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_crosses_two_sidecars_over_mutual_tls() {
+    let Some(peers) = Peers::require("gRPC (HTTP/2) over mutual TLS between two sidecars") else {
+        return;
+    };
+    let server = peers.grpc_server();
+    let m = mesh("strict", "http2", &server.addr()).await;
+    let a = m.a.sidecar.grpc_address().to_owned();
+
+    // Unary: the body, the caller's metadata, the server's headers and trailers, unchanged.
+    let out = peers
+        .grpc_client(
+            &a,
+            &[
+                "/outrigger.test.Echo/Unary",
+                "--app-id",
+                "users",
+                "--data",
+                "over the mesh",
+                "--header",
+                "x-tenant=t3",
+            ],
+        )
+        .await;
+    assert_eq!(out["code"], "OK", "{out}");
+    let answer: serde_json::Value =
+        serde_json::from_str(out["messages"][0].as_str().unwrap()).unwrap();
+    assert_eq!(answer["body"], "over the mesh");
+    assert_eq!(answer["metadata"]["x-tenant"], "t3");
+    assert_eq!(out["initial"]["x-served-by"], "grpcio-peer");
+    assert_eq!(out["trailing"]["x-trailer"], "done");
+
+    // Server streaming, trailers after the last message.
+    let out = peers
+        .grpc_app_call(&a, "users", "/outrigger.test.Echo/Stream", "4", true)
+        .await;
+    assert_eq!(out["code"], "OK", "{out}");
+    assert_eq!(
+        out["messages"],
+        serde_json::json!(["item-0", "item-1", "item-2", "item-3"])
+    );
+    assert_eq!(out["trailing"]["x-trailer"], "done");
+
+    // The app's own status comes back as it is.
+    let out = peers
+        .grpc_client(&a, &["/outrigger.test.Echo/Fail", "--app-id", "users"])
+        .await;
+    assert_eq!(out["code"], "NOT_FOUND", "{out}");
+
+    // One mutual TLS connection carried all three; the callee knows who called.
+    assert_eq!(handshakes(&m.b, "inbound", "ok"), 1.0);
+    let lines = m.callee_lines().await;
+    let unary = lines
+        .iter()
+        .find(|l| l["method"] == "/outrigger.test.Echo/Unary")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(unary["protocol"], "proxy-http2");
+    assert_eq!(unary["peerIdentity"], WEB);
+    assert_eq!(unary["cluster"], "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_http2_listener_serves_grpc() {
+    let Some(peers) = Peers::require("gRPC on a plaintext http2 listener") else {
+        return;
+    };
+    let server = peers.grpc_server();
+    let rt = start(&format!(
+        r#"
+grpc: {{address: "127.0.0.1:0"}}
+admin: {{address: "127.0.0.1:0"}}
+httpApi: {{address: "127.0.0.1:0"}}
+rpc: {{channels: [{{listener: "127.0.0.1:1"}}]}}
+listeners:
+  - {{name: h2c, protocol: http2, address: "127.0.0.1:0", routeTable: t}}
+  - {{name: sniffed, protocol: auto, address: "127.0.0.1:0", routeTable: t}}
+routeTables: [{{name: t, routes: [{{match: {{pathPrefix: /outrigger.test.Echo/}}, cluster: app}}]}}]
+clusters: [{{name: app, protocol: http2, hosts: [{{address: "{}"}}]}}]
+"#,
+        server.addr()
+    ))
+    .await;
+    for listener in ["h2c", "sniffed"] {
+        let addr = bound(&rt, listener).to_string();
+        let out = peers
+            .grpc_client(&addr, &["/outrigger.test.Echo/Unary", "--data", listener])
+            .await;
+        assert_eq!(out["code"], "OK", "{listener}: {out}");
+        let answer: serde_json::Value =
+            serde_json::from_str(out["messages"][0].as_str().unwrap()).unwrap();
+        assert_eq!(answer["body"], listener);
+        // No route: the proxy's own gRPC status, naming the table.
+        let out = peers.grpc_client(&addr, &["/other.Svc/Call"]).await;
+        assert_eq!(out["code"], "NOT_FOUND", "{out}");
+        assert!(
+            out["details"].as_str().unwrap().contains("table t"),
+            "{out}"
+        );
+    }
 }

@@ -254,6 +254,8 @@ async fn text_lines_without_tracing_still_name_the_trace() {
             "2",
             hop[13],
             "-",
+            "-",
+            "-",
         ],
         "{log}"
     );

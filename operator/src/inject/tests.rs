@@ -765,10 +765,15 @@ fn app_port_gives_the_sidecar_an_inbound_listener() {
             Some("outrigger.dev/app-port: \"http\" is not a port (1-65535); no inbound listener"),
         ),
         (
-            "http2 apps are not served yet",
+            "http2 (gRPC) apps get an inbound listener",
             json!({ "outrigger.dev/app-port": "50051", "outrigger.dev/app-protocol": "http2" }),
+            Some(vec![
+                "--inbound-app-port",
+                "50051",
+                "--inbound-app-protocol",
+                "http2",
+            ]),
             None,
-            Some("\"http2\" apps are not served by the inbound listener yet"),
         ),
         ("no annotation", json!({}), None, None),
     ];

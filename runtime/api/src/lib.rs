@@ -30,6 +30,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
+pub(crate) use outrigger_core::grpc_timeout;
 use outrigger_core::{
     AccessRecord, AttrValue, KindLabels, LabelStr, Metrics, Observability, Passthrough,
     ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, is_hop_by_hop, strip_hop_by_hop,
@@ -210,28 +211,6 @@ fn verb(v: i32) -> Option<Method> {
         7 => Method::OPTIONS,
         8 => Method::TRACE,
         9 => Method::PATCH,
-        _ => return None,
-    })
-}
-
-/// Parses the `grpc-timeout` header value: at most 8 digits and a unit, as the gRPC spec and
-/// tonic have it. Anything else is ignored, as tonic ignores it.
-pub(crate) fn grpc_timeout(v: &str) -> Option<Duration> {
-    if !v.is_ascii() {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
         _ => return None,
     })
 }

@@ -17,6 +17,7 @@ pub(crate) fn code(kind: ErrorKind) -> Code {
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Filter(code) => code,
         ErrorKind::Internal => Code::Internal,
     }
@@ -68,6 +69,7 @@ pub(crate) fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::ResourceExhausted | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::Filter(code) => match code {
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
                 StatusCode::BAD_REQUEST

@@ -22,4 +22,4 @@ mod sniff;
 
 pub use error::{DecodeError, EncodeError};
 pub use limits::Limits;
-pub use sniff::{Sniffed, sniff};
+pub use sniff::{HTTP2_PREFACE, Sniffed, sniff};

@@ -8,18 +8,25 @@ pub enum Sniffed {
     Bolt,
     /// Dubbo 2: magic `0xda 0xbb`.
     Dubbo,
+    /// HTTP/2 with prior knowledge: the connection preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+    Http2,
     /// Anything else is taken for HTTP/1.1.
     Http,
 }
 
+/// The client connection preface every HTTP/2 connection starts with (RFC 9113, 3.4).
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Classifies a connection by its first bytes, or `None` while too few bytes are buffered to
-/// tell (nothing yet, or a lone `0xda`).
+/// tell (nothing yet, a lone `0xda`, or a start of the HTTP/2 preface).
 pub fn sniff(prefix: &[u8]) -> Option<Sniffed> {
     match prefix {
         [] => None,
         [0x01 | 0x02, ..] => Some(Sniffed::Bolt),
         [0xda] => None,
         [0xda, 0xbb, ..] => Some(Sniffed::Dubbo),
+        p if p.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(p) => None,
+        p if p.starts_with(HTTP2_PREFACE) => Some(Sniffed::Http2),
         _ => Some(Sniffed::Http),
     }
 }
@@ -38,7 +45,14 @@ mod tests {
             (&[0xda, 0xbb], Some(Sniffed::Dubbo)),
             (&[0xda, 0x00], Some(Sniffed::Http)),
             (b"GET / HTTP/1.1\r\n", Some(Sniffed::Http)),
-            (b"P", Some(Sniffed::Http)),
+            (b"P", None),
+            (b"PRI * HTTP/2.0", None),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00",
+                Some(Sniffed::Http2),
+            ),
+            (b"PRI * HTTP/1.1\r\n", Some(Sniffed::Http)),
+            (b"POST / HTTP/1.1\r\n", Some(Sniffed::Http)),
         ];
         for (input, want) in cases {
             assert_eq!(sniff(input), *want, "input {input:02x?}");

@@ -9,6 +9,7 @@ mod validate;
 pub use crate::{
     spec::{
         ACCESS_LOG_STDOUT, API_TOKEN_ENV, AccessLogConfig, AccessLogFormat, AdminConfig,
+        Authorization, AuthorizationAction, AuthorizationMode, AuthorizationRule, CallerMatch,
         ChannelConfig, ChannelExt, CircuitBreaker, ClusterConfig, ClusterTls, ClusterTlsMode,
         DEFAULT_ADMIN_ADDRESS, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
         DEFAULT_GRPC_ADDRESS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_HTTP_API_ADDRESS,

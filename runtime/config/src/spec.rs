@@ -73,12 +73,15 @@ pub struct RuntimeConfigSpec {
 }
 
 /// Settings of the injected inbound listener.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundConfig {
     /// Mutual TLS on the inbound listener. `permissive` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<InboundTls>,
+    /// Who may call the app through the inbound listener; every call is allowed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 /// Mutual TLS on the injected inbound listener.
@@ -107,6 +110,106 @@ impl InboundConfig {
     /// The mode: `permissive` unless set.
     pub fn tls_mode(&self) -> InboundTlsMode {
         self.tls.as_ref().map(|t| t.mode).unwrap_or_default()
+    }
+}
+
+/// Who may call a listener: rules on the caller's workload identity (its SPIFFE id, from mutual
+/// TLS) and on what it calls (a route's match fields), checked for every call the listener
+/// accepts. Any matching `deny` rule denies; else any matching `allow` rule allows; else
+/// `default` decides.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authorization {
+    /// `enforce` (denied calls are refused) or `audit` (denied calls are logged and counted as
+    /// `audit_deny`, and served). Default `enforce`.
+    #[serde(default)]
+    pub mode: AuthorizationMode,
+    /// What a call no rule matches gets: `allow` or `deny`.
+    pub default: AuthorizationAction,
+    /// The rules; their order does not matter (deny rules first, then allow rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AuthorizationRule>,
+}
+
+/// Whether a policy refuses what it denies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizationMode {
+    /// Denied calls are refused.
+    #[default]
+    Enforce,
+    /// Nothing is refused: what would be denied is logged and counted (a dry run).
+    Audit,
+}
+
+/// What a rule (or the default) does to a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizationAction {
+    /// The call is served.
+    Allow,
+    /// The call is refused with the protocol's own permission error.
+    Deny,
+}
+
+impl AuthorizationAction {
+    /// The action as the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationAction::Allow => "allow",
+            AuthorizationAction::Deny => "deny",
+        }
+    }
+}
+
+/// One authorization rule: who (`from`) calling what (`to`) gets `action`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// Unique within the policy; denials and the `rule` metric label name it.
+    pub name: String,
+    /// `allow` or `deny`.
+    pub action: AuthorizationAction,
+    /// The callers the rule is about; at least one condition is required.
+    #[serde(default)]
+    pub from: CallerMatch,
+    /// The calls the rule is about: a route's match fields (`path`, `pathPrefix`, `pathRegex`,
+    /// `method`, `headers`; a gRPC method is the path `/<package>.<Service>/<Method>`, a Bolt or
+    /// Dubbo method is `method` and its service the header `service`). Every call when empty.
+    #[serde(default, skip_serializing_if = "RouteMatch::is_empty")]
+    pub to: RouteMatch,
+}
+
+/// Which callers a rule is about, by the SPIFFE id `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`
+/// they presented over mutual TLS. The given lists must all match (each by any of its entries);
+/// `unauthenticated: true` also takes callers without an identity (plaintext on a
+/// `permissive` listener, or in process), which match nothing else.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallerMatch {
+    /// SPIFFE ids; one ending in `*` matches every id starting with what precedes it
+    /// (`spiffe://cluster.local/ns/shop/*`, or `*` for any identity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// Namespaces: the `ns/<namespace>` segment of the caller's id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Apps, matched against the service account of the caller's id (`sa/<name>`): the id
+    /// carries no app name, so give each app a ServiceAccount named after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
+    /// Callers without an identity match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthenticated: bool,
+}
+
+impl CallerMatch {
+    /// Whether the rule names no caller at all.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+            && self.namespaces.is_empty()
+            && self.apps.is_empty()
+            && !self.unauthenticated
     }
 }
 
@@ -517,11 +620,13 @@ pub enum Protocol {
     Bolt,
     /// Dubbo 2 with Hessian2 bodies.
     Dubbo,
-    /// Clusters only: HTTP/2 without TLS (h2c), as gRPC servers speak it. Requests are streamed
-    /// both ways; gRPC calls proxied for `dapr-app-id` metadata go to such clusters.
+    /// HTTP/2 with prior knowledge (h2c, or inside the mesh's mutual TLS), as gRPC speaks it.
+    /// Requests are streamed both ways, body and trailers; gRPC calls proxied for `dapr-app-id`
+    /// metadata go to such clusters, and such a listener forwards each stream to an `http2`
+    /// cluster.
     Http2,
     /// Listeners only: each connection's protocol is told from its first bytes (`0x01`/`0x02`
-    /// Bolt, `0xdabb` Dubbo, anything else HTTP/1.1).
+    /// Bolt, `0xdabb` Dubbo, the HTTP/2 preface `PRI * HTTP/2.0`, anything else HTTP/1.1).
     Auto,
 }
 
@@ -634,8 +739,9 @@ pub struct ChannelConfig {
 pub struct ListenerConfig {
     /// Unique name; channels reach the listener in-process by this name.
     pub name: String,
-    /// The protocol the listener decodes: `http`, `bolt`, `dubbo`, or `auto` to tell each
-    /// connection's protocol from its first bytes.
+    /// The protocol the listener decodes: `http` (HTTP/1.1), `http2` (HTTP/2 with prior
+    /// knowledge, e.g. gRPC), `bolt`, `dubbo`, or `auto` to tell each connection's protocol
+    /// from its first bytes.
     #[serde(default)]
     #[schemars(schema_with = "listener_protocol")]
     pub protocol: Protocol,
@@ -667,6 +773,9 @@ pub struct ListenerConfig {
     /// when absent. Not for in-process connections, which never leave the sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// Who may call through this listener; every call is allowed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 impl ListenerConfig {
@@ -750,6 +859,13 @@ pub struct RouteMatch {
     /// name (e.g. `sayHello`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+}
+
+impl RouteMatch {
+    /// Whether the match has no condition (it matches every request).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A condition on one header: exactly one of `exact`, `prefix`, `regex`.
@@ -1394,9 +1510,10 @@ fn cluster_protocol(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "enum": names })
 }
 
-/// What a listener decodes: the wire protocols and `auto`.
+/// What a listener decodes: the wire protocols, `http2` and `auto`.
 fn listener_protocol(_: &mut SchemaGenerator) -> Schema {
     let mut names: Vec<&str> = Protocol::WIRE.iter().map(|p| p.as_str()).collect();
+    names.push(Protocol::Http2.as_str());
     names.push(Protocol::Auto.as_str());
     json_schema!({ "type": "string", "enum": names })
 }

@@ -7,9 +7,9 @@
 use std::{collections::HashSet, fmt, path::PathBuf};
 
 use crate::spec::{
-    ACCESS_LOG_STDOUT, ChannelConfig, ClusterConfig, FilterConfig, FilterKind, HeaderMatch,
-    HeartbeatConfig, ListenerConfig, OperatorEndpoint, Protocol, RateLimit, RouteConfig,
-    RuntimeConfigSpec, ValueMatch,
+    ACCESS_LOG_STDOUT, Authorization, CallerMatch, ChannelConfig, ClusterConfig, FilterConfig,
+    FilterKind, HeaderMatch, HeartbeatConfig, ListenerConfig, OperatorEndpoint, Protocol,
+    RateLimit, RouteConfig, RouteMatch, RuntimeConfigSpec, ValueMatch,
 };
 
 /// One problem, at a path in the document such as `routeTables[0].routes[1].cluster`.
@@ -222,6 +222,10 @@ impl Validator {
         for (i, c) in spec.clusters.iter().enumerate() {
             self.cluster(&format!("clusters[{i}]"), c);
         }
+        if let Some(a) = spec.inbound.as_ref().and_then(|i| i.authorization.as_ref()) {
+            // The inbound listener's protocol comes from the pod's annotation, not this file.
+            self.authorization("inbound.authorization", a, None);
+        }
         self.identity(spec);
     }
 
@@ -397,7 +401,7 @@ impl Validator {
             ),
             Protocol::Http2 => self.err(
                 format!("{path}.protocol"),
-                "\"http2\" is only for clusters: a channel speaks http, bolt or dubbo",
+                "\"http2\" is only for clusters and listeners: a channel speaks http, bolt or dubbo",
             ),
             _ => {}
         }
@@ -442,12 +446,6 @@ impl Validator {
         if l.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");
         }
-        if l.protocol == Protocol::Http2 {
-            self.err(
-                format!("{path}.protocol"),
-                "\"http2\" is only for clusters: a listener decodes http, bolt, dubbo or auto",
-            );
-        }
         if let Some(a) = &l.address
             && let Err(e) = check_socket_addr(a)
         {
@@ -461,6 +459,96 @@ impl Validator {
         }
         if let Some(r) = &l.rate_limit {
             self.rate_limit(&format!("{path}.rateLimit"), r);
+        }
+        if let Some(a) = &l.authorization {
+            self.authorization(&format!("{path}.authorization"), a, Some(l.protocol));
+        }
+    }
+
+    /// A listener's policy. `protocol` is the listener's, when known (the injected inbound
+    /// listener's comes from the pod): a `to` that can never match a call of it is a problem.
+    fn authorization(&mut self, path: &str, a: &Authorization, protocol: Option<Protocol>) {
+        self.unique_names(
+            &format!("{path}.rules"),
+            a.rules.iter().map(|r| r.name.as_str()),
+        );
+        for (i, r) in a.rules.iter().enumerate() {
+            let path = format!("{path}.rules[{i}]");
+            if r.name.is_empty() {
+                self.err(format!("{path}.name"), "must not be empty");
+            }
+            self.caller_match(&format!("{path}.from"), &r.from);
+            self.route_match(&format!("{path}.to"), &r.to);
+            let has_path =
+                r.to.path.is_some() || r.to.path_prefix.is_some() || r.to.path_regex.is_some();
+            if has_path && matches!(protocol, Some(Protocol::Bolt | Protocol::Dubbo)) {
+                self.err(
+                    format!("{path}.to"),
+                    format!(
+                        "a {} call has no path, so this rule never matches: name the service with `headers: [{{name: service, ...}}]` and the method with `method`",
+                        protocol.map_or("", Protocol::as_str)
+                    ),
+                );
+            }
+            // An earlier rule about the same callers and calls: the two never both decide
+            // (the same action twice, or a deny that always wins over the allow).
+            if let Some(j) = a.rules[..i]
+                .iter()
+                .position(|e| e.from == r.from && e.to == r.to)
+            {
+                let e = &a.rules[j];
+                let why = if e.action == r.action {
+                    format!(
+                        "shadowed by rules[{j}] ({:?}), an identical earlier rule",
+                        e.name
+                    )
+                } else {
+                    format!(
+                        "same from and to as rules[{j}] ({:?}): the deny always wins, so the allow never applies",
+                        e.name
+                    )
+                };
+                self.err(path, why);
+            }
+        }
+    }
+
+    fn caller_match(&mut self, path: &str, from: &CallerMatch) {
+        if from.is_empty() {
+            self.err(
+                path,
+                "names no caller: give identities, namespaces, apps or `unauthenticated: true` (use `identities: [\"*\"]` for any authenticated caller)",
+            );
+        }
+        for (j, id) in from.identities.iter().enumerate() {
+            let at = format!("{path}.identities[{j}]");
+            match id.strip_suffix('*') {
+                Some(prefix) if prefix.contains('*') => {
+                    self.err(at, format!("\"{id}\": `*` may only end an identity"));
+                }
+                Some(prefix) if !prefix.is_empty() && !prefix.starts_with("spiffe://") => {
+                    self.err(
+                        at,
+                        format!("\"{id}\" is not a SPIFFE id prefix (spiffe://...)"),
+                    );
+                }
+                Some(_) => {}
+                None if id.contains('*') => {
+                    self.err(at, format!("\"{id}\": `*` may only end an identity"));
+                }
+                None => {
+                    if let Err(e) = check_spiffe_id(id, None) {
+                        self.err(at, e);
+                    }
+                }
+            }
+        }
+        for (key, names) in [("namespaces", &from.namespaces), ("apps", &from.apps)] {
+            for (j, n) in names.iter().enumerate() {
+                if let Err(e) = check_dns_label(n, 253) {
+                    self.err(format!("{path}.{key}[{j}]"), e);
+                }
+            }
         }
     }
 
@@ -483,53 +571,7 @@ impl Validator {
         if r.timeout_ms == Some(0) {
             self.err(format!("{path}.timeoutMs"), "must be greater than 0");
         }
-        let m = &r.matcher;
-        let path_kinds = [&m.path, &m.path_prefix, &m.path_regex]
-            .iter()
-            .filter(|p| p.is_some())
-            .count();
-        if path_kinds > 1 {
-            self.err(
-                format!("{path}.match"),
-                "at most one of path, pathPrefix, pathRegex",
-            );
-        }
-        if let Some(p) = &m.path
-            && !p.starts_with('/')
-        {
-            self.err(format!("{path}.match.path"), "must start with \"/\"");
-        }
-        if let Some(p) = &m.path_prefix
-            && !p.starts_with('/')
-        {
-            self.err(format!("{path}.match.pathPrefix"), "must start with \"/\"");
-        }
-        if let Some(re) = &m.path_regex
-            && let Err(e) = regex::Regex::new(re)
-        {
-            self.err(
-                format!("{path}.match.pathRegex"),
-                format!("invalid regex: {e}"),
-            );
-        }
-        if let Some(method) = &m.method {
-            if is_lowercase_http_method(method) {
-                self.err(
-                    format!("{path}.match.method"),
-                    format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
-                );
-            } else if http_header_name(method).is_err() {
-                self.err(
-                    format!("{path}.match.method"),
-                    format!(
-                        "\"{method}\" is neither an HTTP method (e.g. POST) nor an RPC method name (e.g. sayHello)"
-                    ),
-                );
-            }
-        }
-        for (i, h) in m.headers.iter().enumerate() {
-            self.header_match(&format!("{path}.match.headers[{i}]"), h);
-        }
+        self.route_match(&format!("{path}.match"), &r.matcher);
         if let Some(retry) = &r.retry {
             if retry.attempts > 10 {
                 self.err(format!("{path}.retry.attempts"), "at most 10 retries");
@@ -578,6 +620,50 @@ impl Validator {
         }
         if let Some(rl) = &r.rate_limit {
             self.rate_limit(&format!("{path}.rateLimit"), rl);
+        }
+    }
+
+    /// A route's `match`, or a rule's `to`.
+    fn route_match(&mut self, path: &str, m: &RouteMatch) {
+        let path_kinds = [&m.path, &m.path_prefix, &m.path_regex]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if path_kinds > 1 {
+            self.err(path, "at most one of path, pathPrefix, pathRegex");
+        }
+        if let Some(p) = &m.path
+            && !p.starts_with('/')
+        {
+            self.err(format!("{path}.path"), "must start with \"/\"");
+        }
+        if let Some(p) = &m.path_prefix
+            && !p.starts_with('/')
+        {
+            self.err(format!("{path}.pathPrefix"), "must start with \"/\"");
+        }
+        if let Some(re) = &m.path_regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            self.err(format!("{path}.pathRegex"), format!("invalid regex: {e}"));
+        }
+        if let Some(method) = &m.method {
+            if is_lowercase_http_method(method) {
+                self.err(
+                    format!("{path}.method"),
+                    format!("\"{method}\" is not an HTTP method (use upper case, e.g. POST)"),
+                );
+            } else if http_header_name(method).is_err() {
+                self.err(
+                    format!("{path}.method"),
+                    format!(
+                        "\"{method}\" is neither an HTTP method (e.g. POST) nor an RPC method name (e.g. sayHello)"
+                    ),
+                );
+            }
+        }
+        for (i, h) in m.headers.iter().enumerate() {
+            self.header_match(&format!("{path}.headers[{i}]"), h);
         }
     }
 

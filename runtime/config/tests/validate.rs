@@ -708,8 +708,7 @@ clusters: [{name: g, protocol: http2, hosts: [{address: "127.0.0.1:50051"}]}]
             "httpApi.address: address \"127.0.0.1:34999\" is already used by the gRPC API or the admin endpoint",
             "grpc.apiToken: must be 1 to 4096 characters",
             "httpApi.apiToken: must be visible ASCII without spaces (it is sent as a header value)",
-            "rpc.channels[0].protocol: \"http2\" is only for clusters: a channel speaks http, bolt or dubbo",
-            "listeners[0].protocol: \"http2\" is only for clusters: a listener decodes http, bolt, dubbo or auto",
+            "rpc.channels[0].protocol: \"http2\" is only for clusters and listeners: a channel speaks http, bolt or dubbo",
         ]
     );
     let good = r#"
@@ -947,4 +946,79 @@ clusters:
         none,
         vec!["clusters[0].hosts: at least one host is required"]
     );
+}
+
+#[test]
+fn authorization_policies_are_checked_with_every_problem_listed() {
+    let yaml = r#"
+rpc: {channels: [{protocol: bolt, listener: l}]}
+inbound:
+  authorization:
+    default: deny
+    rules:
+      - {name: "", action: allow, from: {}}
+listeners:
+  - name: l
+    protocol: bolt
+    routeTable: t
+    authorization:
+      mode: audit
+      default: allow
+      rules:
+        - {name: web, action: allow, from: {identities: ["spiffe://cluster.local/ns/shop/sa/web"]}, to: {method: hello}}
+        - {name: web, action: allow, from: {identities: ["spiffe://cluster.local/ns/shop/sa/web"]}, to: {method: hello}}
+        - {name: admin, action: deny, from: {namespaces: [Shop], apps: ["*"]}, to: {pathPrefix: admin}}
+        - {name: ids, action: deny, from: {identities: ["web", "spiffe://a/*/b", "http://x*"], unauthenticated: true}, to: {pathRegex: "(", headers: [{name: "bad name", exact: x}]}}
+        - {name: same, action: deny, from: {identities: ["spiffe://cluster.local/ns/shop/sa/web"]}, to: {method: hello}}
+routeTables: [{name: t, routes: [{cluster: c}]}]
+clusters: [{name: c, protocol: bolt, hosts: [{address: "127.0.0.1:12200"}]}]
+"#;
+    assert_eq!(
+        errors(yaml),
+        [
+            "listeners[0].authorization.rules[1].name: duplicate name \"web\"",
+            "listeners[0].authorization.rules[1]: shadowed by rules[0] (\"web\"), an identical earlier rule",
+            "listeners[0].authorization.rules[2].from.namespaces[0]: \"Shop\" is not a DNS label of at most 253 characters (lowercase letters, digits, '-')",
+            "listeners[0].authorization.rules[2].from.apps[0]: \"*\" is not a DNS label of at most 253 characters (lowercase letters, digits, '-')",
+            "listeners[0].authorization.rules[2].to.pathPrefix: must start with \"/\"",
+            "listeners[0].authorization.rules[2].to: a bolt call has no path, so this rule never matches: name the service with `headers: [{name: service, ...}]` and the method with `method`",
+            "listeners[0].authorization.rules[3].from.identities[0]: \"web\" is not a SPIFFE id (spiffe://<trust domain>/<path>)",
+            "listeners[0].authorization.rules[3].from.identities[1]: \"spiffe://a/*/b\": `*` may only end an identity",
+            "listeners[0].authorization.rules[3].from.identities[2]: \"http://x*\" is not a SPIFFE id prefix (spiffe://...)",
+            "listeners[0].authorization.rules[3].to.pathRegex: invalid regex: regex parse error:\n    (\n    ^\nerror: unclosed group",
+            "listeners[0].authorization.rules[3].to.headers[0].name: \"bad name\" is not a valid header name",
+            "listeners[0].authorization.rules[3].to: a bolt call has no path, so this rule never matches: name the service with `headers: [{name: service, ...}]` and the method with `method`",
+            "listeners[0].authorization.rules[4]: same from and to as rules[0] (\"web\"): the deny always wins, so the allow never applies",
+            "inbound.authorization.rules[0].name: must not be empty",
+            "inbound.authorization.rules[0].from: names no caller: give identities, namespaces, apps or `unauthenticated: true` (use `identities: [\"*\"]` for any authenticated caller)",
+        ]
+    );
+    // An unknown matcher is refused when the document is read, naming the known ones.
+    let unknown = r#"
+rpc: {channels: [{listener: l}]}
+listeners:
+  - {name: l, routeTable: t, authorization: {default: allow, rules: [{name: a, action: deny, from: {namespaces: [x]}, to: {grpcMethod: /a.B/C}}]}}
+routeTables: [{name: t, routes: []}]
+"#;
+    let err = load_yaml(unknown).expect_err("unknown matcher").to_string();
+    assert!(err.contains("unknown field `grpcMethod`"), "{err}");
+    let good = r#"
+rpc: {channels: [{listener: e}]}
+inbound: {authorization: {default: deny, rules: [{name: shop, action: allow, from: {namespaces: [shop]}}]}}
+listeners:
+  - {name: e, routeTable: t}
+  - name: l
+    protocol: http2
+    routeTable: t
+    authorization:
+      default: deny
+      rules:
+        - {name: web, action: allow, from: {identities: ["spiffe://cluster.local/ns/shop/*"], apps: [web]}, to: {pathPrefix: /shop.Orders/}}
+        - {name: any, action: allow, from: {identities: ["*"], unauthenticated: true}, to: {path: /grpc.health.v1.Health/Check}}
+routeTables: [{name: t, routes: []}]
+"#;
+    let spec = load_yaml(good).expect("a valid policy");
+    let policy = spec.listeners[1].authorization.as_ref().unwrap();
+    assert_eq!(policy.mode, outrigger_config::AuthorizationMode::Enforce);
+    assert_eq!(policy.rules.len(), 2);
 }

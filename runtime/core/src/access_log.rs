@@ -78,6 +78,11 @@ pub struct AccessRecord {
     pub duration: Duration,
     /// The caller's SPIFFE id, when it came over mutual TLS.
     pub peer_identity: Option<Arc<str>>,
+    /// The listener's authorization decision (`allow`, `deny`, `audit_deny`), when it has a
+    /// policy.
+    pub authz_decision: Option<&'static str>,
+    /// The rule that decided, or `default`.
+    pub authz_rule: Option<Arc<str>>,
 }
 
 impl AccessRecord {
@@ -93,6 +98,8 @@ impl AccessRecord {
             cluster: None,
             upstream_host: None,
             peer_identity: None,
+            authz_decision: None,
+            authz_rule: None,
             attempts: 0,
             grpc_status: None,
             status: None,
@@ -129,6 +136,10 @@ struct JsonLine<'a> {
     duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     peer_identity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authz_decision: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authz_rule: Option<&'a str>,
 }
 
 /// `t` as RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
@@ -177,6 +188,8 @@ pub fn format_line(r: &AccessRecord, format: AccessLogFormat, out: &mut String) 
                 bytes_out: r.bytes_out,
                 duration_ms,
                 peer_identity: r.peer_identity.as_deref(),
+                authz_decision: r.authz_decision,
+                authz_rule: r.authz_rule.as_deref(),
             };
             // Serializing plain fields into a String cannot fail.
             if let Ok(s) = serde_json::to_string(&line) {
@@ -206,6 +219,8 @@ pub fn format_line(r: &AccessRecord, format: AccessLogFormat, out: &mut String) 
             opt(out, r.status);
             let _ = write!(out, " {} {} {duration_ms:.3}", r.bytes_in, r.bytes_out);
             opt(out, r.peer_identity.as_deref());
+            opt(out, r.authz_decision);
+            opt(out, r.authz_rule.as_deref());
         }
     }
     out.push('\n');
@@ -392,7 +407,7 @@ mod tests {
         assert_eq!(
             out,
             format!(
-                "2026-01-02T03:04:05.678Z {} proxy-http \"orders\" \"/api/v1 \\\"x\\\"\" - orders 127.0.0.1:8080 2 14 200 3 5 1.500 -\n",
+                "2026-01-02T03:04:05.678Z {} proxy-http \"orders\" \"/api/v1 \\\"x\\\"\" - orders 127.0.0.1:8080 2 14 200 3 5 1.500 - - -\n",
                 "ab".repeat(16)
             )
         );

@@ -28,11 +28,13 @@ pub enum Cause {
     CircuitOpen,
     /// A local rate limit (of the listener or the route) had no token left for the request.
     RateLimited,
+    /// The listener's authorization policy denied the caller this call.
+    Denied,
 }
 
 impl Cause {
     /// Every cause, for tables and tests.
-    pub const ALL: [Cause; 9] = [
+    pub const ALL: [Cause; 10] = [
         Cause::BadRequest,
         Cause::NoRoute,
         Cause::NoHealthyHost,
@@ -42,6 +44,7 @@ impl Cause {
         Cause::Timeout,
         Cause::CircuitOpen,
         Cause::RateLimited,
+        Cause::Denied,
     ];
 
     /// The cause's name: its wire marker and metric label (`no_route`, `connect_failure`, …).
@@ -56,6 +59,7 @@ impl Cause {
             Cause::Timeout => "timeout",
             Cause::CircuitOpen => "circuit_open",
             Cause::RateLimited => "rate_limited",
+            Cause::Denied => "permission_denied",
         }
     }
 

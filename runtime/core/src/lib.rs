@@ -22,14 +22,14 @@ pub use self::{
     },
     error::{Cause, Failure, ProxyError},
     metrics::{
-        BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels, KindLabels,
-        LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PlaintextLabels, PoolSeries,
-        ProtocolLabels, ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels, ServerLabels,
-        StatusLabel, TlsLabels, XprotocolLabels,
+        AuthzLabels, BreakerLabels, ConfigLabels, EjectionLabels, GrpcLabels, HeartbeatLabels,
+        KindLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, PathLabels, PlaintextLabels,
+        PoolSeries, ProtocolLabels, ProxyLabels, RateLimitLabels, ReloadLabels, RetryLabels,
+        ServerLabels, StatusLabel, TlsLabels, XprotocolLabels,
     },
     observe::Observability,
     passthrough::{BoxError, Passthrough, PassthroughFuture, StreamBody, full_body},
-    serve::{ServerLimits, accept_loop, serve_http1},
+    serve::{ServerLimits, accept_loop, serve_http1, serve_http2},
     shutdown::Shutdown,
     span::{AttrValue, SPAN_QUEUE, Span, SpanData, SpanKind, SpanMessage, SpanSink, TryAttributes},
     trace::{
@@ -37,7 +37,7 @@ pub use self::{
         TraceParseError,
     },
     wire::{
-        ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, is_hop_by_hop,
-        parse_error_marker, strip_hop_by_hop,
+        ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, grpc_timeout,
+        is_hop_by_hop, parse_error_marker, strip_hop_by_hop,
     },
 };

@@ -224,6 +224,15 @@ pub struct RateLimitLabels {
     pub name: LabelStr,
 }
 
+/// Labels of an authorization decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// `allow`, `deny`, or `audit_deny` (denied by a policy in `audit` mode, and served).
+    pub decision: &'static str,
+    /// The rule that decided, or `default`.
+    pub rule: LabelStr,
+}
+
 /// Labels of a config reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -317,6 +326,8 @@ pub struct Metrics {
     pub spans_exported: Family<KindLabels, Counter>,
     /// Mutual TLS handshakes by direction and result.
     pub tls_handshakes: Family<TlsLabels, Counter>,
+    /// Authorization decisions of listeners' policies, by decision and rule.
+    pub authz_decisions: Family<AuthzLabels, Counter>,
     /// Plaintext connections a TLS listener took (`permissive`) or refused (`strict`), by
     /// listener and kind (`accepted`, `refused`).
     pub tls_plaintext: Family<PlaintextLabels, Counter>,
@@ -363,6 +374,7 @@ impl Metrics {
             spans_dropped: Counter::default(),
             spans_exported: Family::default(),
             tls_handshakes: Family::default(),
+            authz_decisions: Family::default(),
             tls_plaintext: Family::default(),
             identity_cert_expiry: Gauge::default(),
         };
@@ -495,6 +507,11 @@ impl Metrics {
             "tls_handshakes",
             "mutual TLS handshakes by direction (inbound, outbound) and result",
             m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "authz_decisions",
+            "authorization decisions of listeners' policies by decision (allow, deny, audit_deny) and rule",
+            m.authz_decisions.clone(),
         );
         registry.register(
             "tls_plaintext_connections",

@@ -1,18 +1,19 @@
 //! Serving sockets: the one accept loop every server of the sidecar uses (proxy listeners, the
-//! admin endpoint) and the one way an HTTP/1.1 connection is served until shutdown. Not for what
-//! a connection's requests mean.
+//! admin endpoint) and the one way an HTTP/1.1 or HTTP/2 connection is served until shutdown.
+//! Not for what a connection's requests mean.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use http::{Request, Response};
 use hyper::{
     body::{Body, Incoming},
-    service::HttpService,
+    service::{HttpService, Service},
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Notify, Semaphore},
 };
 
 use crate::{LabelStr, Metrics, ServerLabels, Shutdown};
@@ -141,6 +142,90 @@ where
                     l.fired("header_timeout");
                 }
                 tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        }
+        () = shutdown.signalled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A service that tells when its first request arrived.
+struct FirstRequest<S> {
+    inner: S,
+    seen: Arc<Notify>,
+}
+
+impl<S, B> Service<Request<Incoming>> for FirstRequest<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: Request<Incoming>) -> S::Future {
+        self.seen.notify_one();
+        self.inner.call(req)
+    }
+}
+
+/// Serves HTTP/2 with prior knowledge on `io` (its preface not yet read) with `svc`, each stream
+/// on its own task, at most `max_streams` at once, until the peer closes or `shutdown` (then a
+/// GOAWAY lets the streams in flight finish). A client on a socket must open its first stream
+/// within `limits.header_read_timeout` (counted as `header_timeout`); without limits (the
+/// sidecar's own in-process connections) no timeout applies.
+pub async fn serve_http2<I, S, B>(
+    io: I,
+    svc: S,
+    limits: Option<&ServerLimits>,
+    max_streams: u32,
+    shutdown: Shutdown,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let seen = Arc::new(Notify::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(max_streams);
+    let conn = builder.serve_connection(
+        TokioIo::new(io),
+        FirstRequest {
+            inner: svc,
+            seen: seen.clone(),
+        },
+    );
+    tokio::pin!(conn);
+    if let Some(l) = limits {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "http/2 connection ended with an error");
+                }
+                return;
+            }
+            () = seen.notified() => {}
+            () = tokio::time::sleep(l.header_read_timeout) => {
+                // Closed, not drained: a GOAWAY would wait for a client that says nothing.
+                l.fired("header_timeout");
+                return;
+            }
+            // No stream yet: nothing to finish.
+            () = shutdown.signalled() => return,
+        }
+    }
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "http/2 connection ended with an error");
             }
         }
         () = shutdown.signalled() => {

@@ -1,8 +1,10 @@
 //! The wire contract between a channel and a proxy listener reached over a byte stream (a socket,
 //! or the in-memory stream of a named Bolt/Dubbo listener): the markers on the proxy's own error
-//! answers, the header that carries the caller's remaining time, and the HTTP headers that
-//! describe one connection and are never forwarded. In-process HTTP hand-offs carry a typed
+//! answers, the header that carries the caller's remaining time (and gRPC's own,
+//! `grpc-timeout`), and the HTTP headers that describe one connection and are never forwarded. In-process HTTP hand-offs carry a typed
 //! [`crate::ProxyError`] instead of markers.
+
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -27,6 +29,28 @@ pub fn parse_error_marker(message: &str) -> Option<(Cause, &str)> {
     let rest = message.strip_prefix("[outrigger:")?;
     let (cause, rest) = rest.split_once(']')?;
     Some((Cause::parse(cause)?, rest.trim_start()))
+}
+
+/// Parses the `grpc-timeout` header value: at most 8 digits and a unit, as the gRPC spec and
+/// tonic have it. Anything else is ignored, as tonic ignores it.
+pub fn grpc_timeout(v: &str) -> Option<Duration> {
+    if !v.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Headers that describe one connection, not the message, and are never forwarded.

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The target could not be reached or answered with an error.
     Unavailable,
+    /// An authorization policy denied the call.
+    PermissionDenied,
     /// A filter rejected the call with its own gRPC code.
     Filter(tonic::Code),
     /// A bug or panic inside the sidecar.
@@ -34,6 +36,7 @@ impl ErrorKind {
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::ResourceExhausted => "resource_exhausted",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Filter(_) => "filter",
             ErrorKind::Internal => "internal",
         }
@@ -50,6 +53,7 @@ impl From<Cause> for ErrorKind {
             Cause::NoHealthyHost | Cause::ConnectFailure | Cause::Reset | Cause::CircuitOpen => {
                 ErrorKind::Unavailable
             }
+            Cause::Denied => ErrorKind::PermissionDenied,
         }
     }
 }
@@ -141,6 +145,7 @@ mod tests {
             (Cause::Reset, ErrorKind::Unavailable),
             (Cause::CircuitOpen, ErrorKind::Unavailable),
             (Cause::RateLimited, ErrorKind::ResourceExhausted),
+            (Cause::Denied, ErrorKind::PermissionDenied),
         ] {
             assert_eq!(ErrorKind::from(cause), kind, "{cause}");
         }

@@ -1,13 +1,14 @@
 //! Bolt in the proxy core: what routes see of a Bolt request (its header map, plus `service`
-//! from `service` or `sofa_head_target_service`, `method` from `sofa_head_method_name` and
-//! `id` = the service), the caller's timeout from the frame, and the proxy's own answers in
+//! from `service` or `sofa_head_target_service`, `method` from `sofa_head_method_name` — or,
+//! when a client sends no such header, the Hessian `SofaRequest`'s `methodName`, decoded only
+//! when a matcher asks — and `id` = the service), the caller's timeout from the frame, and the proxy's own answers in
 //! SOFABolt's status codes (no route or no healthy host → 6 NO_PROCESSOR, overflow, an open
 //! circuit breaker or a rate limit → 4 SERVER_THREADPOOL_BUSY, timeout → 7 TIMEOUT, connect failure or reset → 5 ERROR_COMM, a
 //! malformed request → 9 CODEC_EXCEPTION), marked with `x-outrigger-error` and
 //! `x-outrigger-message` headers and an empty content. Not for serving connections (see
 //! `xproto`).
 
-use std::time::Duration;
+use std::{cell::OnceCell, time::Duration};
 
 use outrigger_codec::{Limits, bolt};
 use outrigger_config::Protocol;
@@ -24,6 +25,9 @@ use crate::{
 /// A Bolt request as routes see it.
 pub(crate) struct BoltView<'a> {
     frame: &'a bolt::Frame,
+    /// The method in the content, decoded the first time a matcher asks for a method the
+    /// headers do not carry (sofa-rpc-node sends none).
+    content_method: OnceCell<Option<String>>,
 }
 
 impl BoltView<'_> {
@@ -38,7 +42,11 @@ impl RequestView for BoltView<'_> {
     }
 
     fn method(&self) -> Option<&str> {
-        bolt::sofa::method(&self.frame.headers)
+        bolt::sofa::method(&self.frame.headers).or_else(|| {
+            self.content_method
+                .get_or_init(|| bolt::sofa::content_method(self.frame))
+                .as_deref()
+        })
     }
 
     fn path(&self) -> Option<&str> {
@@ -62,7 +70,10 @@ impl ServerProtocol for Bolt {
     type View<'a> = BoltView<'a>;
 
     fn view<'a>(request: &'a bolt::Frame, _: &'a Limits) -> Result<BoltView<'a>, String> {
-        Ok(BoltView { frame: request })
+        Ok(BoltView {
+            frame: request,
+            content_method: OnceCell::new(),
+        })
     }
 
     fn describe(view: &BoltView<'_>) -> String {
@@ -127,6 +138,7 @@ pub(crate) fn status(cause: Cause) -> u16 {
         Cause::Timeout => bolt::status::TIMEOUT,
         Cause::ConnectFailure | Cause::Reset => bolt::status::ERROR_COMM,
         Cause::BadRequest => bolt::status::CODEC_EXCEPTION,
+        Cause::Denied => bolt::status::SERVER_EXCEPTION,
     }
 }
 
@@ -201,7 +213,10 @@ mod tests {
             (r#"{"method":"GET"}"#, &from_channel, false),
         ];
         for (json, frame, want) in cases {
-            let view = BoltView { frame };
+            let view = BoltView {
+                frame,
+                content_method: OnceCell::new(),
+            };
             assert_eq!(
                 matcher(json).matches_view(&view),
                 *want,

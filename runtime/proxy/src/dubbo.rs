@@ -154,6 +154,7 @@ pub(crate) fn status(cause: Cause) -> u8 {
         Cause::Timeout => dubbo::status::CLIENT_TIMEOUT,
         Cause::ConnectFailure | Cause::Reset => dubbo::status::SERVICE_ERROR,
         Cause::NoHealthyHost => dubbo::status::SERVER_ERROR,
+        Cause::Denied => dubbo::status::SERVICE_ERROR,
         Cause::CircuitOpen | Cause::RateLimited => dubbo::status::SERVER_THREADPOOL_EXHAUSTED_ERROR,
     }
 }

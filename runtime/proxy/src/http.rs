@@ -27,9 +27,10 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::{
+    authz,
     cluster::{Host, UpstreamPool},
     forward::{Trail, Upstream, forward},
-    route::Retry,
+    route::{HttpView, Retry},
     snapshot::{ProxySnapshot, Shared},
 };
 
@@ -49,20 +50,29 @@ pub(crate) fn status(cause: Cause) -> StatusCode {
         | Cause::Reset
         | Cause::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         Cause::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Cause::Denied => StatusCode::FORBIDDEN,
     }
 }
 
 /// The proxy's own answer on the wire: the status of its cause, the cause in
 /// `x-outrigger-error`, the message as the body.
-fn error_response(e: &ProxyError) -> Response<Bytes> {
-    let mut resp = Response::new(Bytes::from(e.message().to_owned()));
+/// A denial is Dapr's error JSON (`ERR_PERMISSION_DENIED`), which Dapr clients read.
+pub(crate) fn error_response(e: &ProxyError) -> Response<Bytes> {
+    let (body, content_type) = if e.cause() == Cause::Denied {
+        let json =
+            serde_json::json!({"errorCode": "ERR_PERMISSION_DENIED", "message": e.message()});
+        (Bytes::from(json.to_string()), "application/json")
+    } else {
+        (
+            Bytes::from(e.message().to_owned()),
+            "text/plain; charset=utf-8",
+        )
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status(e.cause());
     let h = resp.headers_mut();
     h.insert(ERROR_HEADER, HeaderValue::from_static(e.cause().as_str()));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -205,6 +215,7 @@ fn server_attributes(
     if let Some(peer) = &line.peer_identity {
         attrs.push(("outrigger.peer_identity", peer.to_string().into()));
     }
+    authz::span_attributes(line, &mut attrs);
     if let Some(e) = error {
         attrs.push(("error.type", e.cause().as_str().into()));
     }
@@ -219,7 +230,7 @@ async fn route_and_forward(
     mut parts: http::request::Parts,
     body: StreamBody,
     span: Option<Span>,
-    line: Option<&mut AccessRecord>,
+    mut line: Option<&mut AccessRecord>,
 ) -> Result<Response<StreamBody>, ProxyError> {
     let Some((name, table)) = snapshot.listeners.get_key_value(listener) else {
         let e = ProxyError::new(
@@ -236,6 +247,25 @@ async fn route_and_forward(
     };
     // The live config's copy of the name: the label costs a reference count, not a copy.
     let listener = LabelStr::from(name);
+    let (decision, allowed) = authz::check(
+        snapshot.policy(name),
+        &shared.metrics,
+        name,
+        parts.extensions.get::<PeerIdentity>().map(|p| &*p.0),
+        &HttpView {
+            method: &parts.method,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+        },
+    );
+    if let (Some(line), Some(d)) = (line.as_deref_mut(), decision) {
+        line.authz_decision = Some(d.verdict.as_str());
+        line.authz_rule = Some(d.rule);
+    }
+    if let Err(e) = allowed {
+        record(shared, listener, "".into(), status(e.cause()));
+        return Err(e);
+    }
     if let Err(e) = snapshot.admit_listener(name) {
         record(shared, listener, "".into(), status(e.cause()));
         return Err(e);
@@ -500,5 +530,17 @@ mod tests {
             assert_eq!(resp.headers()[ERROR_HEADER], cause.as_str());
             assert_eq!(resp.body(), "why");
         }
+    }
+
+    #[test]
+    fn a_denial_is_a_403_with_dapr_error_json() {
+        let resp = error_response(&ProxyError::new(Cause::Denied, "caller \"x\" denied\n"));
+        assert_eq!(resp.status().as_u16(), 403);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(resp.headers()[ERROR_HEADER], "permission_denied");
+        assert_eq!(
+            resp.body(),
+            r#"{"errorCode":"ERR_PERMISSION_DENIED","message":"caller \"x\" denied\n"}"#
+        );
     }
 }

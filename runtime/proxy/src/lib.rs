@@ -9,6 +9,7 @@
 //! [`outrigger_core::Passthrough`] ([`Streams`]): gRPC calls proxied to h2c (`http2`) clusters. Not for the gRPC API or
 //! the invoke filters, which sit in front of it.
 
+mod authz;
 mod bolt;
 mod breaker;
 mod budget;

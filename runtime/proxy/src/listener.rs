@@ -1,6 +1,6 @@
 //! Listeners: serving any accepted byte stream (an in-process duplex or a TCP connection) in
-//! the listener's protocol — HTTP/1.1, Bolt or Dubbo, or for `auto` whichever the first bytes
-//! announce — and the accept loops of listeners bound to real sockets. Each connection gets a
+//! the listener's protocol — HTTP/1.1, HTTP/2, Bolt or Dubbo, or for `auto` whichever the first
+//! bytes announce — and the accept loops of listeners bound to real sockets. Each connection gets a
 //! tracing span and closes gracefully on shutdown. Not for what happens to a request (see
 //! `forward` and `xproto`).
 
@@ -16,8 +16,8 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use outrigger_codec::{Sniffed, sniff};
-use outrigger_config::{ListenerConfig, Protocol};
-use outrigger_core::{accept_loop, serve_http1};
+use outrigger_config::{DEFAULT_MAX_CONCURRENT_STREAMS, ListenerConfig, Protocol};
+use outrigger_core::{accept_loop, serve_http1, serve_http2};
 use outrigger_pool::{Bolt, Dubbo, Io};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
@@ -30,6 +30,7 @@ use crate::{
     http,
     limits::{SocketLimits, until},
     mesh::{self, Accepted},
+    passthrough,
     snapshot::Shared,
     xproto,
 };
@@ -46,8 +47,8 @@ pub(crate) async fn serve<I: Io>(
 ) {
     let protocol = shared.live.load().listener_protocol(&listener);
     match protocol {
-        // Validation keeps http2 off listeners; such a listener would decode HTTP/1.1.
-        Protocol::Http | Protocol::Http2 => serve_http(io, listener, shared, limits, peer).await,
+        Protocol::Http => serve_http(io, listener, shared, limits, peer).await,
+        Protocol::Http2 => serve_h2(io, listener, shared, limits, peer).await,
         Protocol::Bolt => {
             xproto::serve::<Bolt, I>(io, BytesMut::new(), listener, shared, limits, peer).await;
         }
@@ -92,15 +93,14 @@ async fn serve_auto<I: Io>(
     };
     tracing::trace!(listener = %listener, protocol = ?sniffed, "sniffed");
     match sniffed {
+        // HTTP reads the sniffed bytes again: they are the request line or the preface.
         Sniffed::Http => {
-            serve_http(
-                Prefixed::new(buf.freeze(), io),
-                listener,
-                shared,
-                limits,
-                peer,
-            )
-            .await;
+            let io = Prefixed::new(buf.freeze(), io);
+            serve_http(io, listener, shared, limits, peer).await;
+        }
+        Sniffed::Http2 => {
+            let io = Prefixed::new(buf.freeze(), io);
+            serve_h2(io, listener, shared, limits, peer).await;
         }
         Sniffed::Bolt => xproto::serve::<Bolt, I>(io, buf, listener, shared, limits, peer).await,
         Sniffed::Dubbo => {
@@ -189,6 +189,37 @@ async fn serve_http<I: Io>(
     serve_http1(io, svc, limits.as_ref().map(|l| &l.server), shutdown)
         .instrument(span)
         .await;
+}
+
+/// Serves HTTP/2 streams arriving on `io` for the named listener, each forwarded as it is to an
+/// `http2` cluster (see `passthrough`), until the peer closes or the sidecar shuts down (then
+/// streams in flight finish first).
+async fn serve_h2<I: Io>(
+    io: I,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    limits: Option<Arc<SocketLimits>>,
+    peer: Option<Arc<str>>,
+) {
+    let span = tracing::debug_span!("proxy_conn", listener = %listener, protocol = "http2");
+    let shutdown = shared.shutdown.clone();
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (shared, listener, peer) = (shared.clone(), listener.clone(), peer.clone());
+        async move {
+            Ok::<_, Infallible>(
+                passthrough::serve_stream(&shared, &listener, peer.as_ref(), req).await,
+            )
+        }
+    });
+    serve_http2(
+        io,
+        svc,
+        limits.as_ref().map(|l| &l.server),
+        DEFAULT_MAX_CONCURRENT_STREAMS,
+        shutdown,
+    )
+    .instrument(span)
+    .await;
 }
 
 /// Why a TLS listener cannot be served.

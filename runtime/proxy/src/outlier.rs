@@ -126,7 +126,8 @@ pub(crate) fn verdict<R: Health, E: Failure>(outcome: &Result<R, E>) -> Verdict 
             | Cause::NoHealthyHost
             | Cause::Overflow
             | Cause::CircuitOpen
-            | Cause::RateLimited => Verdict::Unknown,
+            | Cause::RateLimited
+            | Cause::Denied => Verdict::Unknown,
         },
     }
 }

@@ -1,10 +1,12 @@
-//! Streaming pass-through in the proxy core: a whole HTTP/2 request (a native gRPC call that
-//! carried `dapr-app-id`) is matched against the pass-through route table — the one of the
-//! listener the `http` channel reaches by name — where only routes to `http2` clusters take it,
-//! seeing the app id as header `id` and the gRPC path as the path; then it goes to one host of
-//! the cluster on its h2c connection, its body and trailers streaming both ways. A streamed
-//! request is tried once: its body cannot be replayed. Not for whole-body HTTP/1.1, Bolt or
-//! Dubbo requests (see `http`, `xproto`).
+//! Streaming pass-through in the proxy core, for HTTP/2 requests from two entries: a native gRPC
+//! call that carried `dapr-app-id` (handed over by the gRPC edge, matched against the
+//! pass-through route table — the one of the listener the `http` channel reaches by name —
+//! seeing the app id as header `id`), and a stream an HTTP/2 listener accepted (matched against
+//! the listener's own table, after its authorization policy, with the caller's identity). Only
+//! routes to `http2` clusters take them; the path is the gRPC method. The request goes to one
+//! host of the cluster on its h2c connection, its body and trailers streaming both ways. A
+//! streamed request is tried once: its body cannot be replayed. Not for whole-body HTTP/1.1,
+//! Bolt or Dubbo requests (see `http`, `xproto`).
 
 use std::{
     net::SocketAddr,
@@ -14,21 +16,30 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use outrigger_config::Protocol;
 use outrigger_core::{
-    AccessRecord, AttrValue, Cause, Failure, LabelStr, Passthrough, PassthroughFuture, ProxyError,
-    ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT, TryAttributes, strip_hop_by_hop,
+    AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, Passthrough,
+    PassthroughFuture, ProxyError, ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT,
+    TryAttributes, full_body, grpc_timeout, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 
-use crate::{cluster::UpstreamPool, http::status, route::RequestView, snapshot::Shared};
+use crate::{
+    authz::{self, Decision},
+    cluster::UpstreamPool,
+    http::status,
+    route::RequestView,
+    snapshot::Shared,
+};
 
-/// The metric label of pass-through requests' listener.
+/// The metric label of the gRPC edge's pass-through requests' listener.
 const LISTENER_LABEL: &str = "passthrough";
 
 /// What the route matchers see of a pass-through request.
 struct H2View<'a> {
-    app_id: &'a str,
+    /// The app id a gRPC edge call was for (seen as header `id`).
+    app_id: Option<&'a str>,
     method: &'a Method,
     path: &'a str,
     headers: &'a HeaderMap,
@@ -48,8 +59,10 @@ impl RequestView for H2View<'_> {
     }
 
     fn any_header(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
-        if name == "id" {
-            return pred(self.app_id);
+        if name == "id"
+            && let Some(app_id) = self.app_id
+        {
+            return pred(app_id);
         }
         self.headers
             .get_all(name)
@@ -73,24 +86,50 @@ impl Passthrough for Streams {
     ) -> PassthroughFuture {
         let shared = self.shared.clone();
         let app_id = app_id.to_owned();
-        Box::pin(async move { observed(&shared, &app_id, req, timeout).await })
+        Box::pin(
+            async move { observed(&shared, Entry::Edge { app_id: &app_id }, req, timeout).await },
+        )
+    }
+}
+
+/// Where a streamed request entered the proxy core.
+#[derive(Clone, Copy)]
+pub(crate) enum Entry<'a> {
+    /// The gRPC edge, for the app `app_id`: routed on the pass-through table.
+    Edge { app_id: &'a str },
+    /// A stream an HTTP/2 listener accepted from `peer` (its SPIFFE id, over mutual TLS).
+    Listener {
+        name: &'a str,
+        peer: Option<&'a Arc<str>>,
+    },
+}
+
+impl Entry<'_> {
+    /// The access line's edge name.
+    fn protocol(self) -> &'static str {
+        match self {
+            Entry::Edge { .. } => "grpc-proxy",
+            Entry::Listener { .. } => "proxy-http2",
+        }
     }
 }
 
 /// What the one try of a proxied call went to, for its access line and spans.
 #[derive(Default)]
 struct Hop {
+    /// The listener's authorization decision, when it has a policy.
+    decision: Option<Decision>,
     route: Option<Arc<str>>,
     cluster: Option<Arc<str>>,
     host: Option<SocketAddr>,
 }
 
-/// [`forward`], leaving an access line (`grpc-proxy`) and a server span with the try's client
-/// span as its child when those are on. The call ends, for both, when the answer's head
+/// [`forward`], leaving an access line (`grpc-proxy` or `proxy-http2`) and a server span with
+/// the try's client span as its child when those are on. The call ends, for both, when the answer's head
 /// arrives: its body (a stream, maybe long-lived) is not waited for.
-async fn observed(
+pub(crate) async fn observed(
     shared: &Shared,
-    app_id: &str,
+    entry: Entry<'_>,
     mut req: Request<StreamBody>,
     timeout: Option<Duration>,
 ) -> Result<Response<StreamBody>, ProxyError> {
@@ -102,16 +141,28 @@ async fn observed(
     }
     let recorder = obs.recorder(span.as_ref());
     if obs.access_log.is_none() && recorder.is_none() {
-        return forward(shared, app_id, req, timeout, &mut Hop::default()).await;
+        return forward(shared, entry, req, timeout, &mut Hop::default()).await;
     }
-    let mut line = AccessRecord::new("grpc-proxy", SystemTime::now());
+    let mut line = AccessRecord::new(entry.protocol(), SystemTime::now());
     let arrival = Instant::now();
     line.trace_id = span.map(|s| s.context.trace_id);
-    line.target = app_id.to_owned();
+    line.target = match entry {
+        Entry::Edge { app_id } => app_id.to_owned(),
+        Entry::Listener { .. } => req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default(),
+    };
     line.method = req.uri().path().to_owned();
     line.bytes_in = req.body().size_hint().exact().unwrap_or(0);
+    if let Entry::Listener { peer, .. } = entry {
+        line.peer_identity = peer.cloned();
+    }
     let mut hop = Hop::default();
-    let result = forward(shared, app_id, req, timeout, &mut hop).await;
+    let result = forward(shared, entry, req, timeout, &mut hop).await;
+    line.authz_decision = hop.decision.as_ref().map(|d| d.verdict.as_str());
+    line.authz_rule = hop.decision.map(|d| d.rule);
     line.route = hop.route;
     line.cluster = hop.cluster;
     line.upstream_host = hop.host;
@@ -137,11 +188,18 @@ async fn observed(
         let error = result.as_ref().err();
         let mut attrs = vec![
             ("rpc.system", AttrValue::from("grpc")),
-            ("outrigger.api", "grpc-proxy".into()),
+            ("outrigger.api", entry.protocol().into()),
             ("outrigger.target_id", line.target.clone().into()),
             ("rpc.method", line.method.clone().into()),
             ("http.response.status_code", i64::from(code.as_u16()).into()),
         ];
+        if let Entry::Listener { name, .. } = entry {
+            attrs.push(("outrigger.listener", name.to_owned().into()));
+        }
+        if let Some(peer) = &line.peer_identity {
+            attrs.push(("outrigger.peer_identity", peer.to_string().into()));
+        }
+        authz::span_attributes(&line, &mut attrs);
         if let Some(g) = line.grpc_status {
             attrs.push(("rpc.grpc.status_code", i64::from(g).into()));
         }
@@ -181,38 +239,85 @@ async fn observed(
 
 async fn forward(
     shared: &Shared,
-    app_id: &str,
+    entry: Entry<'_>,
     mut req: Request<StreamBody>,
     timeout: Option<Duration>,
     hop: &mut Hop,
 ) -> Result<Response<StreamBody>, ProxyError> {
     let snapshot = shared.live.load_full();
-    let Some(table) = &snapshot.passthrough else {
-        let e = ProxyError::new(
-            Cause::NoRoute,
-            format!(
-                "no route for app {app_id}: proxying needs an http channel whose listener is a listener name in the config"
-            ),
-        );
-        record(shared, "".into(), status(e.cause()));
-        return Err(e);
+    let (table, listener) = match entry {
+        Entry::Edge { app_id } => match &snapshot.passthrough {
+            Some(table) => (table, LabelStr::Static(LISTENER_LABEL)),
+            None => {
+                let e = ProxyError::new(
+                    Cause::NoRoute,
+                    format!(
+                        "no route for app {app_id}: proxying needs an http channel whose listener is a listener name in the config"
+                    ),
+                );
+                record(
+                    shared,
+                    LabelStr::Static(LISTENER_LABEL),
+                    "".into(),
+                    status(e.cause()),
+                );
+                return Err(e);
+            }
+        },
+        Entry::Listener { name, .. } => match snapshot.listeners.get_key_value(name) {
+            Some((name, table)) => (table, LabelStr::from(name)),
+            None => {
+                let e = ProxyError::new(
+                    Cause::NoRoute,
+                    format!("listener {name} is not in the live config"),
+                );
+                record(
+                    shared,
+                    LabelStr::Shared(name.into()),
+                    "".into(),
+                    status(e.cause()),
+                );
+                return Err(e);
+            }
+        },
     };
     let view = H2View {
-        app_id,
+        app_id: match entry {
+            Entry::Edge { app_id } => Some(app_id),
+            Entry::Listener { .. } => None,
+        },
         method: req.method(),
         path: req.uri().path(),
         headers: req.headers(),
     };
+    if let Entry::Listener { name, peer } = entry {
+        let (decision, allowed) = authz::check(
+            snapshot.policy(name),
+            &shared.metrics,
+            name,
+            peer.map(|p| &**p),
+            &view,
+        );
+        hop.decision = decision;
+        if let Err(e) = allowed.and_then(|()| snapshot.admit_listener(name)) {
+            record(shared, listener, "".into(), status(e.cause()));
+            return Err(e);
+        }
+    }
     let Some(route) = table.find_view(&view) else {
+        let target = match entry {
+            Entry::Edge { app_id } => format!(" (id {app_id})"),
+            Entry::Listener { .. } => String::new(),
+        };
         let e = ProxyError::new(
             Cause::NoRoute,
             format!(
-                "no route to an http2 cluster in table {} matches {} (id {app_id})",
+                "no route to an http2 cluster in table {} matches {}{target}",
                 table.name,
                 req.uri().path()
             ),
         );
-        record(shared, "".into(), status(e.cause()));
+        record(shared, listener, "".into(), status(e.cause()));
         return Err(e);
     };
     let cluster = &route.cluster;
@@ -226,7 +331,7 @@ async fn forward(
             Cause::NoHealthyHost,
             format!("cluster {} has no resolved hosts", cluster.name),
         );
-        record(shared, cluster_label, status(e.cause()));
+        record(shared, listener, cluster_label, status(e.cause()));
         return Err(e);
     };
     let UpstreamPool::Http2(pool) = &host.pool else {
@@ -280,18 +385,123 @@ async fn forward(
         Ok(resp) => resp.status(),
         Err(e) => status(e.cause()),
     };
-    record(shared, cluster_label, code);
+    record(shared, listener, cluster_label, code);
     result
 }
 
-fn record(shared: &Shared, cluster: LabelStr, status: StatusCode) {
+fn record(shared: &Shared, listener: LabelStr, cluster: LabelStr, status: StatusCode) {
     shared
         .metrics
         .proxy_requests
         .get_or_create(&ProxyLabels {
-            listener: LabelStr::Static(LISTENER_LABEL),
+            listener,
             cluster,
             status: status.as_u16(),
         })
         .inc();
+}
+
+/// Serves one stream an HTTP/2 listener accepted: routed by the listener's table after its
+/// policy, forwarded as it is. Never fails: the proxy's own failure becomes a gRPC status for a
+/// gRPC request (a trailers-only answer: `grpc-status`, `grpc-message`) and an HTTP error
+/// answer otherwise, so a denial is `PERMISSION_DENIED` or a 403.
+pub(crate) async fn serve_stream(
+    shared: &Shared,
+    listener: &str,
+    peer: Option<&Arc<str>>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<StreamBody> {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // The caller's deadline bounds the wait for the answer's head, as on the gRPC edge.
+    let timeout = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout);
+    let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+    let entry = Entry::Listener {
+        name: listener,
+        peer,
+    };
+    match observed(shared, entry, req, timeout).await {
+        Ok(resp) => resp,
+        Err(e) if grpc => grpc_error(&e),
+        Err(e) => crate::http::error_response(&e).map(full_body),
+    }
+}
+
+/// The gRPC status code of the proxy's own failure (DESIGN.md's error mapping).
+fn grpc_code(cause: Cause) -> u8 {
+    match cause {
+        Cause::BadRequest => 3,                    // INVALID_ARGUMENT
+        Cause::Timeout => 4,                       // DEADLINE_EXCEEDED
+        Cause::NoRoute => 5,                       // NOT_FOUND
+        Cause::Denied => 7,                        // PERMISSION_DENIED
+        Cause::Overflow | Cause::RateLimited => 8, // RESOURCE_EXHAUSTED
+        Cause::NoHealthyHost | Cause::ConnectFailure | Cause::Reset | Cause::CircuitOpen => 14, // UNAVAILABLE
+    }
+}
+
+/// A trailers-only gRPC answer carrying the proxy's own failure, marked like every answer of
+/// the proxy's own.
+fn grpc_error(e: &ProxyError) -> Response<StreamBody> {
+    let mut resp = Response::new(full_body(bytes::Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(grpc_code(e.cause()))),
+    );
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(e.message())) {
+        h.insert("grpc-message", v);
+    }
+    h.insert(ERROR_HEADER, HeaderValue::from_static(e.cause().as_str()));
+    resp
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_refusal_is_a_trailers_only_status_with_the_message() {
+        let resp = grpc_error(&ProxyError::new(
+            Cause::Denied,
+            "caller x is denied by rule \"r\" 100%",
+        ));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "7");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "caller x is denied by rule \"r\" 100%25"
+        );
+        assert_eq!(resp.headers()[ERROR_HEADER], "permission_denied");
+        for (cause, code) in [
+            (Cause::NoRoute, 5),
+            (Cause::Timeout, 4),
+            (Cause::ConnectFailure, 14),
+            (Cause::RateLimited, 8),
+        ] {
+            assert_eq!(grpc_code(cause), code, "{cause}");
+        }
+    }
 }

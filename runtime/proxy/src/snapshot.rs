@@ -1,5 +1,5 @@
 //! The proxy core's state: the immutable routing snapshot of one config version (route tables
-//! by listener, listener protocols, clusters), swapped atomically on reload, and what every
+//! and authorization policies by listener, listener protocols, clusters), swapped atomically on reload, and what every
 //! connection of the proxy core shares (the live snapshot, metrics, the shutdown signal). A
 //! request keeps the snapshot it started with.
 
@@ -13,6 +13,7 @@ use outrigger_core::{
 use outrigger_identity::{Discovery, Identity};
 
 use crate::{
+    authz::Policy,
     cluster::Cluster,
     ratelimit::TokenBucket,
     route::{Route, RouteTable},
@@ -32,6 +33,8 @@ pub struct ProxySnapshot {
     /// The route table of streamed pass-through requests (gRPC calls for `dapr-app-id`): the
     /// one of the listener the `http` channel reaches by name.
     pub(crate) passthrough: Option<Arc<RouteTable>>,
+    /// Authorization policies of the listeners that have one.
+    pub(crate) policies: HashMap<Arc<str>, Policy>,
 }
 
 impl ProxySnapshot {
@@ -101,7 +104,16 @@ impl ProxySnapshot {
         let mut listeners = HashMap::new();
         let mut protocols = HashMap::new();
         let mut listener_limits = HashMap::new();
+        let mut policies = HashMap::new();
         for l in &spec.listeners {
+            if let Some(a) = &l.authorization {
+                match Policy::compile(a) {
+                    Ok(p) => {
+                        policies.insert(Arc::from(l.name.as_str()), p);
+                    }
+                    Err(e) => errors.push(format!("listener {} authorization: {e}", l.name)),
+                }
+            }
             protocols.insert(l.name.clone(), l.protocol);
             if let Some(rl) = &l.rate_limit {
                 listener_limits.insert(
@@ -133,6 +145,7 @@ impl ProxySnapshot {
                 clusters,
                 listener_limits,
                 passthrough,
+                policies,
             })
         } else {
             Err(errors)
@@ -152,6 +165,14 @@ impl ProxySnapshot {
     /// Hosts of a cluster that outlier detection has ejected now (for the config dump).
     pub fn ejected_hosts(&self, name: &str) -> Option<Vec<SocketAddr>> {
         self.clusters.get(name).map(|c| c.ejected())
+    }
+
+    /// The listener's authorization policy, when it has one.
+    pub(crate) fn policy(&self, listener: &str) -> Option<&Policy> {
+        if self.policies.is_empty() {
+            return None;
+        }
+        self.policies.get(listener)
     }
 
     /// Takes a token of the listener's rate limit, when it has one.

@@ -32,6 +32,7 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
+    authz,
     cluster::Host,
     forward::{Trail, Upstream, forward},
     http::Origin,
@@ -262,7 +263,7 @@ async fn handle<P: ServerProtocol>(
     let mut line = needs_record.then(|| {
         let mut line = AccessRecord::new(P::NAME, SystemTime::now());
         line.bytes_in = P::payload_len(&request) as u64;
-        line.peer_identity = peer;
+        line.peer_identity = peer.clone();
         (line, Instant::now())
     });
     let mut span = None;
@@ -272,7 +273,10 @@ async fn handle<P: ServerProtocol>(
         &request,
         limits,
         line.as_mut().map(|(l, _)| l),
-        origin,
+        Source {
+            origin,
+            peer: peer.as_deref(),
+        },
         &mut span,
     )
     .await;
@@ -332,6 +336,7 @@ async fn handle<P: ServerProtocol>(
             if let Some(peer) = &line.peer_identity {
                 attrs.push(("outrigger.peer_identity", peer.to_string().into()));
             }
+            authz::span_attributes(&line, &mut attrs);
             let error = failure.map(|e| {
                 attrs.push(("error.type", e.cause().as_str().into()));
                 e.to_string()
@@ -362,6 +367,14 @@ fn first_value(view: &dyn RequestView, name: &str) -> Option<String> {
 
 type Outcome<F> = Result<Option<F>, ProxyError>;
 
+/// Where a request came from: in process or a socket, and over mutual TLS the caller's SPIFFE
+/// id (what its listener's policy decides on).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    origin: Origin,
+    peer: Option<&'a str>,
+}
+
 /// Finds the route and forwards the request to its cluster through the one pipeline. Returns
 /// the outcome and the cluster's name (empty when no route matched).
 async fn forward_request<P: ServerProtocol>(
@@ -370,7 +383,7 @@ async fn forward_request<P: ServerProtocol>(
     request: &P::Frame,
     limits: &Limits,
     mut line: Option<&mut AccessRecord>,
-    origin: Origin,
+    Source { origin, peer }: Source<'_>,
     span: &mut Option<Span>,
 ) -> (Outcome<P::Frame>, LabelStr) {
     let snapshot = shared.live.load_full();
@@ -419,6 +432,20 @@ async fn forward_request<P: ServerProtocol>(
             line.trace_id = span.as_ref().map(|s| s.context.trace_id);
             line.target = first_value(&view, "service").unwrap_or_default();
             line.method = view.method().unwrap_or_default().to_owned();
+        }
+        let (decision, allowed) = authz::check(
+            snapshot.policy(listener),
+            &shared.metrics,
+            listener,
+            peer,
+            &view,
+        );
+        if let (Some(line), Some(d)) = (line.as_deref_mut(), decision) {
+            line.authz_decision = Some(d.verdict.as_str());
+            line.authz_rule = Some(d.rule);
+        }
+        if let Err(e) = allowed {
+            return (Err(e), LabelStr::Static(""));
         }
         match table.find_view(&view) {
             Some(route) => route,

@@ -75,7 +75,8 @@ pub struct InboundApp {
     pub address: String,
     /// The app's port on loopback.
     pub port: u16,
-    /// What the app speaks: `http`, `bolt`, `dubbo`, or `auto` (any of them, told per connection).
+    /// What the app speaks: `http`, `http2` (e.g. gRPC), `bolt`, `dubbo`, or `auto` (any of them,
+    /// told per connection).
     pub protocol: Protocol,
 }
 
@@ -84,7 +85,7 @@ pub const INBOUND_LISTENER: &str = "inbound";
 
 impl InboundApp {
     /// The listener, route table and clusters it adds. The mode comes from the file's
-    /// `inbound.tls.mode`; without an identity a `permissive` listener stays plaintext (a
+    /// `inbound.tls.mode` and the policy from `inbound.authorization`; without an identity a `permissive` listener stays plaintext (a
     /// `strict` one is then refused when it is bound, naming the missing identity).
     fn add_to(&self, spec: &mut RuntimeConfigSpec) {
         let mode = spec
@@ -103,8 +104,16 @@ impl InboundApp {
             }
             InboundTlsMode::Disabled => None,
         };
+        // `auto` tells each connection's protocol by its first bytes: a cluster for each, the
+        // HTTP/2 one for gRPC.
+        let auto = [
+            Protocol::Http,
+            Protocol::Bolt,
+            Protocol::Dubbo,
+            Protocol::Http2,
+        ];
         let protocols: &[Protocol] = match self.protocol {
-            Protocol::Auto => &Protocol::WIRE,
+            Protocol::Auto => &auto,
             ref one => std::slice::from_ref(one),
         };
         let mut routes = Vec::new();
@@ -132,6 +141,7 @@ impl InboundApp {
             idle_timeout_ms: None,
             rate_limit: None,
             tls: tls.map(|mode| ListenerTls { mode }),
+            authorization: spec.inbound.as_ref().and_then(|i| i.authorization.clone()),
         });
     }
 }

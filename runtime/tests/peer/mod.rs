@@ -7,7 +7,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -139,6 +139,39 @@ impl Peers {
         run(cmd).await
     }
 
+    /// The grpcio server (`tests/peers/grpc_server.py`) on an ephemeral port.
+    pub fn grpc_server(&self) -> Server {
+        grpc_server(&self.python)
+    }
+
+    /// A grpcio client call to `addr` (`tests/peers/grpc_client.py`): its JSON report.
+    pub async fn grpc_client(&self, addr: &str, args: &[&str]) -> serde_json::Value {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(Self::script("grpc_client.py"))
+            .arg(addr)
+            .args(args)
+            .stdin(Stdio::null());
+        let out = run(cmd).await.expect("grpc_client.py runs");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpc_client.py printed {out:?}: {e}"))
+    }
+
+    /// A grpcio call of `method` with `data` for the app `app_id` (metadata `dapr-app-id`),
+    /// server-streaming when `stream`: the client's JSON report.
+    pub async fn grpc_app_call(
+        &self,
+        addr: &str,
+        app_id: &str,
+        method: &str,
+        data: &str,
+        stream: bool,
+    ) -> serde_json::Value {
+        let mut args = vec![method, "--app-id", app_id, "--data", data];
+        if stream {
+            args.push("--stream");
+        }
+        self.grpc_client(addr, &args).await
+    }
+
     /// A SofaRequest serialised by sofa-bolt-node, as an application would send it.
     pub async fn sofa_request(&self, service: &str, method: &str, args: &str) -> Vec<u8> {
         let mut cmd = self.node_cmd("bolt_content.js");
@@ -194,6 +227,28 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
+}
+
+/// The grpcio server (`tests/peers/grpc_server.py`) run by `python` (a venv with grpcio) on an
+/// ephemeral port.
+pub fn grpc_server(python: &Path) -> Server {
+    let mut child = Command::new(python)
+        .arg(Peers::script("grpc_server.py"))
+        .args(["--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start grpc_server.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("read the port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("grpc_server.py printed {line:?} instead of its port"));
+    Server { child, port }
 }
 
 /// A peer server, killed when dropped.

@@ -157,6 +157,7 @@ pub(crate) async fn start_mesh(
     dir: &Path,
     upstream: SocketAddr,
     tls: bool,
+    policy: bool,
     threads: usize,
 ) -> Result<(Proc, Proc, SocketAddr), BenchError> {
     let ports = free_ports(5)?;
@@ -183,6 +184,11 @@ pub(crate) async fn start_mesh(
     };
     let (b_identity, a_identity) = (identity(&b_dir, USERS)?, identity(&a_dir, WEB)?);
     let listener_tls = if tls { ", tls: {mode: strict}" } else { "" };
+    let authorization = if policy {
+        authz_policy()
+    } else {
+        String::new()
+    };
     let cluster_tls = if tls {
         format!("\n    tls: {{mode: mesh, identities: [\"{USERS}\"]}}")
     } else {
@@ -195,7 +201,7 @@ admin: {{address: "{b_admin}"}}
 httpApi: {{address: null}}
 rpc: {{channels: [{{protocol: http, size: {POOL_SIZE}, listener: {INBOUND}}}]}}
 {b_identity}listeners:
-  - {{name: {INBOUND}, protocol: http, address: "{b_inbound}", routeTable: app{listener_tls}}}
+  - {{name: {INBOUND}, protocol: http, address: "{b_inbound}", routeTable: app{listener_tls}{authorization}}}
 routeTables:
   - {{name: app, routes: [{{cluster: app}}]}}
 clusters:
@@ -223,6 +229,29 @@ clusters:
     let b = spawn(bin, &b_dir, &callee, threads, &[b_admin, b_inbound]).await?;
     let a = spawn(bin, &a_dir, &caller, threads, &[a_grpc, a_admin, a_proxy]).await?;
     Ok((b, a, a_proxy))
+}
+
+/// A 20-rule policy (flow style, after a listener's other keys) that allows the caller (`web`
+/// of namespace `bench`) only by its last allow rule: 10 deny rules and 9 allow rules that do not
+/// match it are checked first, with the kinds of condition a real policy has (identity
+/// prefixes, namespaces, apps, paths, headers).
+fn authz_policy() -> String {
+    let mut rules = Vec::new();
+    for i in 0..10 {
+        rules.push(format!(
+            "{{name: deny-{i}, action: deny, from: {{identities: [\"spiffe://cluster.local/ns/other-{i}/*\"]}}, to: {{pathPrefix: /admin-{i}}}}}"
+        ));
+    }
+    for i in 0..9 {
+        rules.push(format!(
+            "{{name: allow-{i}, action: allow, from: {{namespaces: [team-{i}], apps: [app-{i}]}}, to: {{headers: [{{name: x-tenant, exact: t{i}}}]}}}}"
+        ));
+    }
+    rules.push("{name: allow-web, action: allow, from: {namespaces: [bench], apps: [web]}, to: {pathPrefix: /}}".to_owned());
+    format!(
+        ", authorization: {{default: deny, rules: [{}]}}",
+        rules.join(", ")
+    )
 }
 
 /// Starts the sidecar on `yaml` (written to `dir/runtime.yaml`) and waits until `ready` accept.

@@ -89,6 +89,7 @@ fn smoke_mode_runs_every_scenario_without_errors() {
         "invoke-bolt",
         "mesh-http",
         "mesh-mtls",
+        "mesh-authz",
     ] {
         assert!(ran(name), "{name} did not run all five phases:\n{stderr}");
     }

@@ -59,11 +59,14 @@ pub enum Scenario {
     MeshHttp,
     /// The same with mutual TLS between A and B (SPIFFE certificates of a throwaway CA).
     MeshMtls,
+    /// `mesh-mtls` with a 20-rule authorization policy on B's inbound listener, the allowing
+    /// rule evaluated last.
+    MeshAuthz,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::DirectHttp,
         Scenario::DirectGrpc,
         Scenario::InvokeHttp,
@@ -73,6 +76,7 @@ impl Scenario {
         Scenario::InvokeBolt,
         Scenario::MeshHttp,
         Scenario::MeshMtls,
+        Scenario::MeshAuthz,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -87,6 +91,7 @@ impl Scenario {
             Scenario::InvokeBolt => "invoke-bolt",
             Scenario::MeshHttp => "mesh-http",
             Scenario::MeshMtls => "mesh-mtls",
+            Scenario::MeshAuthz => "mesh-authz",
         }
     }
 
@@ -112,6 +117,9 @@ impl Scenario {
             Scenario::MeshMtls => {
                 "HTTP/1.1 client → sidecar A proxy listener → mutual TLS 1.3 → sidecar B inbound listener → upstream (CPU: both sidecars)"
             }
+            Scenario::MeshAuthz => {
+                "mesh-mtls with a 20-rule authorization policy on sidecar B's inbound listener (CPU: both sidecars)"
+            }
         }
     }
 
@@ -130,6 +138,7 @@ impl Scenario {
                 | Scenario::InvokeBolt
                 | Scenario::MeshHttp
                 | Scenario::MeshMtls
+                | Scenario::MeshAuthz
         )
     }
 
@@ -500,16 +509,17 @@ async fn start_subject(
                 label: Some(format!("outrigger ({threads})")),
             }
         }
-        Scenario::MeshHttp | Scenario::MeshMtls => {
+        Scenario::MeshHttp | Scenario::MeshMtls | Scenario::MeshAuthz => {
             if !settings.sidecar_bin.is_file() {
                 return Err(BenchError::NoSidecar(settings.sidecar_bin.clone()));
             }
-            let tls = sc == Scenario::MeshMtls;
+            let tls = sc != Scenario::MeshHttp;
             let (callee, caller, entry) = sidecar::start_mesh(
                 &settings.sidecar_bin,
                 dir,
                 servers.upstream.addr,
                 tls,
+                sc == Scenario::MeshAuthz,
                 threads,
             )
             .await?;
