@@ -125,6 +125,7 @@ async fn http_calls_are_decided_by_identity_namespace_app_and_path() {
         .invoke_service(layotto_req("users", "/orders", "", 0, ""))
         .await
         .expect_err("denied");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     assert!(
         err.message().contains("403") && err.message().contains("ERR_PERMISSION_DENIED"),
         "{err:?}"

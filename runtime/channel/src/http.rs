@@ -197,8 +197,16 @@ fn from_http(
         ));
     }
     if !parts.status.is_success() && non_success == NonSuccess::Error {
+        // A 403 is a refusal, not an outage: above all the callee's sidecar denying the call by
+        // its authorization policy (the body names the rule and the caller), which a caller's
+        // gRPC client should see as PERMISSION_DENIED, as Dapr maps it.
+        let kind = if parts.status == http::StatusCode::FORBIDDEN {
+            ErrorKind::PermissionDenied
+        } else {
+            ErrorKind::Unavailable
+        };
         return Err(InvokeError::new(
-            ErrorKind::Unavailable,
+            kind,
             format!("upstream answered {}: {}", parts.status, quote(&body)),
         ));
     }
@@ -248,6 +256,8 @@ mod tests {
         let e = from_http(answer(404, None), NonSuccess::Error).expect_err("an error");
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert_eq!(e.message(), "upstream answered 404 Not Found: nope");
+        let e = from_http(answer(403, None), NonSuccess::Error).expect_err("an error");
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "a refusal, not an outage");
 
         let a = from_http(answer(404, None), NonSuccess::Answer).expect("the answer");
         assert_eq!(a.status, StatusCode::NOT_FOUND);
