@@ -257,7 +257,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert_eq!(e.message(), "upstream answered 404 Not Found: nope");
         let e = from_http(answer(403, None), NonSuccess::Error).expect_err("an error");
-        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "a refusal, not an outage");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::PermissionDenied,
+            "a refusal, not an outage"
+        );
 
         let a = from_http(answer(404, None), NonSuccess::Answer).expect("the answer");
         assert_eq!(a.status, StatusCode::NOT_FOUND);
