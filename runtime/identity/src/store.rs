@@ -351,11 +351,13 @@ impl Identity {
             match client.certify(roots).await {
                 Ok(new) => {
                     *issued.lock() = (new.bundle_pem, new.refresh_after);
-                    attempt = 0;
-                    if let Err(e) = self.reload().await {
-                        tracing::error!(error = %e, "the renewed certificate was refused; the current identity keeps serving");
-                        // Ask again after the backoff instead of at the refused answer's time.
-                        attempt = 1;
+                    match self.reload().await {
+                        Ok(_) => attempt = 0,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the renewed certificate was refused; the current identity keeps serving");
+                            // Ask again after a growing backoff, not at the refused answer's time.
+                            attempt = attempt.saturating_add(1);
+                        }
                     }
                 }
                 Err(e) => {
