@@ -123,19 +123,29 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// The operator's endpoint the flags name (`--identity-csr-*` or `--discovery-*`), when both
+/// its address and its token are given.
+fn operator_endpoint(
+    endpoint: Option<&String>,
+    server_name: Option<&String>,
+    token_path: Option<&String>,
+) -> Option<OperatorEndpoint> {
+    Some(OperatorEndpoint {
+        endpoint: endpoint?.clone(),
+        server_name: server_name.cloned(),
+        token_path: token_path?.clone(),
+    })
+}
+
 /// The identity the command line gives, if any: a credential bundle file or the identity
 /// endpoint (clap allows one of them, and only with the trust bundle), with the trust bundle.
 fn identity_flags(cli: &Cli) -> Option<IdentityConfig> {
     let trust_bundle_path = cli.identity_trust_bundle.clone()?;
-    let csr = cli
-        .identity_csr_endpoint
-        .clone()
-        .zip(cli.identity_csr_token.clone())
-        .map(|(endpoint, token_path)| OperatorEndpoint {
-            endpoint,
-            server_name: cli.identity_csr_server_name.clone(),
-            token_path,
-        });
+    let csr = operator_endpoint(
+        cli.identity_csr_endpoint.as_ref(),
+        cli.identity_csr_server_name.as_ref(),
+        cli.identity_csr_token.as_ref(),
+    );
     let credential_bundle_path = cli.identity_credential_bundle.clone();
     (csr.is_some() || credential_bundle_path.is_some()).then(|| IdentityConfig {
         trust_domain: cli.identity_trust_domain.clone(),
@@ -164,15 +174,11 @@ async fn main() -> ExitCode {
                     .unwrap_or(Protocol::Auto),
             }),
             identity: identity_flags(&cli),
-            discovery_service: cli
-                .discovery_endpoint
-                .clone()
-                .zip(cli.discovery_token.clone())
-                .map(|(endpoint, token_path)| OperatorEndpoint {
-                    endpoint,
-                    server_name: cli.discovery_server_name.clone(),
-                    token_path,
-                }),
+            discovery_service: operator_endpoint(
+                cli.discovery_endpoint.as_ref(),
+                cli.discovery_server_name.as_ref(),
+                cli.discovery_token.as_ref(),
+            ),
         },
         api_token: std::env::var(outrigger_config::API_TOKEN_ENV)
             .ok()
