@@ -7,11 +7,11 @@
 mod support;
 
 use std::{
-    net::TcpListener as StdListener,
+    io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -60,33 +60,42 @@ fn throwaway_pki() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
+/// Starts the webhook on an ephemeral port and learns the port from its own startup log line,
+/// so no other process can take the port between choosing and binding it.
 fn start(extra: &[&str]) -> Webhook {
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert_pem, key_pem) = throwaway_pki();
     std::fs::write(dir.path().join("tls.crt"), cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), key_pem).unwrap();
-    let port = StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(support::operator_bin())
-        .args(["webhook", "--cert-dir"])
+    let mut child = Command::new(support::operator_bin())
+        .args(["--log-format", "json", "webhook", "--cert-dir"])
         .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the webhook did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    // Keeps draining stderr after the address is found, so the webhook never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "webhook serving (standalone)" {
+                let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the webhook did not log its listening address");
+    let port = address
+        .parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|e| panic!("{address:?}: {e}"))
+        .port();
     Webhook {
         child,
         port,
