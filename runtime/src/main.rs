@@ -32,6 +32,15 @@ struct Cli {
     /// Replaces `grpc.address` (host:port or unix:///path).
     #[arg(long, global = true)]
     grpc_address: Option<String>,
+    /// A unix socket the gRPC API also accepts on (the injector sets it for
+    /// `outrigger.dev/api-socket`).
+    #[arg(long, global = true)]
+    grpc_socket: Option<PathBuf>,
+    /// Worker threads serving connections, each with its own runtime and its own
+    /// `SO_REUSEPORT` socket of every address; 0: one per CPU the process may use (its CPU
+    /// limit or affinity).
+    #[arg(long, env = "OUTRIGGER_THREADS", default_value_t = 0, global = true)]
+    threads: usize,
     /// Replaces `admin.address` (host:port).
     #[arg(long, global = true)]
     admin_address: Option<String>,
@@ -155,7 +164,18 @@ fn identity_flags(cli: &Cli) -> Option<IdentityConfig> {
     })
 }
 
-#[tokio::main]
+/// The worker threads `--threads` asks for: as given, or one per CPU the process may use
+/// (`available_parallelism` reads the cgroup CPU limit and the affinity mask).
+fn worker_threads(flag: usize) -> usize {
+    if flag > 0 {
+        return flag;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+// The control plane (config reload, admin, identity, exporters) runs on this thread; connections
+// are served on the worker threads `--threads` starts.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
@@ -186,6 +206,8 @@ async fn main() -> ExitCode {
         config_path: None,
         watch_interval: Duration::from_millis(cli.watch_interval_ms.max(50)),
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
+        worker_threads: worker_threads(cli.threads),
+        grpc_socket: cli.grpc_socket.clone(),
     };
     let metrics = Metrics::new();
     match cli.command {

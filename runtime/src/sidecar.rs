@@ -18,7 +18,7 @@ use outrigger_config::{ACCESS_LOG_STDOUT, AccessLogConfig};
 use outrigger_config::{ChannelTarget, RuntimeConfigSpec};
 use outrigger_core::{
     AccessLog, AccessLogError, AccessLogFormat, AccessLogSink, Metrics, Observability, Shutdown,
-    SpanSink,
+    SpanSink, Workers,
 };
 use outrigger_identity::{Discovery, Identity, IdentityError};
 use outrigger_proxy::ProxyCore;
@@ -43,6 +43,11 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// The API token of both APIs when the config sets none (`main` reads `DAPR_API_TOKEN`).
     pub api_token: Option<String>,
+    /// Worker threads serving connections, each with its own single-threaded runtime and its
+    /// own socket of every address; 0 serves them on the runtime `start` is called on.
+    pub worker_threads: usize,
+    /// A unix socket the gRPC API also accepts on, beside `grpc.address`.
+    pub grpc_socket: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -53,6 +58,8 @@ impl Default for Options {
             watch_interval: DEFAULT_WATCH_INTERVAL,
             drain_timeout: Duration::from_secs(10),
             api_token: None,
+            worker_threads: 0,
+            grpc_socket: None,
         }
     }
 }
@@ -72,10 +79,13 @@ pub enum StartError {
     /// The identity files cannot be used.
     #[error("the sidecar's identity cannot be loaded: {0}")]
     Identity(#[from] IdentityError),
+    /// The worker threads cannot be started.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] io::Error),
     /// A server address cannot be bound.
     #[error("cannot bind the {what} address {address}: {source}")]
     Bind {
-        /// `grpc`, `httpApi` or `admin`.
+        /// `grpc`, `grpcSocket`, `httpApi` or `admin`.
         what: &'static str,
         /// The address.
         address: String,
@@ -125,6 +135,7 @@ pub struct Sidecar {
     drain_timeout: Duration,
     access_log: Option<AccessLog>,
     spans: Option<SpanSink>,
+    workers: Workers,
 }
 
 impl Sidecar {
@@ -135,6 +146,10 @@ impl Sidecar {
         metrics: Metrics,
     ) -> Result<Self, StartError> {
         let shutdown = Shutdown::new();
+        let workers = match options.worker_threads {
+            0 => Workers::current(),
+            n => Workers::start(n).map_err(StartError::Workers)?,
+        };
         // Checked before the access log file is opened; the reloader checks it again.
         let mut checked = spec.clone();
         options.overrides.apply(&mut checked);
@@ -163,6 +178,7 @@ impl Sidecar {
             obs.clone(),
             identity.clone(),
             discovery,
+            workers.clone(),
         ));
         let reloader = Arc::new(
             Reloader::start(
@@ -177,14 +193,28 @@ impl Sidecar {
         let live = reloader.live();
         let spec = live.current().spec.clone();
 
-        let api_listener = ApiListener::bind(&spec.grpc.address)
+        let mut api_listeners = ApiListener::bind(&spec.grpc.address, &workers)
             .await
             .map_err(|source| StartError::Bind {
                 what: "grpc",
                 address: spec.grpc.address.clone(),
                 source,
             })?;
-        let grpc_address = api_listener.describe();
+        let grpc_address = api_listeners
+            .first()
+            .map(|(l, _)| l.describe())
+            .unwrap_or_default();
+        if let Some(path) = &options.grpc_socket {
+            let address = format!("unix://{}", path.display());
+            let socket = ApiListener::bind(&address, &workers)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "grpcSocket",
+                    address,
+                    source,
+                })?;
+            api_listeners.extend(socket);
+        }
         let admin_listener = TcpListener::bind(&spec.admin.address)
             .await
             .map_err(|source| StartError::Bind {
@@ -208,9 +238,13 @@ impl Sidecar {
                     address: address.clone(),
                     source,
                 };
-                let l = TcpListener::bind(address).await.map_err(bind_error)?;
-                let a = l.local_addr().map_err(bind_error)?;
-                Some((l, a))
+                let sockets = workers.bind(address).await.map_err(bind_error)?;
+                let a = sockets[0].local_addr().map_err(bind_error)?;
+                let on_workers: Vec<_> = sockets
+                    .into_iter()
+                    .zip(workers.handles().iter().cloned())
+                    .collect();
+                Some((on_workers, a))
             }
         };
         let http_api_address = http_api_listener.as_ref().map(|(_, a)| *a);
@@ -236,7 +270,7 @@ impl Sidecar {
             api_token: token(&spec.grpc.api_token),
             passthrough: Some(Arc::new(proxy.streams())),
         };
-        if let Some((listener, _)) = http_api_listener {
+        if let Some((listeners, _)) = http_api_listener {
             let http_api = HttpApi::new(
                 api.clone(),
                 Arc::new(SidecarHealth {
@@ -248,14 +282,14 @@ impl Sidecar {
                 max_message_bytes,
             );
             tasks.spawn(outrigger_api::serve_http_api(
-                listener,
+                listeners,
                 http_api,
                 shutdown.clone(),
             ));
         }
         let api_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = outrigger_api::serve(api_listener, api, grpc, api_shutdown).await {
+            if let Err(e) = outrigger_api::serve(api_listeners, api, grpc, api_shutdown).await {
                 tracing::error!(error = %e, "grpc server failed");
             }
         });
@@ -283,8 +317,10 @@ impl Sidecar {
         ready.store(true, Ordering::Release);
         tracing::info!(
             grpc = %grpc_address,
+            grpc_socket = %options.grpc_socket.as_ref().map_or_else(|| "off".to_owned(), |p| p.display().to_string()),
             http_api = %http_api_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             admin = %admin_address,
+            workers = workers.len(),
             "outrigger is serving"
         );
         Ok(Self {
@@ -299,6 +335,7 @@ impl Sidecar {
             drain_timeout: options.drain_timeout,
             access_log,
             spans,
+            workers,
         })
     }
 
@@ -360,6 +397,8 @@ impl Sidecar {
             );
             self.tasks.abort_all();
         }
+        // What a timed-out drain left on the workers ends with their runtimes.
+        self.workers.stop().await;
         self.flush_access_log().await;
         self.flush_spans().await;
         tracing::info!("outrigger stopped");

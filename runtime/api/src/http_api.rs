@@ -27,7 +27,7 @@ use outrigger_core::{
     TRACEPARENT, accept_loop, serve_http1, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, NonSuccess, RpcRequest, deadline_after};
-use tokio::{net::TcpListener, time::Instant};
+use tokio::{net::TcpListener, runtime::Handle, time::Instant};
 
 use crate::{
     RuntimeApi, TIMEOUT_METADATA,
@@ -417,27 +417,44 @@ const HTTP_API_MAX_CONNECTIONS: usize = 1024;
 /// How long an HTTP API client may take to send a request head (or stay idle between requests).
 const HTTP_API_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves the HTTP API on `listener` until `shutdown`; then in-flight requests finish.
-pub async fn serve_http_api(listener: TcpListener, api: HttpApi, shutdown: Shutdown) {
-    let conn_shutdown = shutdown.clone();
+/// Serves the HTTP API on every listener, each on its runtime, until `shutdown`; then in-flight
+/// requests finish. The connection cap is shared by all of them.
+pub async fn serve_http_api(
+    listeners: Vec<(TcpListener, Handle)>,
+    api: HttpApi,
+    shutdown: Shutdown,
+) {
+    // One connection cap for every accepting socket.
     let limits = ServerLimits::new(
         LabelStr::Static("http_api"),
         HTTP_API_MAX_CONNECTIONS,
         HTTP_API_HEADER_READ_TIMEOUT,
         &api.api.metrics,
     );
-    let conn_limits = limits.clone();
     let api = Arc::new(api);
-    accept_loop(&listener, &limits, shutdown, move |stream, _| {
-        let api = api.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(req).await) }
-        });
-        let (limits, shutdown) = (conn_limits.clone(), conn_shutdown.clone());
-        async move { serve_http1(stream, svc, Some(&limits), shutdown).await }
-    })
-    .await;
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, worker)| {
+            let (api, limits, shutdown) = (api.clone(), limits.clone(), shutdown.clone());
+            worker.spawn(async move {
+                let conn_limits = limits.clone();
+                let conn_shutdown = shutdown.clone();
+                accept_loop(&listener, &limits, shutdown, move |stream, _| {
+                    let api = api.clone();
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    });
+                    let (limits, shutdown) = (conn_limits.clone(), conn_shutdown.clone());
+                    async move { serve_http1(stream, svc, Some(&limits), shutdown).await }
+                })
+                .await;
+            })
+        })
+        .collect();
+    for accepting in loops {
+        let _ = accepting.await;
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,7 +15,7 @@ use outrigger_core::ServerLimits;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::OwnedSemaphorePermit,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -34,29 +33,24 @@ pub(crate) fn accept(
     listener: TcpListener,
     limits: ServerLimits,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    futures_util::stream::unfold(
-        (listener, limits, slots),
-        |(listener, limits, slots)| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((io, peer)) => {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            limits.fired("max_connections");
-                            tracing::debug!(server = "grpc", %peer, "connection limit reached; closing a new connection");
-                            continue;
-                        };
-                        let _ = io.set_nodelay(true);
-                        return Some((Ok(Conn { io, _slot: slot }), (listener, limits, slots)));
-                    }
-                    Err(e) => {
-                        tracing::warn!(server = "grpc", error = %e, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
+    futures_util::stream::unfold((listener, limits), |(listener, limits)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((io, peer)) => {
+                    let Some(slot) = limits.try_slot() else {
+                        tracing::debug!(server = "grpc", %peer, "connection limit reached; closing a new connection");
+                        continue;
+                    };
+                    let _ = io.set_nodelay(true);
+                    return Some((Ok(Conn { io, _slot: slot }), (listener, limits)));
+                }
+                Err(e) => {
+                    tracing::warn!(server = "grpc", error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 impl Connected for Conn {

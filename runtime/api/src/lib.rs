@@ -33,7 +33,7 @@ use http::{HeaderMap, Method};
 pub(crate) use outrigger_core::grpc_timeout;
 use outrigger_core::{
     AccessRecord, AttrValue, KindLabels, LabelStr, Metrics, Observability, Passthrough,
-    ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, is_hop_by_hop, strip_hop_by_hop,
+    ServerLimits, Shutdown, Span, SpanKind, TRACEPARENT, Workers, is_hop_by_hop, strip_hop_by_hop,
 };
 use outrigger_invoke::{ErrorKind, InvokeError, Invokers, RpcRequest, deadline_after};
 use outrigger_proto::{
@@ -42,6 +42,7 @@ use outrigger_proto::{
 };
 use tokio::{
     net::{TcpListener, UnixListener},
+    runtime::Handle,
     time::Instant,
 };
 use tokio_stream::wrappers::UnixListenerStream;
@@ -72,16 +73,29 @@ pub enum ApiListener {
 }
 
 impl ApiListener {
-    /// Binds `host:port` or `unix:///path` (a stale socket file at the path is replaced).
-    pub async fn bind(address: &str) -> std::io::Result<Self> {
+    /// Binds `host:port` once per worker (see [`Workers::bind`]) or `unix:///path` once (a stale
+    /// socket file at the path is replaced), each listener paired with the runtime that accepts
+    /// on it.
+    pub async fn bind(address: &str, workers: &Workers) -> std::io::Result<Vec<(Self, Handle)>> {
+        let first = workers.handles()[0].clone();
         if let Some(path) = address.strip_prefix("unix://") {
             let path = PathBuf::from(path);
             if path.exists() {
                 std::fs::remove_file(&path)?;
             }
-            return Ok(ApiListener::Unix(UnixListener::bind(&path)?, path));
+            let listener = {
+                let _entered = first.enter();
+                UnixListener::bind(&path)?
+            };
+            return Ok(vec![(ApiListener::Unix(listener, path), first)]);
         }
-        Ok(ApiListener::Tcp(TcpListener::bind(address).await?))
+        Ok(workers
+            .bind(address)
+            .await?
+            .into_iter()
+            .map(ApiListener::Tcp)
+            .zip(workers.handles().iter().cloned())
+            .collect())
     }
 
     /// The bound address, for logs.
@@ -542,10 +556,11 @@ pub struct GrpcSettings {
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves both APIs and reflection on `listener` until `shutdown` is signalled, then stops
-/// accepting and lets in-flight calls finish.
+/// Serves both APIs and reflection on every listener, each on its runtime, until `shutdown` is
+/// signalled, then stops accepting and lets in-flight calls finish; the connection cap and the
+/// concurrency limit are shared by all of them.
 pub async fn serve(
-    listener: ApiListener,
+    listeners: Vec<(ApiListener, Handle)>,
     api: RuntimeApi,
     grpc: GrpcSettings,
     shutdown: Shutdown,
@@ -601,27 +616,45 @@ pub async fn serve(
     if let Some(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
-    let signal = shutdown.signalled_owned();
-    match listener {
-        ApiListener::Tcp(l) => {
-            let limits = ServerLimits::new(
-                LabelStr::Static("grpc"),
-                grpc.max_connections,
-                Duration::ZERO,
-                &api.metrics,
-            );
-            router
-                .serve_with_incoming_shutdown(incoming::accept(l, limits), signal)
-                .await
-        }
-        ApiListener::Unix(l, path) => {
-            let r = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
-                .await;
-            let _ = std::fs::remove_file(path);
-            r
+    // One connection cap for every accepting socket.
+    let limits = ServerLimits::new(
+        LabelStr::Static("grpc"),
+        grpc.max_connections,
+        Duration::ZERO,
+        &api.metrics,
+    );
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, worker)| {
+            let (router, limits) = (router.clone(), limits.clone());
+            let signal = shutdown.clone().signalled_owned();
+            worker.spawn(async move {
+                match listener {
+                    ApiListener::Tcp(l) => {
+                        router
+                            .serve_with_incoming_shutdown(incoming::accept(l, limits), signal)
+                            .await
+                    }
+                    ApiListener::Unix(l, path) => {
+                        let r = router
+                            .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
+                            .await;
+                        let _ = std::fs::remove_file(path);
+                        r
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut result = Ok(());
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => tracing::error!(error = %e, "a grpc server task ended abnormally"),
         }
     }
+    result
 }
 
 #[cfg(test)]

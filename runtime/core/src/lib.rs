@@ -14,6 +14,7 @@ mod shutdown;
 mod span;
 mod trace;
 mod wire;
+mod workers;
 
 pub use self::{
     access_log::{
@@ -40,4 +41,5 @@ pub use self::{
         ERROR_HEADER, ERROR_MESSAGE_HEADER, TIMEOUT_HEADER, error_marker, grpc_timeout,
         is_hop_by_hop, parse_error_marker, strip_hop_by_hop,
     },
+    workers::{Workers, worker_index},
 };

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::{Notify, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 
 use crate::{LabelStr, Metrics, ServerLabels, Shutdown};
@@ -27,6 +27,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long a client may take to send a request head (and, between requests, stay idle).
     pub header_read_timeout: Duration,
+    /// The connection slots, shared by every accept loop of the server (one per worker).
+    slots: Arc<Semaphore>,
     metrics: Metrics,
 }
 
@@ -42,8 +44,19 @@ impl ServerLimits {
             server,
             max_connections,
             header_read_timeout,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
             metrics: metrics.clone(),
         }
+    }
+
+    /// A connection slot, held while the connection is served; `None` (counted as
+    /// `max_connections`) when every slot is taken.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.fired("max_connections");
+        }
+        slot
     }
 
     /// Counts `limit` firing (`header_timeout`, `idle_timeout`, …).
@@ -62,9 +75,9 @@ impl ServerLimits {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections on `listener` until `shutdown`, and runs `serve` on each in its own task
-/// (TCP_NODELAY set: answers are small and must not wait for the peer's delayed ACK). Beyond
-/// `limits.max_connections` served at once, a new connection is closed as it arrives (and
-/// counted), so a flood cannot take the sidecar's memory or file descriptors. An accept error is
+/// (TCP_NODELAY set: answers are small and must not wait for the peer's delayed ACK), on the
+/// runtime the loop runs on. Beyond `limits.max_connections` served at once by every loop sharing
+/// `limits`, a new connection is closed as it arrives (and counted), so a flood cannot take the sidecar's memory or file descriptors. An accept error is
 /// logged and retried after a short pause; the loop never spins.
 pub async fn accept_loop<F, Fut>(
     listener: &TcpListener,
@@ -76,7 +89,6 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let name = limits.server.as_str();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -84,8 +96,7 @@ pub async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    limits.fired("max_connections");
+                let Some(permit) = limits.try_slot() else {
                     tracing::debug!(
                         server = name,
                         %peer,

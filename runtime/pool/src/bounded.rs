@@ -1,6 +1,7 @@
 //! A bounded connection pool: `size` caps how many callers hold a connection at once, a caller
 //! waits for a turn no longer than its deadline, idle connections are reused (most recent
-//! first) and dead or expired ones are evicted instead of handed out. Used for the invoker's
+//! first, and only on the worker thread that opened them, whose runtime drives them) and dead or
+//! expired ones are evicted instead of handed out. Used for the invoker's
 //! channels and for each upstream host of the proxy core. Not for multiplexed protocols, where
 //! many callers share one connection: those (Bolt, Dubbo) use the `mux` pool.
 
@@ -123,6 +124,8 @@ struct Inner<C: Connector> {
 struct Idle<T> {
     conn: Tracked<T>,
     since: Instant,
+    /// The worker whose runtime drives the connection (see `outrigger_core::worker_index`).
+    worker: usize,
 }
 
 /// A connection counted in the pool's gauge for as long as it lives.
@@ -252,15 +255,24 @@ impl<C: Connector> Pool<C> {
         })
     }
 
+    /// The most recent usable idle connection of the caller's worker. When the worker has none
+    /// and the pool already holds `size` connections, the oldest idle one of another worker is
+    /// closed, so the new connection the caller opens keeps the pool within `size`.
     fn take_idle(&self) -> Option<Tracked<C::Conn>> {
         let now = Instant::now();
         let timeout = self.inner.settings.idle_timeout;
+        let worker = outrigger_core::worker_index();
         let mut idle = self.inner.idle.lock();
-        while let Some(entry) = idle.pop() {
+        while let Some(i) = idle.iter().rposition(|e| e.worker == worker) {
+            let entry = idle.remove(i);
             if now.duration_since(entry.since) < timeout && C::is_open(&entry.conn.conn) {
                 return Some(entry.conn);
             }
             // Dropped here: expired or closed by the peer.
+        }
+        let open = usize::try_from(self.inner.connections.get()).unwrap_or(0);
+        if open >= self.inner.settings.size.max(1) && !idle.is_empty() {
+            drop(idle.remove(0));
         }
         None
     }
@@ -312,6 +324,7 @@ impl<C: Connector> Pooled<C> {
             pool.idle.lock().push(Idle {
                 conn,
                 since: Instant::now(),
+                worker: outrigger_core::worker_index(),
             });
         }
     }

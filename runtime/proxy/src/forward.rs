@@ -380,6 +380,7 @@ mod tests {
             obs: Default::default(),
             identity: None,
             discovery: None,
+            workers: outrigger_core::Workers::current(),
         };
         (shared, route)
     }

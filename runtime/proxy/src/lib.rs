@@ -34,7 +34,7 @@ use std::{io, net::SocketAddr, sync::Arc};
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
-use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody};
+use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody, Workers};
 use outrigger_identity::{Discovery, Identity};
 use outrigger_pool::{LocalHttp, LocalListeners};
 use parking_lot::Mutex;
@@ -137,26 +137,33 @@ pub struct ProxyCore {
 }
 
 impl ProxyCore {
-    /// A proxy core with no listeners; `apply` gives it a config. Its connections drain when
-    /// `shutdown` is signalled.
+    /// A proxy core with no listeners, accepting on the runtime it is created on; `apply` gives
+    /// it a config. Its connections drain when `shutdown` is signalled.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn new(metrics: Metrics, shutdown: Shutdown) -> Self {
-        Self::observed(metrics, shutdown, Observability::default())
+        Self::meshed(
+            metrics,
+            shutdown,
+            Observability::default(),
+            None,
+            None,
+            Workers::current(),
+        )
     }
 
     /// A proxy core whose requests leave access log lines and continue trace context as `obs`
-    /// says.
-    pub fn observed(metrics: Metrics, shutdown: Shutdown, obs: Observability) -> Self {
-        Self::meshed(metrics, shutdown, obs, None, None)
-    }
-
-    /// A proxy core whose TLS listeners and `mesh` clusters use `identity`, and whose clusters
-    /// with `discovery` learn their pods from `discovery` (else from DNS).
+    /// says, whose TLS listeners and `mesh` clusters use `identity`, whose clusters with
+    /// `discovery` learn their pods from `discovery` (else from DNS), and whose listener sockets
+    /// are accepted on by every one of `workers`.
     pub fn meshed(
         metrics: Metrics,
         shutdown: Shutdown,
         obs: Observability,
         identity: Option<Arc<Identity>>,
         discovery: Option<Arc<Discovery>>,
+        workers: Workers,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -166,6 +173,7 @@ impl ProxyCore {
                 obs,
                 identity,
                 discovery,
+                workers,
             }),
             bound: Mutex::new(Vec::new()),
         }

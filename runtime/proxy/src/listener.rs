@@ -16,12 +16,13 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use outrigger_codec::{Sniffed, sniff};
-use outrigger_config::{DEFAULT_MAX_CONCURRENT_STREAMS, ListenerConfig, Protocol};
+use outrigger_config::{DEFAULT_MAX_CONCURRENT_STREAMS, ListenerConfig, ListenerTlsMode, Protocol};
 use outrigger_core::{accept_loop, serve_http1, serve_http2};
 use outrigger_pool::{Bolt, Dubbo, Io};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpListener,
+    runtime::Handle,
     task::JoinHandle,
 };
 use tracing::Instrument;
@@ -232,11 +233,13 @@ pub(crate) fn no_identity(listener: &str) -> String {
 /// A listener bound to a real socket, with its accept loop. The socket outlives a rename or a
 /// change of limits: the accept loop is restarted on it, so a reload never has to bind an
 /// address the sidecar already holds.
+/// A listener's address, bound once per worker (see `outrigger_core::Workers`): each socket is
+/// accepted on by its own worker, and a connection is served where it was accepted.
 pub(crate) struct BoundListener {
     cfg: ListenerConfig,
-    socket: Arc<TcpListener>,
+    sockets: Vec<(Arc<TcpListener>, Handle)>,
     local: SocketAddr,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl BoundListener {
@@ -245,21 +248,56 @@ impl BoundListener {
             return Err(no_identity(&l.name));
         }
         let address = l.address.clone().unwrap_or_default();
-        let socket = TcpListener::bind(&address)
+        let sockets = shared
+            .workers
+            .bind(&address)
             .await
             .map_err(|e| format!("listeners {}: cannot bind {address}: {e}", l.name))?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| format!("listeners {}: {e}", l.name))?;
-        tracing::info!(listener = %l.name, address = %local, "proxy listener bound");
-        let socket = Arc::new(socket);
-        let task = tokio::spawn(accept(socket.clone(), l, shared));
-        Ok(Self {
+        let local = sockets
+            .first()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| format!("listeners {}: {e}", l.name))?
+            .ok_or_else(|| format!("listeners {}: no worker to accept on", l.name))?;
+        tracing::info!(listener = %l.name, address = %local, workers = sockets.len(), "proxy listener bound");
+        let mut bound = Self {
             cfg: l.clone(),
-            socket,
+            sockets: sockets
+                .into_iter()
+                .map(Arc::new)
+                .zip(shared.workers.handles().iter().cloned())
+                .collect(),
             local,
-            task,
-        })
+            tasks: Vec::new(),
+        };
+        bound.start(l, &shared);
+        Ok(bound)
+    }
+
+    /// Starts accepting for `l` on every socket, each on its worker, with limits they share.
+    fn start(&mut self, l: &ListenerConfig, shared: &Arc<Shared>) {
+        let limits = Arc::new(SocketLimits::of(l, shared));
+        let name: Arc<str> = Arc::from(l.name.as_str());
+        let tls = l.tls.as_ref().map(|t| t.mode);
+        self.tasks = self
+            .sockets
+            .iter()
+            .map(|(socket, worker)| {
+                worker.spawn(accept(
+                    socket.clone(),
+                    name.clone(),
+                    limits.clone(),
+                    tls,
+                    shared.clone(),
+                ))
+            })
+            .collect();
+    }
+
+    fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
     }
 
     /// Whether this socket was bound for the address `l` asks for.
@@ -273,9 +311,9 @@ impl BoundListener {
         if self.cfg == *l {
             return;
         }
-        self.task.abort();
+        self.stop();
         tracing::info!(listener = %l.name, was = %self.cfg.name, address = %self.local, "proxy listener socket kept for the new config");
-        self.task = tokio::spawn(accept(self.socket.clone(), l, shared));
+        self.start(l, &shared);
         self.cfg = l.clone();
     }
 
@@ -291,55 +329,52 @@ impl BoundListener {
 impl Drop for BoundListener {
     fn drop(&mut self) {
         // Stops accepting; connections already accepted keep being served.
-        self.task.abort();
+        self.stop();
     }
 }
 
-fn accept(
+async fn accept(
     socket: Arc<TcpListener>,
-    l: &ListenerConfig,
+    name: Arc<str>,
+    limits: Arc<SocketLimits>,
+    tls: Option<ListenerTlsMode>,
     shared: Arc<Shared>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let name: Arc<str> = Arc::from(l.name.as_str());
-    let limits = Arc::new(SocketLimits::of(l, &shared));
-    let tls = l.tls.as_ref().map(|t| t.mode);
-    async move {
-        let shutdown = shared.shutdown.clone();
-        let server = limits.server.clone();
-        accept_loop(&socket, &server, shutdown, |stream, peer| {
-            let (name, shared, limits) = (name.clone(), shared.clone(), limits.clone());
-            async move {
-                let Some(mode) = tls else {
-                    serve(stream, name, shared, Some(limits), None).await;
-                    return;
-                };
-                let Some(identity) = shared.identity.clone() else {
-                    // `apply` refuses such a config; never fall back to plaintext.
-                    tracing::error!(listener = %name, "{}", no_identity(&name));
-                    return;
-                };
-                let timeout = limits.server.header_read_timeout;
-                let accepted = mesh::accept(
-                    stream,
-                    peer,
-                    &name,
-                    mode,
-                    &identity,
-                    &shared.metrics,
-                    timeout,
-                )
-                .await;
-                match accepted {
-                    Some(Accepted::Tls(io, id)) => {
-                        serve(io, name, shared, Some(limits), Some(id.shared())).await;
-                    }
-                    Some(Accepted::Plain(stream)) => {
-                        serve(stream, name, shared, Some(limits), None).await;
-                    }
-                    None => {}
+) {
+    let shutdown = shared.shutdown.clone();
+    let server = limits.server.clone();
+    accept_loop(&socket, &server, shutdown, |stream, peer| {
+        let (name, shared, limits) = (name.clone(), shared.clone(), limits.clone());
+        async move {
+            let Some(mode) = tls else {
+                serve(stream, name, shared, Some(limits), None).await;
+                return;
+            };
+            let Some(identity) = shared.identity.clone() else {
+                // `apply` refuses such a config; never fall back to plaintext.
+                tracing::error!(listener = %name, "{}", no_identity(&name));
+                return;
+            };
+            let timeout = limits.server.header_read_timeout;
+            let accepted = mesh::accept(
+                stream,
+                peer,
+                &name,
+                mode,
+                &identity,
+                &shared.metrics,
+                timeout,
+            )
+            .await;
+            match accepted {
+                Some(Accepted::Tls(io, id)) => {
+                    serve(io, name, shared, Some(limits), Some(id.shared())).await;
                 }
+                Some(Accepted::Plain(stream)) => {
+                    serve(stream, name, shared, Some(limits), None).await;
+                }
+                None => {}
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
 }

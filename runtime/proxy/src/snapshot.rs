@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use arc_swap::ArcSwap;
 use outrigger_config::{Protocol, RetryOn, RuntimeConfigSpec};
 use outrigger_core::{
-    LabelStr, Metrics, Observability, ProxyError, RetryLabels, Shutdown, StatusLabel,
+    LabelStr, Metrics, Observability, ProxyError, RetryLabels, Shutdown, StatusLabel, Workers,
 };
 use outrigger_identity::{Discovery, Identity};
 
@@ -198,6 +198,8 @@ pub(crate) struct Shared {
     pub(crate) identity: Option<Arc<Identity>>,
     /// Where clusters with `discovery` learn their pods; DNS when `None`.
     pub(crate) discovery: Option<Arc<Discovery>>,
+    /// The runtimes listener sockets are accepted on, one socket each.
+    pub(crate) workers: Workers,
 }
 
 impl Shared {
