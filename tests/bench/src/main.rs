@@ -48,7 +48,7 @@ struct Cli {
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// Worker-thread counts to sweep, comma-separated (default 1; 0: one per core): every
-    /// proxy scenario runs once per count, the sidecar with that many tokio worker threads,
+    /// proxy scenario runs once per count, the sidecar with that many worker threads,
     /// nginx with that many worker processes, HAProxy with that many threads. The first count
     /// is the one scenarios are compared at. `--sidecar-threads N` is the same flag.
     #[arg(long, value_delimiter = ',', visible_alias = "sidecar-threads")]

@@ -120,8 +120,8 @@ clusters:
 }
 
 /// Starts the sidecar on a fresh config for `setup` in `dir` and waits until all its ports
-/// accept. `threads` sets its tokio worker threads (`TOKIO_WORKER_THREADS`); 0 keeps tokio's
-/// default (one per core).
+/// accept. `threads` sets its worker threads (`--threads`); 0 keeps the sidecar's default (one
+/// per usable core).
 pub(crate) async fn start(
     bin: &Path,
     dir: &Path,
@@ -255,7 +255,7 @@ fn authz_policy() -> String {
 }
 
 /// Starts the sidecar on `yaml` (written to `dir/runtime.yaml`) and waits until `ready` accept.
-/// `threads` sets its tokio worker threads (`TOKIO_WORKER_THREADS`); 0 keeps tokio's default.
+/// `threads` sets its worker threads (`--threads`); 0 keeps the sidecar's default.
 async fn spawn(
     bin: &Path,
     dir: &Path,
@@ -271,9 +271,8 @@ async fn spawn(
         .arg(&path)
         .args(["--log-level", "warn"])
         .env_remove("OUTRIGGER_LOG");
-    if threads > 0 {
-        cmd.env("TOKIO_WORKER_THREADS", threads.to_string());
-    }
+    cmd.args(["--threads", &threads.to_string()])
+        .env_remove("OUTRIGGER_THREADS");
     let mut proc = Proc::spawn("outrigger", cmd, dir)?;
     proc.wait_ready(ready).await?;
     Ok(proc)

@@ -175,3 +175,41 @@ async fn waiters_over_a_shared_cap_are_turned_away_at_once() {
         "a waiter that got its slot no longer counts"
     );
 }
+
+#[tokio::test]
+async fn an_idle_connection_is_reused_only_on_the_worker_that_opened_it_within_size() {
+    let (p, c, _) = pool(2);
+    let workers = outrigger_core::Workers::start(2).expect("workers");
+    let on = |w: usize| {
+        let p = p.clone();
+        workers.handles()[w].spawn(async move {
+            let conn = p.get(soon(1000)).await.expect("a connection");
+            let reused = conn.reused();
+            conn.reuse();
+            reused
+        })
+    };
+    assert!(!on(0).await.expect("join"), "worker 0 opens one");
+    assert!(on(0).await.expect("join"), "and reuses it");
+    assert!(!on(1).await.expect("join"), "worker 1 opens its own");
+    assert!(on(1).await.expect("join"));
+    assert_eq!(c.connects.load(Ordering::SeqCst), 2);
+    assert_eq!(p.idle_count(), 2);
+    // The pool holds `size` connections: a caller on a worker without an idle one closes
+    // another worker's oldest idle connection before opening one.
+    let (p3, c3, _) = pool(1);
+    let on3 = |w: usize| {
+        let p = p3.clone();
+        workers.handles()[w].spawn(async move {
+            let conn = p.get(soon(1000)).await.expect("a connection");
+            conn.reuse();
+        })
+    };
+    on3(0).await.expect("join");
+    let first = p3.inner.idle.lock()[0].conn.conn.clone();
+    on3(1).await.expect("join");
+    assert_eq!(c3.connects.load(Ordering::SeqCst), 2);
+    assert_eq!(p3.idle_count(), 1, "within size");
+    assert_eq!(Arc::strong_count(&first), 1, "worker 0's connection was closed");
+    workers.stop().await;
+}

@@ -189,7 +189,7 @@ pub struct Settings {
     /// The `outrigger` binary.
     pub sidecar_bin: PathBuf,
     /// The worker-thread counts of the proxies, in run order: every proxy scenario runs once
-    /// per count (the sidecar with that many tokio worker threads, `TOKIO_WORKER_THREADS`;
+    /// per count (the sidecar with that many worker threads, `--threads`;
     /// nginx with that many worker processes; HAProxy with that many threads; 0: one per
     /// core). The first is the *primary* count, the one every comparison between scenarios
     /// uses. Never empty.
@@ -266,7 +266,7 @@ pub struct ScenarioResult {
     pub failure: Option<String>,
     /// The proxy under test and its version, if any.
     pub proxy: Option<String>,
-    /// The proxy's worker threads in this run (the sidecar's tokio worker threads, nginx's
+    /// The proxy's worker threads in this run (the sidecar's worker threads, nginx's
     /// worker processes, HAProxy's threads; 0: one per core); `None` for the direct
     /// baselines, which have no proxy.
     pub threads: Option<usize>,
@@ -491,8 +491,8 @@ async fn start_subject(
             };
             let (proc, addrs) = sidecar::start(&settings.sidecar_bin, dir, setup, threads).await?;
             let threads = match threads {
-                0 => "default tokio worker threads".to_owned(),
-                n => format!("{n} tokio worker thread{}", if n == 1 { "" } else { "s" }),
+                0 => "default worker threads".to_owned(),
+                n => format!("{n} worker thread{}", if n == 1 { "" } else { "s" }),
             };
             let target = match (sc, addrs.proxy) {
                 (Scenario::InvokeBolt, _) => Target::Grpc(addrs.grpc, Invoke::Bolt),
@@ -524,11 +524,8 @@ async fn start_subject(
             )
             .await?;
             let threads = match threads {
-                0 => "default tokio worker threads".to_owned(),
-                n => format!(
-                    "{n} tokio worker thread{} each",
-                    if n == 1 { "" } else { "s" }
-                ),
+                0 => "default worker threads".to_owned(),
+                n => format!("{n} worker thread{} each", if n == 1 { "" } else { "s" }),
             };
             Subject {
                 peer: Some(callee),
