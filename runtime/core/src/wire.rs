@@ -1,8 +1,8 @@
-//! The wire contract between a channel and a proxy listener reached over a byte stream (a socket,
-//! or the in-memory stream of a named Bolt/Dubbo listener): the markers on the proxy's own error
-//! answers, the header that carries the caller's remaining time (and gRPC's own,
-//! `grpc-timeout`), and the HTTP headers that describe one connection and are never forwarded. In-process HTTP hand-offs carry a typed
-//! [`crate::ProxyError`] instead of markers.
+//! The wire contract between a channel and a proxy listener reached over a socket: the markers on
+//! the proxy's own error answers, the header that carries the caller's remaining time (and
+//! gRPC's own, `grpc-timeout`), and the HTTP headers that describe one connection and are never
+//! forwarded. In-process hand-offs (HTTP, Bolt, Dubbo) carry a typed [`crate::ProxyError`]
+//! instead of markers.
 
 use std::time::Duration;
 

@@ -1,12 +1,16 @@
 //! Where a pool's connections go — a TCP address, a unix socket, or a named listener in this
-//! process — and opening a raw byte stream there, for pools that run their own protocol on it
-//! (hyper's HTTP/1.1, Bolt, Dubbo). Not for what is spoken on the stream.
+//! process — and opening a raw byte stream to a socket, for pools that run their own protocol on
+//! it (hyper's HTTP/1.1, Bolt, Dubbo); a named listener takes decoded requests instead (see
+//! `local`). Not for what is spoken on the stream.
 
 use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::local::LocalListeners;
+use crate::{
+    local::{LocalListeners, LocalMux},
+    mux::Wire,
+};
 
 /// Any byte stream a pool can speak on.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -15,7 +19,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// Where connections go.
 #[derive(Clone)]
 pub enum Dial {
-    /// A named listener in this process: a hand-off or an in-memory stream, no socket.
+    /// A named listener in this process: decoded requests handed over, no socket.
     InProcess {
         /// The listeners of this process.
         listeners: Arc<dyn LocalListeners>,
@@ -103,17 +107,26 @@ pub trait Open: Send + Sync + 'static {
     fn open(&self) -> impl Future<Output = Result<Box<dyn Io>, ConnectError>> + Send;
     /// Where streams go, for logs and errors.
     fn target(&self) -> String;
+    /// The hand-off in protocol `W` when the target is a named listener of this process, which
+    /// takes decoded frames instead of a stream; `None` for a target reached by a stream.
+    fn local<W: Wire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
+        None
+    }
 }
 
 impl Open for Dial {
     async fn open(&self) -> Result<Box<dyn Io>, ConnectError> {
         let target = || self.to_string();
         Ok(match self {
-            Dial::InProcess { listeners, name } => {
-                Box::new(listeners.connect(name).map_err(|source| ConnectError::Io {
+            Dial::InProcess { .. } => {
+                // Pools hand named listeners decoded requests (`local`), never a stream.
+                return Err(ConnectError::Io {
                     target: target(),
-                    source,
-                })?)
+                    source: io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "a listener of this process takes decoded requests, not a byte stream",
+                    ),
+                });
             }
             Dial::Tcp {
                 addr,
@@ -169,5 +182,12 @@ impl Open for Dial {
 
     fn target(&self) -> String {
         self.to_string()
+    }
+
+    fn local<W: Wire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
+        match self {
+            Dial::InProcess { listeners, name } => Some(W::local(listeners.as_ref(), name)),
+            Dial::Tcp { .. } | Dial::Unix(_) => None,
+        }
     }
 }

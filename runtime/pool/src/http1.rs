@@ -322,7 +322,6 @@ mod tests {
     use futures_util::future::BoxFuture;
     use outrigger_core::Metrics;
     use parking_lot::Mutex;
-    use tokio::io::DuplexStream;
 
     use super::*;
     use crate::{bounded::PoolSettings, local::LocalListeners};
@@ -371,7 +370,11 @@ mod tests {
             }
         }
 
-        fn connect(&self, _: &str) -> io::Result<DuplexStream> {
+        fn bolt(&self, _: &str) -> io::Result<Arc<dyn crate::LocalMux<crate::Bolt>>> {
+            Err(io::Error::other("http only"))
+        }
+
+        fn dubbo(&self, _: &str) -> io::Result<Arc<dyn crate::LocalMux<crate::Dubbo>>> {
             Err(io::Error::other("http only"))
         }
     }

@@ -21,7 +21,7 @@ pub use self::{
     http1::{
         BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange, exchange_waited,
     },
-    local::{LocalHttp, LocalListeners},
+    local::{LocalHttp, LocalListeners, LocalMux},
     mux::{
         Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,
         MuxSettings, Wire, write_batch,

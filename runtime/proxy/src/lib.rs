@@ -33,18 +33,14 @@ use std::{io, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
-use outrigger_config::{ListenerConfig, RuntimeConfigSpec};
+use outrigger_config::{ListenerConfig, Protocol, RuntimeConfigSpec};
 use outrigger_core::{Metrics, Observability, ProxyError, Shutdown, StreamBody, Workers};
 use outrigger_identity::{Discovery, Identity};
-use outrigger_pool::{LocalHttp, LocalListeners};
+use outrigger_pool::{Bolt, Dubbo, LocalHttp, LocalListeners, LocalMux};
 use parking_lot::Mutex;
-use tokio::io::DuplexStream;
 
-use self::{listener::BoundListener, snapshot::Shared};
+use self::{listener::BoundListener, snapshot::Shared, xproto::ServerProtocol};
 pub use self::{passthrough::Streams, snapshot::ProxySnapshot};
-
-/// Buffer of each direction of an in-process connection.
-const IN_PROCESS_BUFFER: usize = 64 * 1024;
 
 /// The named listeners of one proxy core, as channels reach them: the [`LocalListeners`] the
 /// pools dial in-process. HTTP hand-offs route on the snapshot the handle is pinned to — the
@@ -73,6 +69,31 @@ impl InProcess {
             ))
         }
     }
+
+    /// The hand-off to the named listener for requests in `protocol`, which the listener must
+    /// decode (itself, or by telling protocols apart).
+    fn mux<P: ServerProtocol>(
+        &self,
+        name: &str,
+        protocol: Protocol,
+    ) -> io::Result<Arc<dyn LocalMux<P>>> {
+        self.check(name)?;
+        let decodes = self.snapshot().listener_protocol(name);
+        if decodes != protocol && decodes != Protocol::Auto {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener {name:?} decodes {}, not {}",
+                    decodes.as_str(),
+                    protocol.as_str()
+                ),
+            ));
+        }
+        Ok(Arc::new(InProcessMux {
+            shared: self.shared.clone(),
+            listener: Arc::from(name),
+        }))
+    }
 }
 
 impl LocalListeners for InProcess {
@@ -85,17 +106,28 @@ impl LocalListeners for InProcess {
         }))
     }
 
-    fn connect(&self, name: &str) -> io::Result<DuplexStream> {
-        self.check(name)?;
-        let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
-        self.shared.shutdown.spawn(listener::serve(
-            server,
-            Arc::from(name),
-            self.shared.clone(),
-            None,
-            None,
-        ));
-        Ok(client)
+    fn bolt(&self, name: &str) -> io::Result<Arc<dyn LocalMux<Bolt>>> {
+        self.mux::<Bolt>(name, Protocol::Bolt)
+    }
+
+    fn dubbo(&self, name: &str) -> io::Result<Arc<dyn LocalMux<Dubbo>>> {
+        self.mux::<Dubbo>(name, Protocol::Dubbo)
+    }
+}
+
+/// The Bolt or Dubbo side of a named in-process listener: frames go straight to the proxy
+/// core's routing in the caller's task, as if the listener had decoded them, and failures come
+/// back typed.
+struct InProcessMux {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+}
+
+impl<P: ServerProtocol> LocalMux<P> for InProcessMux {
+    fn call(&self, request: P::Frame) -> BoxFuture<'_, Result<Option<P::Frame>, ProxyError>> {
+        // Boxed: the compiler cannot see that the proxy's upstreams never dial an in-process
+        // listener, so the future would be recursive.
+        Box::pin(xproto::dispatch::<P>(&self.shared, &self.listener, request))
     }
 }
 

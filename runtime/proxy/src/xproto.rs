@@ -254,6 +254,35 @@ async fn handle<P: ServerProtocol>(
     origin: Origin,
     peer: Option<Arc<str>>,
 ) -> Option<P::Frame> {
+    exchange::<P>(shared, listener, request, limits, origin, peer)
+        .await
+        .0
+}
+
+/// Routes and forwards one request a channel of this process handed over decoded: the answer
+/// (none for one-way requests), or the proxy's own failure, typed.
+pub(crate) async fn dispatch<P: ServerProtocol>(
+    shared: &Shared,
+    listener: &Arc<str>,
+    request: P::Frame,
+) -> Result<Option<P::Frame>, ProxyError> {
+    let limits = Limits::default();
+    match exchange::<P>(shared, listener, request, &limits, Origin::InProcess, None).await {
+        (_, Some(failure)) => Err(failure),
+        (answer, None) => Ok(answer),
+    }
+}
+
+/// Routes and forwards one request: the answer to write back (the proxy's own error answer when
+/// it failed; none for one-way requests), under the downstream's request id, and the failure.
+async fn exchange<P: ServerProtocol>(
+    shared: &Shared,
+    listener: &Arc<str>,
+    request: P::Frame,
+    limits: &Limits,
+    origin: Origin,
+    peer: Option<Arc<str>>,
+) -> (Option<P::Frame>, Option<ProxyError>) {
     let one_way = P::kind(&request) == FrameKind::Request { one_way: true };
     let obs = &shared.obs;
     // The record feeds the access line and, for a socket request (only those get the proxy's
@@ -337,7 +366,7 @@ async fn handle<P: ServerProtocol>(
                 attrs.push(("outrigger.peer_identity", peer.to_string().into()));
             }
             authz::span_attributes(&line, &mut attrs);
-            let error = failure.map(|e| {
+            let error = failure.as_ref().map(|e| {
                 attrs.push(("error.type", e.cause().as_str().into()));
                 e.to_string()
             });
@@ -352,7 +381,7 @@ async fn handle<P: ServerProtocol>(
             log.log(line);
         }
     }
-    answer
+    (answer, failure)
 }
 
 /// The first value of the header (Bolt) or attachment (Dubbo) `name`, as routes see it.

@@ -120,8 +120,8 @@ clusters:
 }
 
 /// Starts the sidecar on a fresh config for `setup` in `dir` and waits until all its ports
-/// accept. `threads` sets its worker threads (`--threads`); 0 keeps the sidecar's default (one
-/// per usable core).
+/// accept. `threads` sets its worker threads (`OUTRIGGER_THREADS`); 0 keeps the sidecar's
+/// default (one per usable core).
 pub(crate) async fn start(
     bin: &Path,
     dir: &Path,
@@ -255,7 +255,7 @@ fn authz_policy() -> String {
 }
 
 /// Starts the sidecar on `yaml` (written to `dir/runtime.yaml`) and waits until `ready` accept.
-/// `threads` sets its worker threads (`--threads`); 0 keeps the sidecar's default.
+/// `threads` sets its worker threads (`OUTRIGGER_THREADS`); 0 keeps the sidecar's default.
 async fn spawn(
     bin: &Path,
     dir: &Path,
@@ -271,8 +271,14 @@ async fn spawn(
         .arg(&path)
         .args(["--log-level", "warn"])
         .env_remove("OUTRIGGER_LOG");
-    cmd.args(["--threads", &threads.to_string()])
-        .env_remove("OUTRIGGER_THREADS");
+    // By environment, not `--threads`, so that builds from before the flag run too (their
+    // multi-threaded runtime read `TOKIO_WORKER_THREADS`).
+    cmd.env_remove("OUTRIGGER_THREADS")
+        .env_remove("TOKIO_WORKER_THREADS");
+    if threads > 0 {
+        cmd.env("OUTRIGGER_THREADS", threads.to_string())
+            .env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
     let mut proc = Proc::spawn("outrigger", cmd, dir)?;
     proc.wait_ready(ready).await?;
     Ok(proc)

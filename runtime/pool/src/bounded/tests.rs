@@ -210,6 +210,10 @@ async fn an_idle_connection_is_reused_only_on_the_worker_that_opened_it_within_s
     on3(1).await.expect("join");
     assert_eq!(c3.connects.load(Ordering::SeqCst), 2);
     assert_eq!(p3.idle_count(), 1, "within size");
-    assert_eq!(Arc::strong_count(&first), 1, "worker 0's connection was closed");
+    assert_eq!(
+        Arc::strong_count(&first),
+        1,
+        "worker 0's connection was closed"
+    );
     workers.stop().await;
 }

@@ -4,7 +4,9 @@
 //! its frame is queued, then returns it for the next one), so at most `size` connections are
 //! open; the calls waiting for answers are bounded too. A call whose connection dies fails at
 //! once, one past its deadline is dropped from the pending map, and idle connections are
-//! probed with heartbeats and closed after too many go unanswered. Used by the `bolt` and
+//! probed with heartbeats and closed after too many go unanswered. A pool whose target is a
+//! named listener of this process opens no connection: each call hands its frame to the
+//! listener in the caller's task, within the same bound on calls waiting for answers. Used by the `bolt` and
 //! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
 //! `pool::http1`) or for what a frame means (see `channel` and `proxy`).
 
@@ -13,7 +15,7 @@ mod wire;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -34,12 +36,13 @@ use tracing::Instrument;
 pub use self::wire::{Bolt, Dubbo, FrameKind, Wire};
 use outrigger_core::{
     Cause, Failure, HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, PoolSeries,
-    ProtocolLabels, StatusLabel,
+    ProtocolLabels, ProxyError, StatusLabel,
 };
 
 use crate::{
     bounded::PoolError,
     dial::{ConnectError, Dial, Io, Open},
+    local::LocalMux,
     wait::WaitLimit,
 };
 
@@ -119,6 +122,10 @@ pub enum MuxError {
         /// Where the call went.
         target: String,
     },
+    /// The named listener of this process answered with the proxy's own failure (no route, no
+    /// healthy host, an upstream failure); its message is the proxy's.
+    #[error(transparent)]
+    Local(ProxyError),
     /// The frame does not fit the protocol's length fields.
     #[error("cannot encode the {protocol} frame: {source}")]
     Encode {
@@ -138,6 +145,7 @@ impl Failure for MuxError {
             MuxError::Closed { .. } => Cause::Reset,
             MuxError::Timeout { .. } => Cause::Timeout,
             MuxError::Encode { .. } => Cause::BadRequest,
+            MuxError::Local(e) => e.cause(),
         }
     }
 }
@@ -152,6 +160,7 @@ impl MuxError {
             MuxError::Closed { .. } => "closed",
             MuxError::Timeout { .. } => "timeout",
             MuxError::Encode { .. } => "encode",
+            MuxError::Local(e) => e.cause().as_str(),
         }
     }
 }
@@ -244,6 +253,8 @@ struct PoolInner<W: Wire, O> {
     free: Mutex<Vec<Arc<Conn<W>>>>,
     metrics: MuxMetrics,
     conn_seq: AtomicU64,
+    /// The hand-off when the opener's target is a named listener of this process.
+    local: OnceLock<Arc<dyn LocalMux<W>>>,
     _series: PoolSeries,
 }
 
@@ -273,6 +284,7 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
             max_pending,
             free: Mutex::new(Vec::with_capacity(size)),
             conn_seq: AtomicU64::new(0),
+            local: OnceLock::new(),
             opener,
             settings,
         });
@@ -326,11 +338,69 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
         result
     }
 
+    /// The hand-off to a named listener of this process, when that is the target (looked up
+    /// once: the listeners are the ones of the config this pool was built for).
+    fn local(&self) -> Result<Option<&Arc<dyn LocalMux<W>>>, MuxError> {
+        let inner = &self.inner;
+        if let Some(local) = inner.local.get() {
+            return Ok(Some(local));
+        }
+        match inner.opener.local::<W>() {
+            None => Ok(None),
+            Some(Ok(local)) => Ok(Some(inner.local.get_or_init(|| local))),
+            Some(Err(source)) => Err(MuxError::Pool(PoolError::Connect {
+                pool: inner.settings.name.clone(),
+                source: ConnectError::Io {
+                    target: inner.opener.target(),
+                    source,
+                },
+            })),
+        }
+    }
+
+    /// A call to a named listener of this process: the frame handed over in the caller's task,
+    /// bounded like calls on connections (pending answers, the deadline).
+    async fn call_local(
+        &self,
+        local: &Arc<dyn LocalMux<W>>,
+        frame: W::Frame,
+        deadline: Instant,
+    ) -> Result<Option<W::Frame>, MuxError> {
+        let inner = &self.inner;
+        let one_way = W::kind(&frame) == FrameKind::Request { one_way: true };
+        let _slot = if one_way {
+            None
+        } else {
+            Some(
+                self.acquire(&inner.pending_slots, deadline)
+                    .await
+                    .map_err(|waited| MuxError::Overflow {
+                        pool: inner.settings.name.clone(),
+                        pending: inner.max_pending,
+                        waited_ms: waited.as_millis(),
+                    })?,
+            )
+        };
+        inner.metrics.pending.inc();
+        let answer = tokio::time::timeout_at(deadline, local.call(frame)).await;
+        inner.metrics.pending.dec();
+        match answer {
+            Err(_) => Err(MuxError::Timeout {
+                target: inner.opener.target(),
+            }),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(MuxError::Local(e)),
+        }
+    }
+
     async fn call_inner(
         &self,
         mut frame: W::Frame,
         deadline: Instant,
     ) -> Result<Option<W::Frame>, MuxError> {
+        if let Some(local) = self.local()? {
+            return self.call_local(local, frame, deadline).await;
+        }
         let inner = &self.inner;
         let one_way = W::kind(&frame) == FrameKind::Request { one_way: true };
         let _slot = if one_way {
