@@ -127,6 +127,7 @@ pub(crate) async fn start(
     dir: &Path,
     setup: Setup,
     threads: usize,
+    grpc_socket: Option<&Path>,
 ) -> Result<(Proc, SidecarAddrs), BenchError> {
     let ports = free_ports(3)?;
     let (grpc, admin, proxy) = (loopback(ports[0]), loopback(ports[1]), loopback(ports[2]));
@@ -139,8 +140,29 @@ pub(crate) async fn start(
         .into_iter()
         .flatten()
         .collect();
-    let proc = spawn(bin, dir, &yaml, threads, &ready).await?;
+    let extra: Vec<&std::ffi::OsStr> = match grpc_socket {
+        Some(path) => vec!["--grpc-socket".as_ref(), path.as_os_str()],
+        None => Vec::new(),
+    };
+    let proc = spawn(bin, dir, &yaml, threads, &ready, &extra).await?;
+    if let Some(path) = grpc_socket {
+        wait_for_socket(path).await?;
+    }
     Ok((proc, addrs))
+}
+
+/// Waits until the sidecar's unix socket accepts (its TCP ports already do).
+async fn wait_for_socket(path: &Path) -> Result<(), BenchError> {
+    for _ in 0..200 {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Err(BenchError::io(
+        format!("the sidecar's gRPC socket {}", path.display()),
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "not accepting after 5 s"),
+    ))
 }
 
 /// The listener the mesh callee (sidecar B) serves its app on.
@@ -226,8 +248,16 @@ clusters:
     maxConnections: {POOL_SIZE}{cluster_tls}
 "#,
     );
-    let b = spawn(bin, &b_dir, &callee, threads, &[b_admin, b_inbound]).await?;
-    let a = spawn(bin, &a_dir, &caller, threads, &[a_grpc, a_admin, a_proxy]).await?;
+    let b = spawn(bin, &b_dir, &callee, threads, &[b_admin, b_inbound], &[]).await?;
+    let a = spawn(
+        bin,
+        &a_dir,
+        &caller,
+        threads,
+        &[a_grpc, a_admin, a_proxy],
+        &[],
+    )
+    .await?;
     Ok((b, a, a_proxy))
 }
 
@@ -262,6 +292,7 @@ async fn spawn(
     yaml: &str,
     threads: usize,
     ready: &[SocketAddr],
+    extra: &[&std::ffi::OsStr],
 ) -> Result<Proc, BenchError> {
     let path = dir.join("runtime.yaml");
     std::fs::write(&path, yaml)
@@ -270,6 +301,7 @@ async fn spawn(
     cmd.arg("--config")
         .arg(&path)
         .args(["--log-level", "warn"])
+        .args(extra)
         .env_remove("OUTRIGGER_LOG");
     // By environment, not `--threads`, so that builds from before the flag run too (their
     // multi-threaded runtime read `TOKIO_WORKER_THREADS`).

@@ -85,6 +85,7 @@ fn smoke_mode_runs_every_scenario_without_errors() {
         "direct-http",
         "direct-grpc",
         "invoke-http",
+        "invoke-unix",
         "proxy-http",
         "invoke-bolt",
         "mesh-http",

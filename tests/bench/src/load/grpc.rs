@@ -95,13 +95,47 @@ pub(crate) async fn connect(
                 .map_err(|e| CallError::Other(format!("grpc connect {addr}: {e}")))?,
         );
     }
+    Ok(shared_by(&channels, invoke, workers))
+}
+
+/// `workers` handles on `channels`, spread evenly.
+fn shared_by(channels: &[Channel], invoke: Invoke, workers: usize) -> Vec<GrpcConn> {
     let request = invoke.request();
-    Ok((0..workers)
+    (0..workers)
         .map(|i| GrpcConn {
-            client: RuntimeClient::new(channels[i % n].clone()),
+            client: RuntimeClient::new(channels[i % channels.len()].clone()),
             request: request.clone(),
         })
-        .collect())
+        .collect()
+}
+
+/// [`connect`] on a unix socket.
+pub(crate) async fn connect_unix(
+    path: &std::path::Path,
+    invoke: Invoke,
+    workers: usize,
+) -> Result<Vec<GrpcConn>, CallError> {
+    let n = workers
+        .div_ceil(STREAMS_PER_CONNECTION)
+        .clamp(1, MAX_CONNECTIONS);
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let path = path.to_owned();
+        // The URI is not dialled: the connector opens the socket.
+        let channel = Endpoint::from_static("http://unix")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .map_err(|e| CallError::Other(format!("grpc connect unix socket: {e}")))?;
+        channels.push(channel);
+    }
+    Ok(shared_by(&channels, invoke, workers))
 }
 
 impl GrpcConn {

@@ -51,12 +51,14 @@ pub(crate) enum CallError {
 }
 
 /// What a scenario's clients talk to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     /// An HTTP/1.1 server or proxy.
     Http(SocketAddr),
     /// A gRPC server answering Layotto's `InvokeService`, sent calls of this kind.
     Grpc(SocketAddr, Invoke),
+    /// The same on a unix socket.
+    GrpcUnix(std::path::PathBuf, Invoke),
 }
 
 /// One worker's connection.
@@ -77,15 +79,20 @@ impl Conn {
 impl Target {
     /// Connections for `workers` concurrent workers.
     pub(crate) async fn connect(&self, workers: usize) -> Result<Vec<Conn>, CallError> {
-        match *self {
-            Target::Http(addr) => {
+        match self {
+            &Target::Http(addr) => {
                 let mut conns = Vec::with_capacity(workers);
                 for _ in 0..workers {
                     conns.push(Conn::Http(HttpConn::connect(addr).await?));
                 }
                 Ok(conns)
             }
-            Target::Grpc(addr, invoke) => Ok(grpc::connect(addr, invoke, workers)
+            &Target::Grpc(addr, invoke) => Ok(grpc::connect(addr, invoke, workers)
+                .await?
+                .into_iter()
+                .map(|c| Conn::Grpc(Box::new(c)))
+                .collect()),
+            Target::GrpcUnix(path, invoke) => Ok(grpc::connect_unix(path, *invoke, workers)
                 .await?
                 .into_iter()
                 .map(|c| Conn::Grpc(Box::new(c)))

@@ -44,6 +44,9 @@ pub enum Scenario {
     /// tonic client → sidecar `InvokeService` → HTTP channel → named in-process listener →
     /// proxy core → upstream.
     InvokeHttp,
+    /// `invoke-http` with the client on the sidecar's unix socket (`--grpc-socket`, what
+    /// `outrigger.dev/api-socket` sets up in a pod) instead of TCP.
+    InvokeUnix,
     /// HTTP client → sidecar's TCP-bound proxy listener → proxy core → upstream.
     ProxyHttp,
     /// HTTP client → nginx → upstream.
@@ -66,10 +69,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::DirectHttp,
         Scenario::DirectGrpc,
         Scenario::InvokeHttp,
+        Scenario::InvokeUnix,
         Scenario::ProxyHttp,
         Scenario::NginxHttp,
         Scenario::HaproxyHttp,
@@ -85,6 +89,7 @@ impl Scenario {
             Scenario::DirectHttp => "direct-http",
             Scenario::DirectGrpc => "direct-grpc",
             Scenario::InvokeHttp => "invoke-http",
+            Scenario::InvokeUnix => "invoke-unix",
             Scenario::ProxyHttp => "proxy-http",
             Scenario::NginxHttp => "nginx-http",
             Scenario::HaproxyHttp => "haproxy-http",
@@ -102,6 +107,9 @@ impl Scenario {
             Scenario::DirectGrpc => "gRPC floor: tonic client → minimal tonic InvokeService server",
             Scenario::InvokeHttp => {
                 "tonic client → sidecar InvokeService → HTTP channel → in-process listener → proxy core → upstream"
+            }
+            Scenario::InvokeUnix => {
+                "tonic client → sidecar InvokeService over its unix socket → HTTP channel → in-process listener → proxy core → upstream"
             }
             Scenario::ProxyHttp => {
                 "HTTP/1.1 client → sidecar proxy listener (TCP) → proxy core → upstream"
@@ -126,7 +134,10 @@ impl Scenario {
     /// Whether the scenario calls the sidecar's `InvokeService`, and so is compared with the
     /// gRPC floor (`direct-grpc`) as well as with `direct-http`.
     pub fn is_invoke(self) -> bool {
-        matches!(self, Scenario::InvokeHttp | Scenario::InvokeBolt)
+        matches!(
+            self,
+            Scenario::InvokeHttp | Scenario::InvokeUnix | Scenario::InvokeBolt
+        )
     }
 
     /// Whether the scenario runs the sidecar.
@@ -134,6 +145,7 @@ impl Scenario {
         matches!(
             self,
             Scenario::InvokeHttp
+                | Scenario::InvokeUnix
                 | Scenario::ProxyHttp
                 | Scenario::InvokeBolt
                 | Scenario::MeshHttp
@@ -473,7 +485,10 @@ async fn start_subject(
                 label: None,
             }
         }
-        Scenario::InvokeHttp | Scenario::ProxyHttp | Scenario::InvokeBolt => {
+        Scenario::InvokeHttp
+        | Scenario::InvokeUnix
+        | Scenario::ProxyHttp
+        | Scenario::InvokeBolt => {
             if !settings.sidecar_bin.is_file() {
                 return Err(BenchError::NoSidecar(settings.sidecar_bin.clone()));
             }
@@ -489,13 +504,25 @@ async fn start_subject(
                     upstream: servers.upstream.addr,
                 }
             };
-            let (proc, addrs) = sidecar::start(&settings.sidecar_bin, dir, setup, threads).await?;
+            let socket = (sc == Scenario::InvokeUnix).then(|| dir.join("grpc.sock"));
+            let (proc, addrs) = sidecar::start(
+                &settings.sidecar_bin,
+                dir,
+                setup,
+                threads,
+                socket.as_deref(),
+            )
+            .await?;
             let threads = match threads {
                 0 => "default worker threads".to_owned(),
                 n => format!("{n} worker thread{}", if n == 1 { "" } else { "s" }),
             };
             let target = match (sc, addrs.proxy) {
                 (Scenario::InvokeBolt, _) => Target::Grpc(addrs.grpc, Invoke::Bolt),
+                (Scenario::InvokeUnix, _) => match socket {
+                    Some(path) => Target::GrpcUnix(path, Invoke::Http),
+                    None => unreachable!("invoke-unix always has a socket"),
+                },
                 (Scenario::ProxyHttp, Some(proxy)) => Target::Http(proxy),
                 (Scenario::ProxyHttp, None) => {
                     return Ok(Err("the sidecar has no TCP proxy listener".to_owned()));
@@ -618,7 +645,7 @@ async fn run_scenario(
     for &rate in &settings.rates {
         let phase = run_phase(
             settings,
-            subject.target,
+            &subject.target,
             &watched,
             format!("open-{rate}"),
             settings.open_loop_connections,
@@ -631,7 +658,7 @@ async fn run_scenario(
     for &c in &settings.concurrency {
         let phase = run_phase(
             settings,
-            subject.target,
+            &subject.target,
             &watched,
             format!("closed-{c}"),
             c,
@@ -652,7 +679,7 @@ async fn run_scenario(
 
 async fn run_phase(
     settings: &Settings,
-    target: Target,
+    target: &Target,
     watched: &[Watched],
     key: String,
     workers: usize,
