@@ -4,7 +4,9 @@
 //! its frame is queued, then returns it for the next one), so at most `size` connections are
 //! open; the calls waiting for answers are bounded too. A call whose connection dies fails at
 //! once, one past its deadline is dropped from the pending map, and idle connections are
-//! probed with heartbeats and closed after too many go unanswered. A pool whose target is a
+//! probed with heartbeats and closed after too many go unanswered. A caller writes on a
+//! connection its own worker thread opened while the pool has room for one, so a call's
+//! wake-ups stay on its thread. A pool whose target is a
 //! named listener of this process opens no connection: each call hands its frame to the
 //! listener in the caller's task, within the same bound on calls waiting for answers. Used by the `bolt` and
 //! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
@@ -513,13 +515,22 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
     }
 
     /// A live connection not held by another writer, or a new one.
+    /// A connection to write on: the most recent free one the caller's worker opened (its
+    /// runtime drives it, so the call's wake-ups stay on this thread); else a new one while
+    /// fewer than `size` are open; else the most recent free one of another worker.
     async fn checkout(&self, deadline: Instant) -> Result<(Arc<Conn<W>>, bool), MuxError> {
         let inner = &self.inner;
-        loop {
-            let Some(conn) = inner.free.lock().pop() else {
-                break;
-            };
-            if conn.is_open() {
+        let worker = outrigger_core::worker_index();
+        {
+            let mut free = inner.free.lock();
+            free.retain(|c| c.is_open());
+            if let Some(i) = free.iter().rposition(|c| c.worker == worker) {
+                return Ok((free.remove(i), true));
+            }
+            let open = usize::try_from(inner.metrics.connections.get()).unwrap_or(0);
+            if open >= inner.settings.size.max(1)
+                && let Some(conn) = free.pop()
+            {
                 return Ok((conn, true));
             }
         }
@@ -582,7 +593,11 @@ impl<W: Wire, O: Open> MuxPool<W, O> {
             .instrument(span.clone()),
         );
         tokio::spawn(write_loop(shared.clone(), wr, rx).instrument(span));
-        Ok(Arc::new(Conn { shared, tx }))
+        Ok(Arc::new(Conn {
+            shared,
+            tx,
+            worker: outrigger_core::worker_index(),
+        }))
     }
 }
 
@@ -615,6 +630,8 @@ async fn reap<W: Wire, O: Open>(pool: Weak<PoolInner<W, O>>) {
 struct Conn<W: Wire> {
     shared: Arc<ConnShared<W>>,
     tx: mpsc::Sender<Bytes>,
+    /// The worker whose runtime runs the connection's reader and writer.
+    worker: usize,
 }
 
 impl<W: Wire> Conn<W> {

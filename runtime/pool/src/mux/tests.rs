@@ -538,3 +538,46 @@ async fn queued_frames_go_out_in_few_writes_in_order() {
     assert_eq!(wr.0.concat(), expected);
     assert!(rx.try_recv().is_err());
 }
+
+/// Answers every request on every connection the harness opens.
+fn answer_everything(mut conns: mpsc::UnboundedReceiver<DuplexStream>) {
+    tokio::spawn(async move {
+        while let Some(io) = conns.recv().await {
+            tokio::spawn(async move {
+                let mut peer = Peer {
+                    io,
+                    buf: BytesMut::new(),
+                };
+                while let Some(req) = peer.next::<Bolt>().await {
+                    peer.send::<Bolt>(&answer(&req, b"ok")).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_worker_writes_on_its_own_connection_while_the_pool_has_room() {
+    let workers = outrigger_core::Workers::start(2).expect("workers");
+    for (size, opened_after) in [(2, [1, 2, 2]), (1, [1, 1, 1])] {
+        let h = Harness::<Bolt>::new(size, None);
+        answer_everything(h.conns);
+        let call_on = |w: usize| {
+            let pool = h.pool.clone();
+            workers.handles()[w].spawn(async move {
+                pool.call(bolt_request("q"), soon(5000))
+                    .await
+                    .expect("answered")
+            })
+        };
+        let mut opened = Vec::new();
+        for w in [0, 1, 0] {
+            call_on(w).await.expect("join");
+            opened.push(h.opened.load(Ordering::SeqCst));
+        }
+        // With room for two, worker 1 opens its own connection and worker 0 comes back to
+        // its first; with room for one, both share it.
+        assert_eq!(opened, opened_after, "size {size}");
+    }
+    workers.stop().await;
+}
