@@ -145,11 +145,26 @@ impl Sidecar {
         options: Options,
         metrics: Metrics,
     ) -> Result<Self, StartError> {
-        let shutdown = Shutdown::new();
         let workers = match options.worker_threads {
             0 => Workers::current(),
             n => Workers::start(n).map_err(StartError::Workers)?,
         };
+        let started = Self::start_on(spec, options, metrics, workers.clone()).await;
+        if started.is_err() {
+            // Tasks already on the workers (listeners bound before a later failure) end with
+            // their runtimes.
+            workers.stop().await;
+        }
+        started
+    }
+
+    async fn start_on(
+        spec: RuntimeConfigSpec,
+        options: Options,
+        metrics: Metrics,
+        workers: Workers,
+    ) -> Result<Self, StartError> {
+        let shutdown = Shutdown::new();
         // Checked before the access log file is opened; the reloader checks it again.
         let mut checked = spec.clone();
         options.overrides.apply(&mut checked);

@@ -44,6 +44,26 @@ async fn two_workers_serve_through_a_reload_and_drain_on_shutdown() {
         ..Reply::ok("b")
     })
     .await;
+    // A sidecar that fails to start (its admin address is taken) leaves no worker behind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut options = Options {
+        worker_threads: 2,
+        ..Options::default()
+    };
+    options.overrides.admin_address = Some(taken.local_addr().unwrap().to_string());
+    options.overrides.http_api_address = Some("127.0.0.1:0".to_owned());
+    let spec = outrigger_config::load_yaml(&config(&[a.addr], "", "")).expect("valid");
+    let err = outrigger_runtime::Sidecar::start(spec, options, outrigger_runtime::Metrics::new())
+        .await
+        .err()
+        .expect("the admin address is taken");
+    assert!(err.to_string().contains("admin"), "{err}");
+    assert_eq!(
+        worker_threads_running(),
+        0,
+        "the workers of a failed start ended"
+    );
+
     let rt = start_with(
         &config(&[a.addr], "", ""),
         Options {
