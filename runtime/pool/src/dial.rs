@@ -7,10 +7,7 @@ use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::D
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{
-    local::{LocalListeners, LocalMux},
-    mux::Wire,
-};
+use crate::local::{LocalListeners, LocalMux, LocalWire};
 
 /// Any byte stream a pool can speak on.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -109,7 +106,7 @@ pub trait Open: Send + Sync + 'static {
     fn target(&self) -> String;
     /// The hand-off in protocol `W` when the target is a named listener of this process, which
     /// takes decoded frames instead of a stream; `None` for a target reached by a stream.
-    fn local<W: Wire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
+    fn local<W: LocalWire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
         None
     }
 }
@@ -184,7 +181,7 @@ impl Open for Dial {
         self.to_string()
     }
 
-    fn local<W: Wire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
+    fn local<W: LocalWire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
         match self {
             Dial::InProcess { listeners, name } => Some(W::local(listeners.as_ref(), name)),
             Dial::Tcp { .. } | Dial::Unix(_) => None,

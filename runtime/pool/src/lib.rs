@@ -21,7 +21,7 @@ pub use self::{
     http1::{
         BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange, exchange_waited,
     },
-    local::{LocalHttp, LocalListeners, LocalMux},
+    local::{LocalHttp, LocalListeners, LocalMux, LocalWire},
     mux::{
         Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,
         MuxSettings, Wire, write_batch,

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use outrigger_core::{ProxyError, StreamBody};
 
-use crate::mux::{Bolt, Dubbo, Wire};
+use crate::mux::wire::{Bolt, Dubbo, Wire};
 
 /// The named listeners of this process.
 pub trait LocalListeners: Send + Sync + 'static {
@@ -39,4 +39,22 @@ pub trait LocalMux<W: Wire>: Send + Sync + 'static {
     /// Routes and forwards one request frame: the upstream's answer (none for a one-way
     /// request), or the proxy's own failure.
     fn call(&self, request: W::Frame) -> BoxFuture<'_, Result<Option<W::Frame>, ProxyError>>;
+}
+
+/// A multiplexed protocol whose requests a named listener of this process can be handed.
+pub trait LocalWire: Wire + Sized {
+    /// The hand-off to the named listener `name`, in this protocol.
+    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>>;
+}
+
+impl LocalWire for Bolt {
+    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>> {
+        listeners.bolt(name)
+    }
+}
+
+impl LocalWire for Dubbo {
+    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>> {
+        listeners.dubbo(name)
+    }
 }

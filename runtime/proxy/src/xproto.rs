@@ -22,7 +22,7 @@ use outrigger_core::{
     ProtocolLabels, ProxyError, Span, SpanKind, StatusLabel, TRACEPARENT, TraceContext,
     XprotocolLabels,
 };
-use outrigger_pool::{FrameKind, Io, MuxError, MuxPool, Wire, write_batch};
+use outrigger_pool::{FrameKind, Io, LocalWire, MuxError, MuxPool, write_batch};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::{Semaphore, mpsc},
@@ -50,7 +50,7 @@ const WRITE_QUEUE: usize = 256;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// What the proxy core needs of a multiplexed protocol beyond its framing.
-pub(crate) trait ServerProtocol: Wire<Frame: Health> + Sized {
+pub(crate) trait ServerProtocol: LocalWire<Frame: Health> {
     /// What routes see of a request.
     type View<'a>: RequestView;
 

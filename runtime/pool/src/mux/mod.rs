@@ -12,7 +12,7 @@
 //! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
 //! `pool::http1`) or for what a frame means (see `channel` and `proxy`).
 
-mod wire;
+pub(crate) mod wire;
 
 use std::{
     collections::HashMap,
@@ -44,7 +44,7 @@ use outrigger_core::{
 use crate::{
     bounded::PoolError,
     dial::{ConnectError, Dial, Io, Open},
-    local::LocalMux,
+    local::{LocalMux, LocalWire},
     wait::WaitLimit,
 };
 
@@ -260,7 +260,7 @@ struct PoolInner<W: Wire, O> {
     _series: PoolSeries,
 }
 
-impl<W: Wire, O: Open> MuxPool<W, O> {
+impl<W: LocalWire, O: Open> MuxPool<W, O> {
     /// An empty pool; connections are opened on demand. Inside a tokio runtime, a task closes
     /// idle connections and ends with the pool.
     pub fn new(settings: MuxSettings, opener: O, metrics: &Metrics) -> Self {

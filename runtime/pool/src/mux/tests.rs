@@ -66,7 +66,7 @@ struct Harness<W: Wire> {
     metrics: Metrics,
 }
 
-impl<W: Wire> Harness<W> {
+impl<W: LocalWire> Harness<W> {
     fn new(size: usize, heartbeat: Option<Heartbeat>) -> Self {
         let (tx, conns) = mpsc::unbounded_channel();
         let opened = Arc::new(AtomicUsize::new(0));

@@ -5,11 +5,7 @@
 //! beyond that (routing, status mapping), which the channel and proxy modules own.
 
 use bytes::{Bytes, BytesMut};
-use std::{io, sync::Arc};
-
 use outrigger_codec::{DecodeError, EncodeError, Limits, bolt, dubbo};
-
-use crate::local::{LocalListeners, LocalMux};
 
 /// What a frame is, as a connection sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +47,6 @@ pub trait Wire: Send + Sync + 'static {
     fn heartbeat(id: u64) -> Self::Frame;
     /// The acknowledgement of a heartbeat.
     fn heartbeat_ack(heartbeat: &Self::Frame) -> Self::Frame;
-    /// The hand-off to the named listener `name` of this process, in this protocol.
-    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>>;
 }
 
 /// SOFA Bolt (v1 and v2).
@@ -107,10 +101,6 @@ impl Wire for Bolt {
 
     fn heartbeat_ack(heartbeat: &bolt::Frame) -> bolt::Frame {
         heartbeat.heartbeat_ack()
-    }
-
-    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>> {
-        listeners.bolt(name)
     }
 }
 
@@ -168,10 +158,6 @@ impl Wire for Dubbo {
 
     fn heartbeat_ack(heartbeat: &dubbo::Frame) -> dubbo::Frame {
         heartbeat.heartbeat_reply()
-    }
-
-    fn local(listeners: &dyn LocalListeners, name: &str) -> io::Result<Arc<dyn LocalMux<Self>>> {
-        listeners.dubbo(name)
     }
 }
 
