@@ -13,6 +13,7 @@ mod http1;
 mod local;
 mod mux;
 mod wait;
+mod wire;
 
 pub use self::{
     bounded::{Connector, Pool, PoolError, PoolSettings, Pooled},
@@ -22,9 +23,7 @@ pub use self::{
         BodyError, ExchangeError, Http1Conn, Http1Connector, Http1Pool, exchange, exchange_waited,
     },
     local::{LocalHttp, LocalListeners, LocalMux, LocalWire},
-    mux::{
-        Bolt, Dubbo, FrameKind, Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool,
-        MuxSettings, Wire, write_batch,
-    },
+    mux::{Heartbeat, MAX_PENDING_PER_CONNECTION, MuxError, MuxPool, MuxSettings, write_batch},
     wait::{WaitLimit, Waiting},
+    wire::{Bolt, Dubbo, FrameKind, Wire},
 };

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use outrigger_core::{ProxyError, StreamBody};
 
-use crate::mux::wire::{Bolt, Dubbo, Wire};
+use crate::wire::{Bolt, Dubbo, Wire};
 
 /// The named listeners of this process.
 pub trait LocalListeners: Send + Sync + 'static {

@@ -12,8 +12,6 @@
 //! `dubbo` channels and by the proxy core's Bolt and Dubbo upstreams. Not for HTTP (see
 //! `pool::http1`) or for what a frame means (see `channel` and `proxy`).
 
-pub(crate) mod wire;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -35,7 +33,6 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use self::wire::{Bolt, Dubbo, FrameKind, Wire};
 use outrigger_core::{
     Cause, Failure, HeartbeatLabels, LabelStr, Metrics, MuxCallLabels, NameLabels, PoolSeries,
     ProtocolLabels, ProxyError, StatusLabel,
@@ -46,6 +43,7 @@ use crate::{
     dial::{ConnectError, Dial, Io, Open},
     local::{LocalMux, LocalWire},
     wait::WaitLimit,
+    wire::{FrameKind, Wire},
 };
 
 /// Calls one connection may have waiting for answers; a pool allows `size` times this.

@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use super::*;
+use crate::{Bolt, Dubbo};
 
 /// Opens in-memory pipes; the test gets the far end of each.
 struct Pipes {
