@@ -572,6 +572,8 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
                 cpu_limit: opt(&sc["resources"]["limits"]["cpu"]),
                 memory_request: opt(&sc["resources"]["requests"]["memory"]),
                 memory_limit: opt(&sc["resources"]["limits"]["memory"]),
+                threads: u32::try_from(sc["threads"].as_u64().expect("threads"))
+                    .expect("threads"),
                 identity: None,
             },
             "{scenario:?}"

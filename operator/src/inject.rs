@@ -2,11 +2,11 @@
 //! container (or a native sidecar: an init container with `restartPolicy: Always`, placed first so
 //! it is ready before the app starts and outlives it), the config volume, ports, probes on the admin
 //! port, a non-root read-only security context, resources and log level from annotations with
-//! operator-wide defaults, the `outrigger.dev/injected` label, and in every app container the
-//! variables Dapr's and Layotto's SDKs find the sidecar by (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`,
-//! `runtime_GRPC_PORT`), unless the container sets them. A pod left unchanged always says
-//! why, and the reasons a user should hear about come back as warnings. Not for AdmissionReview
-//! plumbing (`admission`) or manifest files (`manifests`).
+//! operator-wide defaults, worker threads from the CPU limit, the `outrigger.dev/injected` label,
+//! and in every app container the variables Dapr's and Layotto's SDKs find the sidecar by
+//! (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`, `runtime_GRPC_PORT`), unless the container sets them. A
+//! pod left unchanged always says why, and the reasons a user should hear about come back as
+//! warnings. Not for AdmissionReview plumbing (`admission`) or manifest files (`manifests`).
 
 use std::{collections::BTreeMap, fmt};
 
@@ -25,7 +25,8 @@ use crate::{
         DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_APP,
         LABEL_INJECTED, NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT,
         SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME,
-        SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
+        SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME, SIDECAR_RUN_AS_USER,
+        SIDECAR_THREADS_MAX_DERIVED, SIDECAR_THREADS_WITHOUT_CPU_LIMIT, SIDECAR_VOLUME_NAME,
         TRUST_BUNDLE_PATH,
     },
     quantity,
@@ -55,6 +56,9 @@ pub struct SidecarSettings {
     pub memory_request: Option<String>,
     /// Default memory limit; `None` sets none.
     pub memory_limit: Option<String>,
+    /// The sidecar's worker threads (`--threads`); 0 derives them from its CPU limit (see
+    /// [`sidecar_threads`]).
+    pub threads: u32,
     /// Workload identity, when the operator issues it: each injected pod gets a volume for the
     /// sidecar (a `podCertificate`, or a ServiceAccount token for the identity endpoint) and the
     /// flags naming it.
@@ -116,6 +120,7 @@ impl Default for SidecarSettings {
             cpu_limit: None,
             memory_request: Some("32Mi".to_owned()),
             memory_limit: Some("128Mi".to_owned()),
+            threads: 0,
             identity: None,
         }
     }
@@ -397,6 +402,30 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     }
 }
 
+/// The sidecar's worker threads: `setting` when it is above 0; else its CPU limit in cores
+/// rounded up (at least 1, at most [`SIDECAR_THREADS_MAX_DERIVED`]), so it never runs more
+/// threads than the CPU time it may use; else [`SIDECAR_THREADS_WITHOUT_CPU_LIMIT`]. Without a
+/// limit the sidecar would otherwise start one thread per CPU of the node.
+pub fn sidecar_threads(setting: u32, cpu_limit: Option<f64>) -> u32 {
+    if setting > 0 {
+        return setting;
+    }
+    match cpu_limit {
+        // A limit is a whole number of millicores: the slack keeps "1000m" (not exactly 1.0 in
+        // floating point) at 1.
+        Some(cores) => {
+            let rounded = (cores - 1e-6)
+                .ceil()
+                .clamp(1.0, f64::from(SIDECAR_THREADS_MAX_DERIVED));
+            // In range by the clamp.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let threads = rounded as u32;
+            threads
+        }
+        None => SIDECAR_THREADS_WITHOUT_CPU_LIMIT,
+    }
+}
+
 /// The app a pod serves, for its headless Service `<app>-outrigger`: the annotation
 /// `outrigger.dev/app`, else the label `app.kubernetes.io/name`, else the label `app`. `None`,
 /// with a warning, when there is none or it cannot name a Service.
@@ -549,6 +578,8 @@ fn sidecar_container(
             "failureThreshold": failures,
         })
     };
+    let (resources, cpu_limit) = resources(pod, settings, warnings);
+    let threads = sidecar_threads(settings.threads, cpu_limit);
     let mut container = json!({
         "name": SIDECAR_CONTAINER_NAME,
         "image": settings.image,
@@ -556,6 +587,7 @@ fn sidecar_container(
             "--config", CONFIG_FILE_PATH,
             "--admin-address", SIDECAR_ADMIN_LISTEN,
             "--log-level", log_level,
+            format!("--threads={threads}"),
         ],
         "ports": [
             { "name": SIDECAR_GRPC_PORT_NAME, "containerPort": SIDECAR_GRPC_PORT, "protocol": "TCP" },
@@ -570,7 +602,7 @@ fn sidecar_container(
         ],
         "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
-        "resources": resources(pod, settings, warnings),
+        "resources": resources,
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": SIDECAR_RUN_AS_USER,
@@ -647,8 +679,13 @@ fn sidecar_container(
 }
 
 /// Requests and limits: annotations over defaults; a bad annotation warns and the default is used;
-/// a request above its limit is lowered to the limit (the API server would reject the pod).
-fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) -> Value {
+/// a request above its limit is lowered to the limit (the API server would reject the pod). Also
+/// the CPU limit in cores, if there is one.
+fn resources(
+    pod: &Pod,
+    settings: &SidecarSettings,
+    warnings: &mut Vec<String>,
+) -> (Value, Option<f64>) {
     let mut pick = |key: &str, default: &Option<String>| -> Option<quantity::Quantity> {
         let from_default = || default.as_deref().and_then(|d| quantity::parse(d).ok());
         match annotation(pod, key) {
@@ -667,6 +704,7 @@ fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) 
     let cpu_limit = pick(ANNOTATION_CPU_LIMIT, &settings.cpu_limit);
     let memory_request = pick(ANNOTATION_MEMORY_REQUEST, &settings.memory_request);
     let memory_limit = pick(ANNOTATION_MEMORY_LIMIT, &settings.memory_limit);
+    let cpu_cores = cpu_limit.as_ref().map(|q| q.value);
 
     let mut requests = BTreeMap::new();
     let mut limits = BTreeMap::new();
@@ -698,7 +736,7 @@ fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) 
     if !limits.is_empty() {
         out.insert("limits".into(), json!(limits));
     }
-    Value::Object(out)
+    (Value::Object(out), cpu_cores)
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {

@@ -89,6 +89,12 @@ pub const APP_PORT_ENV: [(&str, i32); 3] = [
     ("DAPR_GRPC_PORT", SIDECAR_GRPC_PORT),
     ("runtime_GRPC_PORT", SIDECAR_GRPC_PORT),
 ];
+/// Worker threads of a sidecar without a CPU limit when `--sidecar-threads` is 0 (Istio's
+/// sidecar default concurrency): not one per node CPU, which on a large node would be dozens.
+pub const SIDECAR_THREADS_WITHOUT_CPU_LIMIT: u32 = 2;
+/// The most worker threads derived from a CPU limit (a larger `--sidecar-threads` is used as
+/// given).
+pub const SIDECAR_THREADS_MAX_DERIVED: u32 = 64;
 /// Name of the gRPC container port.
 pub const SIDECAR_GRPC_PORT_NAME: &str = "grpc";
 /// Name of the admin container port.

@@ -337,7 +337,8 @@ fn injected_pods_field_by_field() {
                 "--admin-address",
                 "0.0.0.0:34999",
                 "--log-level",
-                "info"
+                "info",
+                "--threads=2"
             ],
             "{case}"
         );
@@ -784,7 +785,7 @@ fn app_port_gives_the_sidecar_an_inbound_listener() {
         let (doc, warnings) = injected(&v, &webhook(false), &SidecarSettings::default());
         let c = sidecar(&doc, true);
         let all = c.args.unwrap();
-        let extra_args: Vec<&str> = all[6..].iter().map(String::as_str).collect();
+        let extra_args: Vec<&str> = all[7..].iter().map(String::as_str).collect();
         assert_eq!(extra_args, args.clone().unwrap_or_default(), "{case}");
         let inbound = c
             .ports
@@ -833,7 +834,7 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     let c = sidecar(&doc, true);
     let args = c.args.unwrap();
     assert_eq!(
-        args[6..],
+        args[7..],
         [
             "--identity-credential-bundle",
             "/var/run/outrigger/identity/credentialbundle.pem",
@@ -890,7 +891,7 @@ fn sidecars_get_a_token_for_the_identity_endpoint_where_there_are_no_pod_certifi
     );
     let c = sidecar(&doc, true);
     assert_eq!(
-        c.args.unwrap()[6..],
+        c.args.unwrap()[7..],
         [
             "--identity-csr-endpoint",
             "outrigger-webhook.outrigger-system.svc:9444",
@@ -927,7 +928,7 @@ fn the_inbound_port_follows_the_operator_setting() {
     let (doc, _) = injected(&v, &webhook(false), &settings);
     let c = sidecar(&doc, true);
     assert_eq!(
-        c.args.unwrap()[6..],
+        c.args.unwrap()[7..],
         [
             "--inbound-app-port",
             "8080",
@@ -1009,4 +1010,109 @@ fn pods_with_an_inbound_listener_are_labelled_with_their_app() {
         json!({ "app": "web" }),
     );
     assert_eq!((label, warnings.len()), (None, 0));
+}
+
+#[test]
+fn sidecar_threads_follow_the_setting_else_the_cpu_limit_else_two() {
+    // (case, --sidecar-threads, --sidecar-cpu-limit, pod annotations, --threads, warns)
+    let cases = [
+        ("no limit", 0, None, json!({}), "--threads=2", false),
+        (
+            "1500m rounds up",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1500m" }),
+            "--threads=2",
+            false,
+        ),
+        (
+            "one core",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "1000m is one core",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1000m" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "under a core: one",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "250m" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "the flag's limit",
+            0,
+            Some("3"),
+            json!({}),
+            "--threads=3",
+            false,
+        ),
+        (
+            "the annotation's limit over the flag's",
+            0,
+            Some("3"),
+            json!({ "outrigger.dev/cpu-limit": "2" }),
+            "--threads=2",
+            false,
+        ),
+        (
+            "a bad annotation: the flag's limit",
+            0,
+            Some("500m"),
+            json!({ "outrigger.dev/cpu-limit": "lots" }),
+            "--threads=1",
+            true,
+        ),
+        (
+            "a huge limit is capped",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1000" }),
+            "--threads=64",
+            false,
+        ),
+        (
+            "the setting wins",
+            6,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1" }),
+            "--threads=6",
+            false,
+        ),
+    ];
+    for (case, threads, cpu_limit, extra, expected, warns) in cases {
+        let settings = SidecarSettings {
+            threads,
+            cpu_limit: cpu_limit.map(str::to_owned),
+            ..SidecarSettings::default()
+        };
+        let mut annotations = extra.as_object().unwrap().clone();
+        annotations.insert("outrigger.dev/inject".into(), json!("true"));
+        let (doc, warnings) = injected(
+            &plain_pod(Value::Object(annotations)),
+            &webhook(false),
+            &settings,
+        );
+        assert_eq!(warnings.is_empty(), !warns, "{case}: {warnings:?}");
+        let args = sidecar(&doc, true).args.unwrap();
+        assert_eq!(args[6], expected, "{case}");
+        assert_eq!(
+            args.iter().filter(|a| a.starts_with("--threads")).count(),
+            1,
+            "{case}"
+        );
+    }
+    assert_eq!(sidecar_threads(0, Some(0.0)), 1, "at least one");
+    assert_eq!(sidecar_threads(0, Some(2.001)), 3);
+    assert_eq!(sidecar_threads(5, None), 5);
 }
