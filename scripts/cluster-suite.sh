@@ -11,7 +11,10 @@ kit=$1
 shift
 started=$(date +%s)
 root=$PWD
-bins=$root/target/debug
+# Where cargo puts the binaries: $CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$root/$target ;; esac
+bins=$target/debug
 
 # The same build as the suite's (a no-op after it): the binaries its integration tests ran.
 echo "==> cluster suite: the binaries the images hold" >&2

@@ -572,6 +572,7 @@ fn operator_args_and_env_are_real_flags_that_match_the_chart() {
                 cpu_limit: opt(&sc["resources"]["limits"]["cpu"]),
                 memory_request: opt(&sc["resources"]["requests"]["memory"]),
                 memory_limit: opt(&sc["resources"]["limits"]["memory"]),
+                threads: u32::try_from(sc["threads"].as_u64().expect("threads")).expect("threads"),
                 identity: None,
             },
             "{scenario:?}"
@@ -2162,7 +2163,7 @@ fn skip_reasons() -> Vec<Skip> {
             namespace: "shop".to_owned(),
             name: "default".to_owned(),
         },
-        Skip::VolumeConflict,
+        Skip::VolumeConflict("outrigger-config".to_owned()),
     ];
     for s in &all {
         match s {
@@ -2172,7 +2173,7 @@ fn skip_reasons() -> Vec<Skip> {
             | Skip::SystemNamespace
             | Skip::BadInjectAnnotation(_)
             | Skip::ConfigNotFound { .. }
-            | Skip::VolumeConflict => {}
+            | Skip::VolumeConflict(_) => {}
         }
     }
     all

@@ -255,6 +255,10 @@ pub struct SidecarArgs {
     /// Sidecar memory limit (empty for none).
     #[arg(long, default_value = "128Mi", value_parser = quantity_arg)]
     pub sidecar_memory_limit: String,
+    /// Worker threads of the sidecar (its --threads); 0: its CPU limit in cores rounded up, or 2
+    /// when it has no CPU limit.
+    #[arg(long, default_value_t = 0)]
+    pub sidecar_threads: u32,
 }
 
 impl SidecarArgs {
@@ -271,6 +275,7 @@ impl SidecarArgs {
             cpu_limit: opt(&self.sidecar_cpu_limit),
             memory_request: opt(&self.sidecar_memory_request),
             memory_limit: opt(&self.sidecar_memory_limit),
+            threads: self.sidecar_threads,
             identity: None,
         }
     }
@@ -323,7 +328,7 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        let cases: [(&[&str], bool); 13] = [
+        let cases: [(&[&str], bool); 15] = [
             (
                 &[
                     "run",
@@ -395,6 +400,8 @@ mod tests {
                 true,
             ),
             (&["webhook", "--sidecar-memory-limit", "lots"], false),
+            (&["webhook", "--sidecar-threads", "4"], true),
+            (&["webhook", "--sidecar-threads", "-1"], false),
             (&["webhook", "--sidecar-log-level", "loud"], false),
             (&["render", "-f", "rc.yaml", "--file-only"], true),
             (
@@ -424,6 +431,7 @@ mod tests {
             "--native-sidecar=false",
             "--sidecar-cpu-request",
             "",
+            "--sidecar-threads=3",
         ])
         .unwrap();
         let Command::Inject(args) = cli.command else {
@@ -432,5 +440,6 @@ mod tests {
         let s = args.sidecar.settings();
         assert!(!s.native_sidecar);
         assert_eq!(s.cpu_request, None);
+        assert_eq!(s.threads, 3);
     }
 }

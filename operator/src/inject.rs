@@ -2,31 +2,35 @@
 //! container (or a native sidecar: an init container with `restartPolicy: Always`, placed first so
 //! it is ready before the app starts and outlives it), the config volume, ports, probes on the admin
 //! port, a non-root read-only security context, resources and log level from annotations with
-//! operator-wide defaults, the `outrigger.dev/injected` label, and in every app container the
-//! variables Dapr's and Layotto's SDKs find the sidecar by (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`,
-//! `runtime_GRPC_PORT`), unless the container sets them. A pod left unchanged always says
-//! why, and the reasons a user should hear about come back as warnings. Not for AdmissionReview
-//! plumbing (`admission`) or manifest files (`manifests`).
+//! operator-wide defaults, worker threads from the CPU limit, the `outrigger.dev/injected` label,
+//! and in every app container the variables Dapr's and Layotto's SDKs find the sidecar by
+//! (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`, `runtime_GRPC_PORT`), unless the container sets them.
+//! Pods annotated `outrigger.dev/api-socket: "true"` also get the gRPC API on a unix socket in a
+//! volume the app containers mount, and `DAPR_GRPC_ENDPOINT` naming it. A pod left unchanged
+//! always says why, and the reasons a user should hear about come back as warnings. Not for
+//! AdmissionReview plumbing (`admission`) or manifest files (`manifests`).
 
 use std::{collections::BTreeMap, fmt};
 
 use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use outrigger_config::{DISCOVERY_SERVICE_SUFFIX, IDENTITY_TOKEN_AUDIENCE};
 use serde_json::{Value, json};
 
 use crate::{
     names::{
-        ANNOTATION_APP, ANNOTATION_APP_PORT, ANNOTATION_APP_PROTOCOL, ANNOTATION_CONFIG,
-        ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST, ANNOTATION_INJECT,
-        ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
+        ANNOTATION_API_SOCKET, ANNOTATION_APP, ANNOTATION_APP_PORT, ANNOTATION_APP_PROTOCOL,
+        ANNOTATION_CONFIG, ANNOTATION_CONFIG_HASH, ANNOTATION_CPU_LIMIT, ANNOTATION_CPU_REQUEST,
+        ANNOTATION_INJECT, ANNOTATION_INJECT_POLICY, ANNOTATION_INJECTION, ANNOTATION_LOG_LEVEL,
         ANNOTATION_MEMORY_LIMIT, ANNOTATION_MEMORY_REQUEST, ANNOTATION_NATIVE_SIDECAR,
-        APP_PORT_ENV, APP_PROTOCOLS, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH, DEFAULT_CONFIG_NAME,
-        DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED, INJECTION_SKIPPED_PREFIX, LABEL_APP,
-        LABEL_INJECTED, NEVER_INJECT_NAMESPACE, SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT,
-        SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME, SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME,
-        SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME, SIDECAR_RUN_AS_USER, SIDECAR_VOLUME_NAME,
-        TRUST_BUNDLE_PATH,
+        API_SOCKET_ENV, API_SOCKET_MOUNT_PATH, API_SOCKET_PATH, API_SOCKET_SIZE_LIMIT,
+        API_SOCKET_VOLUME_NAME, APP_PORT_ENV, APP_PROTOCOLS, CONFIG_FILE_PATH, CONFIG_MOUNT_PATH,
+        DEFAULT_CONFIG_NAME, DEFAULT_SIDECAR_IMAGE, INJECT_POLICY_REQUIRED,
+        INJECTION_SKIPPED_PREFIX, LABEL_APP, LABEL_INJECTED, NEVER_INJECT_NAMESPACE,
+        SIDECAR_ADMIN_LISTEN, SIDECAR_ADMIN_PORT, SIDECAR_ADMIN_PORT_NAME, SIDECAR_CONTAINER_NAME,
+        SIDECAR_GRPC_PORT, SIDECAR_GRPC_PORT_NAME, SIDECAR_INBOUND_PORT, SIDECAR_INBOUND_PORT_NAME,
+        SIDECAR_RUN_AS_USER, SIDECAR_THREADS_MAX_DERIVED, SIDECAR_THREADS_WITHOUT_CPU_LIMIT,
+        SIDECAR_VOLUME_NAME, TRUST_BUNDLE_PATH,
     },
     quantity,
 };
@@ -55,6 +59,9 @@ pub struct SidecarSettings {
     pub memory_request: Option<String>,
     /// Default memory limit; `None` sets none.
     pub memory_limit: Option<String>,
+    /// The sidecar's worker threads (`--threads`); 0 derives them from its CPU limit (see
+    /// [`sidecar_threads`]).
+    pub threads: u32,
     /// Workload identity, when the operator issues it: each injected pod gets a volume for the
     /// sidecar (a `podCertificate`, or a ServiceAccount token for the identity endpoint) and the
     /// flags naming it.
@@ -116,6 +123,7 @@ impl Default for SidecarSettings {
             cpu_limit: None,
             memory_request: Some("32Mi".to_owned()),
             memory_limit: Some("128Mi".to_owned()),
+            threads: 0,
             identity: None,
         }
     }
@@ -168,8 +176,9 @@ pub enum Skip {
         /// RuntimeConfig name.
         name: String,
     },
-    /// The pod already has a volume named `outrigger-config`.
-    VolumeConflict,
+    /// The pod already has a volume of a name the injector adds (`outrigger-config`, and
+    /// `outrigger-identity` or `outrigger-api-socket` when it adds those); the name.
+    VolumeConflict(String),
 }
 
 impl Skip {
@@ -193,7 +202,7 @@ impl Skip {
             Skip::SystemNamespace => "system_namespace",
             Skip::BadInjectAnnotation(_) => "bad_inject_annotation",
             Skip::ConfigNotFound { .. } => "config_not_found",
-            Skip::VolumeConflict => "volume_conflict",
+            Skip::VolumeConflict(_) => "volume_conflict",
         }
     }
 }
@@ -218,9 +227,9 @@ impl fmt::Display for Skip {
                 f,
                 "RuntimeConfig {namespace}/{name} (annotation {ANNOTATION_CONFIG}) does not exist; sidecar not injected"
             ),
-            Skip::VolumeConflict => write!(
+            Skip::VolumeConflict(name) => write!(
                 f,
-                "the pod already has a volume named {SIDECAR_VOLUME_NAME}; sidecar not injected"
+                "the pod already has a volume named {name}; sidecar not injected"
             ),
         }
     }
@@ -270,16 +279,20 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
         return Injection::Unchanged(skip);
     }
     let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
-        v.iter().any(|v| {
-            v.name == SIDECAR_VOLUME_NAME
-                || (settings.identity.is_some() && v.name == IDENTITY_VOLUME_NAME)
-        })
-    }) {
-        return Injection::Unchanged(Skip::VolumeConflict);
+    let mut warnings = Vec::new();
+    let api_socket = api_socket(pod, &mut warnings);
+    let ours = [
+        Some(SIDECAR_VOLUME_NAME),
+        settings.identity.as_ref().map(|_| IDENTITY_VOLUME_NAME),
+        api_socket.then_some(API_SOCKET_VOLUME_NAME),
+    ];
+    if let Some(taken) = spec
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| ours.contains(&Some(v.name.as_str()))))
+    {
+        return Injection::Unchanged(Skip::VolumeConflict(taken.name.clone()));
     }
 
-    let mut warnings = Vec::new();
     let native = match annotation(pod, ANNOTATION_NATIVE_SIDECAR) {
         None => settings.native_sidecar,
         Some("true") => true,
@@ -296,7 +309,7 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     // A pod serving on the inbound listener is found by other sidecars through its app's
     // headless Service, which selects this label.
     let app = inbound.as_ref().and_then(|_| app_name(pod, &mut warnings));
-    let container = sidecar_container(pod, settings, native, inbound, &mut warnings);
+    let container = sidecar_container(pod, settings, native, inbound, api_socket, &mut warnings);
     let volume = json!({
         "name": SIDECAR_VOLUME_NAME,
         "configMap": { "name": crate::desired::config_map_name(config_name(pod)) },
@@ -357,6 +370,13 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
             "projected": { "sources": sources },
         }));
     }
+    if api_socket {
+        // In memory: nothing of it reaches the node's disk, and it goes with the pod.
+        volumes.push(json!({
+            "name": API_SOCKET_VOLUME_NAME,
+            "emptyDir": { "medium": "Memory", "sizeLimit": API_SOCKET_SIZE_LIMIT },
+        }));
+    }
     let has_volumes = spec.is_some_and(|s| s.volumes.is_some());
     if has_volumes {
         for v in volumes {
@@ -365,23 +385,65 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     } else {
         ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
     }
-    // App containers, before the sidecar may shift their indices.
-    let app_containers = spec.map_or(&[][..], |s| s.containers.as_slice());
-    for (i, c) in app_containers.iter().enumerate() {
-        let index = i.to_string();
-        let set: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
-        let missing: Vec<Value> = APP_PORT_ENV
-            .iter()
-            .filter(|(name, _)| !set.contains(name))
-            .map(|(name, port)| json!({ "name": name, "value": port.to_string() }))
-            .collect();
-        if c.env.is_none() {
-            if !missing.is_empty() {
-                ops.push(add(&["spec", "containers", &index, "env"], json!(missing)));
+    // App containers, before the sidecar may shift their indices: the sidecar's ports in each
+    // regular one; with the API socket, the socket's volume and variable in every one (init
+    // containers after a native sidecar can call it too).
+    let lists = [
+        (
+            "containers",
+            spec.map_or(&[][..], |s| s.containers.as_slice()),
+            true,
+        ),
+        (
+            "initContainers",
+            spec.and_then(|s| s.init_containers.as_deref())
+                .unwrap_or_default(),
+            false,
+        ),
+    ];
+    for (list, containers, ports) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let mut vars: Vec<(&str, String)> = Vec::new();
+            if ports {
+                vars.extend(
+                    APP_PORT_ENV
+                        .iter()
+                        .map(|(name, port)| (*name, port.to_string())),
+                );
             }
-        } else {
-            for var in missing {
-                ops.push(add(&["spec", "containers", &index, "env", "-"], var));
+            if api_socket {
+                if mounts_path(c, API_SOCKET_MOUNT_PATH) {
+                    warnings.push(format!(
+                        "container {} already mounts {API_SOCKET_MOUNT_PATH}: it does not see the sidecar's API socket",
+                        c.name
+                    ));
+                } else {
+                    ops.extend(append(
+                        &["spec", list, &i.to_string(), "volumeMounts"],
+                        c.volume_mounts.is_some(),
+                        // Read-only: the app connects to the socket (which a read-only mount
+                        // allows) but cannot replace it.
+                        vec![json!({
+                            "name": API_SOCKET_VOLUME_NAME,
+                            "mountPath": API_SOCKET_MOUNT_PATH,
+                            "readOnly": true,
+                        })],
+                    ));
+                    vars.extend(API_SOCKET_ENV.iter().map(|(n, v)| (*n, (*v).to_owned())));
+                }
+            }
+            let set: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+            let missing: Vec<Value> = vars
+                .into_iter()
+                .filter(|(name, _)| !set.contains(name))
+                .map(|(name, value)| json!({ "name": name, "value": value }))
+                .collect();
+            if !missing.is_empty() {
+                ops.extend(append(
+                    &["spec", list, &i.to_string(), "env"],
+                    c.env.is_some(),
+                    missing,
+                ));
             }
         }
     }
@@ -394,6 +456,55 @@ pub fn inject(pod: &Pod, request: &Request<'_>, settings: &SidecarSettings) -> I
     Injection::Patched {
         patch: Patch(ops),
         warnings,
+    }
+}
+
+/// Whether the pod asks for the API socket (`outrigger.dev/api-socket: "true"`); any value but
+/// `"true"` and `"false"` warns and counts as `"false"`.
+fn api_socket(pod: &Pod, warnings: &mut Vec<String>) -> bool {
+    match annotation(pod, ANNOTATION_API_SOCKET) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_API_SOCKET}: \"{other}\" is neither \"true\" nor \"false\"; no API socket"
+            ));
+            false
+        }
+    }
+}
+
+/// Whether a container already mounts something at `path` (the API server refuses two mounts
+/// at one path).
+fn mounts_path(container: &Container, path: &str) -> bool {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path.trim_end_matches('/') == path)
+}
+
+/// The sidecar's worker threads: `setting` when it is above 0; else its CPU limit in cores
+/// rounded up (at least 1, at most [`SIDECAR_THREADS_MAX_DERIVED`]), so it never runs more
+/// threads than the CPU time it may use; else [`SIDECAR_THREADS_WITHOUT_CPU_LIMIT`]. Without a
+/// limit the sidecar would otherwise start one thread per CPU of the node.
+pub fn sidecar_threads(setting: u32, cpu_limit: Option<f64>) -> u32 {
+    if setting > 0 {
+        return setting;
+    }
+    match cpu_limit {
+        // A limit is a whole number of millicores: the slack keeps "1000m" (not exactly 1.0 in
+        // floating point) at 1.
+        Some(cores) => {
+            let rounded = (cores - 1e-6)
+                .ceil()
+                .clamp(1.0, f64::from(SIDECAR_THREADS_MAX_DERIVED));
+            // In range by the clamp.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let threads = rounded as u32;
+            threads
+        }
+        None => SIDECAR_THREADS_WITHOUT_CPU_LIMIT,
     }
 }
 
@@ -528,6 +639,7 @@ fn sidecar_container(
     settings: &SidecarSettings,
     native: bool,
     inbound: Option<Vec<String>>,
+    api_socket: bool,
     warnings: &mut Vec<String>,
 ) -> Value {
     let log_level = match annotation(pod, ANNOTATION_LOG_LEVEL) {
@@ -549,6 +661,8 @@ fn sidecar_container(
             "failureThreshold": failures,
         })
     };
+    let (resources, cpu_limit) = resources(pod, settings, warnings);
+    let threads = sidecar_threads(settings.threads, cpu_limit);
     let mut container = json!({
         "name": SIDECAR_CONTAINER_NAME,
         "image": settings.image,
@@ -556,6 +670,7 @@ fn sidecar_container(
             "--config", CONFIG_FILE_PATH,
             "--admin-address", SIDECAR_ADMIN_LISTEN,
             "--log-level", log_level,
+            format!("--threads={threads}"),
         ],
         "ports": [
             { "name": SIDECAR_GRPC_PORT_NAME, "containerPort": SIDECAR_GRPC_PORT, "protocol": "TCP" },
@@ -570,7 +685,7 @@ fn sidecar_container(
         ],
         "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
-        "resources": resources(pod, settings, warnings),
+        "resources": resources,
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": SIDECAR_RUN_AS_USER,
@@ -637,6 +752,16 @@ fn sidecar_container(
             }));
         }
     }
+    if api_socket {
+        if let Some(list) = container["args"].as_array_mut() {
+            list.push(json!(format!("--grpc-socket={API_SOCKET_PATH}")));
+        }
+        if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+            mounts.push(
+                json!({ "name": API_SOCKET_VOLUME_NAME, "mountPath": API_SOCKET_MOUNT_PATH }),
+            );
+        }
+    }
     if let (true, Some(obj)) = (native, container.as_object_mut()) {
         obj.insert("restartPolicy".into(), json!("Always"));
         // The kubelet starts the next container only after this passes: the app never
@@ -647,8 +772,13 @@ fn sidecar_container(
 }
 
 /// Requests and limits: annotations over defaults; a bad annotation warns and the default is used;
-/// a request above its limit is lowered to the limit (the API server would reject the pod).
-fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) -> Value {
+/// a request above its limit is lowered to the limit (the API server would reject the pod). Also
+/// the CPU limit in cores, if there is one.
+fn resources(
+    pod: &Pod,
+    settings: &SidecarSettings,
+    warnings: &mut Vec<String>,
+) -> (Value, Option<f64>) {
     let mut pick = |key: &str, default: &Option<String>| -> Option<quantity::Quantity> {
         let from_default = || default.as_deref().and_then(|d| quantity::parse(d).ok());
         match annotation(pod, key) {
@@ -667,6 +797,7 @@ fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) 
     let cpu_limit = pick(ANNOTATION_CPU_LIMIT, &settings.cpu_limit);
     let memory_request = pick(ANNOTATION_MEMORY_REQUEST, &settings.memory_request);
     let memory_limit = pick(ANNOTATION_MEMORY_LIMIT, &settings.memory_limit);
+    let cpu_cores = cpu_limit.as_ref().map(|q| q.value);
 
     let mut requests = BTreeMap::new();
     let mut limits = BTreeMap::new();
@@ -698,7 +829,7 @@ fn resources(pod: &Pod, settings: &SidecarSettings, warnings: &mut Vec<String>) 
     if !limits.is_empty() {
         out.insert("limits".into(), json!(limits));
     }
-    Value::Object(out)
+    (Value::Object(out), cpu_cores)
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -707,6 +838,17 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .as_ref()
         .and_then(|a| a.get(key))
         .map(String::as_str)
+}
+
+/// Appends `items` to the list at `tokens`: one `add` of the whole list when the object has none
+/// yet (`exists` false), else one `add` per item at the list's end (`-`).
+fn append(tokens: &[&str], exists: bool, items: Vec<Value>) -> Vec<PatchOperation> {
+    if !exists {
+        return vec![add(tokens, Value::Array(items))];
+    }
+    let mut path = tokens.to_vec();
+    path.push("-");
+    items.into_iter().map(|item| add(&path, item)).collect()
 }
 
 /// An `add` operation; each token is escaped (`/` → `~1`, `~` → `~0`) into the JSON pointer.

@@ -57,7 +57,7 @@ pub use crate::{
         CREDENTIAL_BUNDLE_FILE, IDENTITY_MOUNT_PATH, IDENTITY_TOKEN_EXPIRATION_SECS,
         IDENTITY_TOKEN_FILE, IDENTITY_VOLUME_NAME, Injection, Issuance, LOG_LEVELS, PodIdentity,
         Request, Selection, SidecarSettings, Skip, config_name, inject, is_injected,
-        policy_required, skip_patch,
+        policy_required, sidecar_threads, skip_patch,
     },
     leader::{
         Decision, LeaseConfig, LeaseObserver, decide, next_spec, release, released_spec,

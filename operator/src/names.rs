@@ -89,6 +89,52 @@ pub const APP_PORT_ENV: [(&str, i32); 3] = [
     ("DAPR_GRPC_PORT", SIDECAR_GRPC_PORT),
     ("runtime_GRPC_PORT", SIDECAR_GRPC_PORT),
 ];
+/// Pod annotation: `"true"` gives the sidecar's gRPC API a unix socket in a volume shared with
+/// every app container, and the app containers the variable an SDK connects to it by.
+pub const ANNOTATION_API_SOCKET: &str = "outrigger.dev/api-socket";
+/// Name of the in-memory `emptyDir` volume holding the API socket.
+pub const API_SOCKET_VOLUME_NAME: &str = "outrigger-api-socket";
+/// Where the API socket volume is mounted, in the sidecar and in the app containers.
+pub const API_SOCKET_MOUNT_PATH: &str = "/var/run/outrigger/api";
+/// The socket the sidecar's gRPC API accepts on (`--grpc-socket`), in [`API_SOCKET_MOUNT_PATH`].
+pub const API_SOCKET_PATH: &str = "/var/run/outrigger/api/grpc.sock";
+/// `sizeLimit` of the API socket volume: a socket takes no space; the limit only bounds what
+/// anything else written there may take from the pod's memory.
+pub const API_SOCKET_SIZE_LIMIT: &str = "1Mi";
+/// Environment variables an app container of a pod annotated [`ANNOTATION_API_SOCKET`] gets,
+/// unless it sets them, so an SDK calls the sidecar over the socket with no code change.
+///
+/// `DAPR_GRPC_ENDPOINT`, a gRPC target, is read ahead of `DAPR_GRPC_PORT` by every Dapr SDK,
+/// but not every one gets through the socket with it:
+/// - Go (`dapr/go-sdk` `client/client.go`: `NewClient` reads `DAPR_GRPC_ENDPOINT`,
+///   `client/internal/parse.go` turns `unix:///path` into a gRPC target): yes; grpc-go sends
+///   `:authority: localhost` on a unix socket.
+/// - Java (`dapr/java-sdk` `io.dapr.config.Properties.GRPC_ENDPOINT`, `NetworkUtils` passes the
+///   `unix:` target to grpc-java, which needs Netty's native epoll transport for it) and Python
+///   (`dapr/python-sdk` `dapr/conf/helpers.py` `GrpcEndpoint`; `dapr` 1.19.0 takes an absolute
+///   path, releases without the fix for dapr/python-sdk#1213 refuse it when the client is
+///   built): they dial the socket, but send the socket's path as `:authority`, which the
+///   sidecar's HTTP/2 server (h2) refuses with `PROTOCOL_ERROR` (hyperium/h2#487).
+/// - JavaScript (`dapr/js-sdk` `src/network/GrpcEndpoint.ts` refuses a path) and .NET
+///   (`dapr/dotnet-sdk` `DaprDefaults.GetDefaultGrpcEndpoint`; `DaprClientBuilder.Build` wants
+///   http or https): no, the client throws when it is built.
+///
+/// A container that must stay on TCP sets `DAPR_GRPC_ENDPOINT=http://127.0.0.1:34904` itself
+/// (every one of these SDKs accepts that value), and the injector leaves it alone.
+///
+/// Layotto's Go SDK (`mosn/layotto` `sdk/go-sdk`, now `layotto/go-sdk`, `client/client.go`)
+/// reads only `runtime_GRPC_PORT` and always dials 127.0.0.1; its apps pass the socket to
+/// `client.NewClientWithAddress("unix:///var/run/outrigger/api/grpc.sock")`.
+pub const API_SOCKET_ENV: [(&str, &str); 1] = [(
+    "DAPR_GRPC_ENDPOINT",
+    "unix:///var/run/outrigger/api/grpc.sock",
+)];
+/// Worker threads of a sidecar without a CPU limit when `--sidecar-threads` is 0 (Istio's
+/// sidecar default concurrency): not one per node CPU, which on a large node would be dozens.
+pub const SIDECAR_THREADS_WITHOUT_CPU_LIMIT: u32 = 2;
+/// The most worker threads derived from a CPU limit (a larger `--sidecar-threads` is used as
+/// given).
+pub const SIDECAR_THREADS_MAX_DERIVED: u32 = 64;
 /// Name of the gRPC container port.
 pub const SIDECAR_GRPC_PORT_NAME: &str = "grpc";
 /// Name of the admin container port.

@@ -248,7 +248,12 @@ mod tests {
             )
         };
         let a = SkipNotice::new(&rs("a", "ua"), "shop", None, &missing());
-        let a_other_reason = SkipNotice::new(&rs("a", "ua"), "shop", None, &Skip::VolumeConflict);
+        let a_other_reason = SkipNotice::new(
+            &rs("a", "ua"),
+            "shop",
+            None,
+            &Skip::VolumeConflict("outrigger-config".into()),
+        );
         let b = SkipNotice::new(&rs("b", "ub"), "shop", None, &missing());
         let mut once = OncePer::default();
         assert!(once.first(&a, t0));

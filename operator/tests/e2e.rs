@@ -727,13 +727,69 @@ async fn sidecars_in_real_pods() {
     )
     .await
     .unwrap();
+    // The app also asks for the gRPC API on a unix socket.
     deployments
-        .create(&PostParams::default(), &deployment("app", 1, json!({})))
+        .create(
+            &PostParams::default(),
+            &deployment("app", 1, json!({ "outrigger.dev/api-socket": "true" })),
+        )
         .await
         .unwrap();
     let app = ready_pods(&pods, "app", 1).await.remove(0);
     let app_name = app.metadata.name.clone().unwrap();
     let app_uid = app.metadata.uid.clone().unwrap();
+
+    // The socket is there, from inside the app container, with the variable the SDKs dial it by;
+    // the sidecar was told to serve it and how many worker threads to run.
+    let out = tool(
+        "kubectl",
+        &[
+            "exec",
+            "-n",
+            &ns.name,
+            &app_name,
+            "-c",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "test -S /var/run/outrigger/api/grpc.sock && echo \"$DAPR_GRPC_ENDPOINT\" \
+             && ls -ln /var/run/outrigger/api/grpc.sock",
+        ],
+    );
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("unix:///var/run/outrigger/api/grpc.sock"),
+        "DAPR_GRPC_ENDPOINT in the app container:\n{out}"
+    );
+    eprintln!(
+        "e2e: the API socket seen from the app container: {}",
+        lines.next().unwrap_or_default()
+    );
+    let sidecar_args = app
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "outrigger")
+        .and_then(|c| c.args.clone())
+        .expect("a native sidecar with args");
+    assert!(
+        sidecar_args.contains(&"--grpc-socket=/var/run/outrigger/api/grpc.sock".to_owned()),
+        "{sidecar_args:?}"
+    );
+    let threads: Vec<u32> = sidecar_args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--threads="))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        threads.len() == 1 && threads[0] >= 1,
+        "one --threads=N: {sidecar_args:?}"
+    );
 
     // A call from inside the app container through the sidecar's Dapr HTTP API to the upstream.
     let (status, body) = http_from_pod(

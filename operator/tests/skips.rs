@@ -76,7 +76,12 @@ async fn one_event_per_owner_and_reason() {
     let api = SkipNotice::new(&pod_of("api-7f1"), "shop", None, &missing("no-such-config"));
     tx.send(api).await.unwrap();
     let bare: Pod = serde_json::from_value(json!({ "metadata": { "name": "probe" } })).unwrap();
-    let bare = SkipNotice::new(&bare, "shop", Some("ns-uid".into()), &Skip::VolumeConflict);
+    let bare = SkipNotice::new(
+        &bare,
+        "shop",
+        Some("ns-uid".into()),
+        &Skip::VolumeConflict("outrigger-config".into()),
+    );
     tx.send(bare).await.unwrap();
     drop(tx);
 

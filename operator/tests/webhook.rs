@@ -259,6 +259,11 @@ async fn mutate_pods_over_https_produces_valid_pods() {
             json!({ "outrigger.dev/inject": "true", "outrigger.dev/native-sidecar": "false", "outrigger.dev/memory-limit": "256Mi", "outrigger.dev/log-level": "debug" }),
             false,
         ),
+        (
+            "API socket",
+            json!({ "outrigger.dev/inject": "true", "outrigger.dev/api-socket": "true" }),
+            true,
+        ),
     ];
     for (i, (case, annotations, native)) in cases.into_iter().enumerate() {
         let pod = app_pod(annotations);
@@ -307,16 +312,46 @@ async fn mutate_pods_over_https_produces_valid_pods() {
             );
             assert_eq!(sidecar.args.as_ref().unwrap()[5], "debug", "{case}");
         }
-        let config_map = &patched["spec"]["volumes"][0]["configMap"]["name"];
-        assert_eq!(
-            config_map,
-            if native {
-                "outrigger-checkout"
-            } else {
-                "outrigger-default"
-            },
+        // --sidecar-cpu-limit 500m: one worker thread.
+        assert!(
+            sidecar
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--threads=1".to_owned()),
             "{case}"
         );
+        let socket = patched["metadata"]["annotations"]["outrigger.dev/api-socket"] == "true";
+        let socket_arg = "--grpc-socket=/var/run/outrigger/api/grpc.sock".to_owned();
+        assert_eq!(
+            sidecar.args.as_ref().unwrap().contains(&socket_arg),
+            socket,
+            "{case}"
+        );
+        if socket {
+            let app = &spec.containers[0];
+            assert!(
+                app.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "outrigger-api-socket"
+                        && m.mount_path == "/var/run/outrigger/api"),
+                "{case}"
+            );
+            assert!(
+                app.env
+                    .iter()
+                    .flatten()
+                    .any(|e| e.name == "DAPR_GRPC_ENDPOINT"
+                        && e.value.as_deref() == Some("unix:///var/run/outrigger/api/grpc.sock")),
+                "{case}"
+            );
+        }
+        let config_map = &patched["spec"]["volumes"][0]["configMap"]["name"];
+        let config = patched["metadata"]["annotations"]["outrigger.dev/config"]
+            .as_str()
+            .unwrap_or("default");
+        assert_eq!(config_map, &format!("outrigger-{config}"), "{case}");
         assert_eq!(
             patched["metadata"]["labels"]["outrigger.dev/injected"], "true",
             "{case}"

@@ -144,7 +144,7 @@ fn skipped_pods_say_why() {
             "volume name taken",
             volume_clash,
             webhook(false),
-            Skip::VolumeConflict,
+            Skip::VolumeConflict("outrigger-config".into()),
             true,
         ),
     ];
@@ -337,7 +337,8 @@ fn injected_pods_field_by_field() {
                 "--admin-address",
                 "0.0.0.0:34999",
                 "--log-level",
-                "info"
+                "info",
+                "--threads=2"
             ],
             "{case}"
         );
@@ -784,7 +785,7 @@ fn app_port_gives_the_sidecar_an_inbound_listener() {
         let (doc, warnings) = injected(&v, &webhook(false), &SidecarSettings::default());
         let c = sidecar(&doc, true);
         let all = c.args.unwrap();
-        let extra_args: Vec<&str> = all[6..].iter().map(String::as_str).collect();
+        let extra_args: Vec<&str> = all[7..].iter().map(String::as_str).collect();
         assert_eq!(extra_args, args.clone().unwrap_or_default(), "{case}");
         let inbound = c
             .ports
@@ -833,7 +834,7 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     let c = sidecar(&doc, true);
     let args = c.args.unwrap();
     assert_eq!(
-        args[6..],
+        args[7..],
         [
             "--identity-credential-bundle",
             "/var/run/outrigger/identity/credentialbundle.pem",
@@ -865,7 +866,7 @@ fn sidecars_get_a_pod_certificate_identity_when_the_operator_signs_them() {
     taken["spec"]["volumes"] = json!([{ "name": "outrigger-identity", "emptyDir": {} }]);
     assert_eq!(
         inject(&pod(taken), &webhook(false), &settings),
-        Injection::Unchanged(Skip::VolumeConflict)
+        Injection::Unchanged(Skip::VolumeConflict("outrigger-identity".into()))
     );
 }
 
@@ -890,7 +891,7 @@ fn sidecars_get_a_token_for_the_identity_endpoint_where_there_are_no_pod_certifi
     );
     let c = sidecar(&doc, true);
     assert_eq!(
-        c.args.unwrap()[6..],
+        c.args.unwrap()[7..],
         [
             "--identity-csr-endpoint",
             "outrigger-webhook.outrigger-system.svc:9444",
@@ -927,7 +928,7 @@ fn the_inbound_port_follows_the_operator_setting() {
     let (doc, _) = injected(&v, &webhook(false), &settings);
     let c = sidecar(&doc, true);
     assert_eq!(
-        c.args.unwrap()[6..],
+        c.args.unwrap()[7..],
         [
             "--inbound-app-port",
             "8080",
@@ -1009,4 +1010,381 @@ fn pods_with_an_inbound_listener_are_labelled_with_their_app() {
         json!({ "app": "web" }),
     );
     assert_eq!((label, warnings.len()), (None, 0));
+}
+
+/// The `(name, value)` pairs of a container's plain environment variables.
+fn env_of(c: &Value) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .map(|env| {
+            env.iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_owned(),
+                        e["value"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The container named `name` in `list` (`containers` or `initContainers`).
+fn container<'a>(doc: &'a Value, list: &str, name: &str) -> &'a Value {
+    doc["spec"][list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} {name}"))
+}
+
+/// The mounts of a container at `path`, as `(volume, readOnly)`.
+fn mounts_at(c: &Value, path: &str) -> Vec<(String, bool)> {
+    c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["mountPath"] == path)
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["readOnly"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+const SOCKET_URL: &str = "unix:///var/run/outrigger/api/grpc.sock";
+
+#[test]
+fn the_socket_variable_names_the_socket_the_sidecar_serves() {
+    assert_eq!(API_SOCKET_ENV, [("DAPR_GRPC_ENDPOINT", SOCKET_URL)]);
+    assert_eq!(SOCKET_URL, format!("unix://{API_SOCKET_PATH}"));
+    assert_eq!(
+        API_SOCKET_PATH.rsplit_once('/').map(|(dir, _)| dir),
+        Some(API_SOCKET_MOUNT_PATH)
+    );
+}
+
+#[test]
+fn the_api_socket_is_shared_with_every_app_container() {
+    let v = json!({
+        "metadata": { "name": "a", "annotations": {
+            "outrigger.dev/inject": "true", "outrigger.dev/api-socket": "true" } },
+        "spec": {
+            "initContainers": [{ "name": "migrate", "image": "busybox" }],
+            "containers": [
+                { "name": "app", "image": "app" },
+                { "name": "own", "image": "app",
+                  "env": [{ "name": "DAPR_GRPC_ENDPOINT", "value": "http://127.0.0.1:34904" }],
+                  "volumeMounts": [{ "name": "data", "mountPath": "/data" }] },
+            ],
+            "volumes": [{ "name": "data", "emptyDir": {} }],
+        },
+    });
+    for native in [true, false] {
+        let settings = SidecarSettings {
+            native_sidecar: native,
+            ..SidecarSettings::default()
+        };
+        let (doc, warnings) = injected(&v, &webhook(false), &settings);
+        assert!(warnings.is_empty(), "native {native}: {warnings:?}");
+
+        // One in-memory volume, small: a socket takes no space.
+        let socket_volumes: Vec<_> = doc["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"] == "outrigger-api-socket")
+            .collect();
+        assert_eq!(
+            socket_volumes,
+            [&json!({ "name": "outrigger-api-socket",
+                      "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } })],
+            "native {native}"
+        );
+
+        // The sidecar listens there, on a mount it can write.
+        let c = sidecar(&doc, native);
+        assert_eq!(
+            c.args.as_ref().unwrap().last().map(String::as_str),
+            Some("--grpc-socket=/var/run/outrigger/api/grpc.sock"),
+            "native {native}"
+        );
+        let side = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            mounts_at(&side, "/var/run/outrigger/api"),
+            [("outrigger-api-socket".to_owned(), false)],
+            "native {native}"
+        );
+        assert!(
+            env_of(&side).iter().all(|(n, _)| n != "DAPR_GRPC_ENDPOINT"),
+            "native {native}: not on the sidecar"
+        );
+
+        // Every app container, init containers too, mounts it read-only and is told where it is;
+        // a container's own value wins; the TCP ports stay.
+        for (list, name) in [
+            ("containers", "app"),
+            ("containers", "own"),
+            ("initContainers", "migrate"),
+        ] {
+            let c = container(&doc, list, name);
+            assert_eq!(
+                mounts_at(c, "/var/run/outrigger/api"),
+                [("outrigger-api-socket".to_owned(), true)],
+                "native {native}: {name}"
+            );
+        }
+        let pairs = |l: &[(&str, &str)]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            env_of(container(&doc, "containers", "app")),
+            pairs(&[
+                ("DAPR_HTTP_PORT", "3500"),
+                ("DAPR_GRPC_PORT", "34904"),
+                ("runtime_GRPC_PORT", "34904"),
+                ("DAPR_GRPC_ENDPOINT", SOCKET_URL),
+            ]),
+            "native {native}"
+        );
+        assert_eq!(
+            env_of(container(&doc, "containers", "own")),
+            pairs(&[
+                ("DAPR_GRPC_ENDPOINT", "http://127.0.0.1:34904"),
+                ("DAPR_HTTP_PORT", "3500"),
+                ("DAPR_GRPC_PORT", "34904"),
+                ("runtime_GRPC_PORT", "34904"),
+            ]),
+            "native {native}: the container's own value wins"
+        );
+        assert_eq!(
+            mounts_at(container(&doc, "containers", "own"), "/data"),
+            [("data".to_owned(), false)],
+            "native {native}: its own mounts kept"
+        );
+        assert_eq!(
+            env_of(container(&doc, "initContainers", "migrate")),
+            pairs(&[("DAPR_GRPC_ENDPOINT", SOCKET_URL)]),
+            "native {native}"
+        );
+
+        // Injected once: the next pass (the API server's reinvocation) adds nothing.
+        let after = pod(doc.clone());
+        assert_eq!(
+            inject(&after, &webhook(false), &settings),
+            Injection::Unchanged(Skip::AlreadyInjected),
+            "native {native}"
+        );
+    }
+}
+
+#[test]
+fn the_api_socket_is_opt_in_and_a_bad_value_warns() {
+    for (value, warning) in [
+        (None, None),
+        (Some("false"), None),
+        (
+            Some("yes"),
+            Some(
+                "annotation outrigger.dev/api-socket: \"yes\" is neither \"true\" nor \"false\"; no API socket",
+            ),
+        ),
+    ] {
+        let mut annotations = json!({ "outrigger.dev/inject": "true" });
+        if let Some(value) = value {
+            annotations["outrigger.dev/api-socket"] = json!(value);
+        }
+        let (doc, warnings) = injected(
+            &plain_pod(annotations),
+            &webhook(false),
+            &SidecarSettings::default(),
+        );
+        assert_eq!(
+            warnings,
+            warning.map(str::to_owned).into_iter().collect::<Vec<_>>(),
+            "{value:?}"
+        );
+        assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 1);
+        let c = sidecar(&doc, true);
+        assert!(
+            c.args
+                .unwrap()
+                .iter()
+                .all(|a| !a.starts_with("--grpc-socket")),
+            "{value:?}"
+        );
+        let app = container(&doc, "containers", "app");
+        assert!(app.get("volumeMounts").is_none(), "{value:?}");
+        assert!(
+            env_of(app).iter().all(|(n, _)| n != "DAPR_GRPC_ENDPOINT"),
+            "{value:?}"
+        );
+    }
+}
+
+#[test]
+fn the_api_socket_leaves_a_taken_path_or_volume_name_alone() {
+    // A container with something of its own at the socket's path keeps it, and is told.
+    let mut v =
+        plain_pod(json!({ "outrigger.dev/inject": "true", "outrigger.dev/api-socket": "true" }));
+    v["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "mine", "mountPath": "/var/run/outrigger/api/" }]);
+    v["spec"]["volumes"] = json!([{ "name": "mine", "emptyDir": {} }]);
+    let (doc, warnings) = injected(&v, &webhook(false), &SidecarSettings::default());
+    assert_eq!(
+        warnings,
+        [
+            "container app already mounts /var/run/outrigger/api: it does not see the sidecar's API socket"
+        ]
+    );
+    let app = container(&doc, "containers", "app");
+    assert_eq!(
+        app["volumeMounts"],
+        json!([{ "name": "mine", "mountPath": "/var/run/outrigger/api/" }])
+    );
+    assert!(env_of(app).iter().all(|(n, _)| n != "DAPR_GRPC_ENDPOINT"));
+    // The sidecar still serves the socket (for the containers that do see it).
+    assert!(
+        sidecar(&doc, true)
+            .args
+            .unwrap()
+            .contains(&"--grpc-socket=/var/run/outrigger/api/grpc.sock".to_owned())
+    );
+
+    // A volume of the socket's name: the pod is skipped, naming it, only when it asks for the
+    // socket.
+    let mut taken =
+        plain_pod(json!({ "outrigger.dev/inject": "true", "outrigger.dev/api-socket": "true" }));
+    taken["spec"]["volumes"] = json!([{ "name": "outrigger-api-socket", "emptyDir": {} }]);
+    let skip = Skip::VolumeConflict("outrigger-api-socket".into());
+    assert_eq!(
+        inject(
+            &pod(taken.clone()),
+            &webhook(false),
+            &SidecarSettings::default()
+        ),
+        Injection::Unchanged(skip.clone())
+    );
+    assert_eq!(
+        skip.to_string(),
+        "the pod already has a volume named outrigger-api-socket; sidecar not injected"
+    );
+    taken["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("outrigger.dev/api-socket");
+    assert!(matches!(
+        inject(&pod(taken), &webhook(false), &SidecarSettings::default()),
+        Injection::Patched { .. }
+    ));
+}
+
+#[test]
+fn sidecar_threads_follow_the_setting_else_the_cpu_limit_else_two() {
+    // (case, --sidecar-threads, --sidecar-cpu-limit, pod annotations, --threads, warns)
+    let cases = [
+        ("no limit", 0, None, json!({}), "--threads=2", false),
+        (
+            "1500m rounds up",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1500m" }),
+            "--threads=2",
+            false,
+        ),
+        (
+            "one core",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "1000m is one core",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1000m" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "under a core: one",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "250m" }),
+            "--threads=1",
+            false,
+        ),
+        (
+            "the flag's limit",
+            0,
+            Some("3"),
+            json!({}),
+            "--threads=3",
+            false,
+        ),
+        (
+            "the annotation's limit over the flag's",
+            0,
+            Some("3"),
+            json!({ "outrigger.dev/cpu-limit": "2" }),
+            "--threads=2",
+            false,
+        ),
+        (
+            "a bad annotation: the flag's limit",
+            0,
+            Some("500m"),
+            json!({ "outrigger.dev/cpu-limit": "lots" }),
+            "--threads=1",
+            true,
+        ),
+        (
+            "a huge limit is capped",
+            0,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1000" }),
+            "--threads=64",
+            false,
+        ),
+        (
+            "the setting wins",
+            6,
+            None,
+            json!({ "outrigger.dev/cpu-limit": "1" }),
+            "--threads=6",
+            false,
+        ),
+    ];
+    for (case, threads, cpu_limit, extra, expected, warns) in cases {
+        let settings = SidecarSettings {
+            threads,
+            cpu_limit: cpu_limit.map(str::to_owned),
+            ..SidecarSettings::default()
+        };
+        let mut annotations = extra.as_object().unwrap().clone();
+        annotations.insert("outrigger.dev/inject".into(), json!("true"));
+        let (doc, warnings) = injected(
+            &plain_pod(Value::Object(annotations)),
+            &webhook(false),
+            &settings,
+        );
+        assert_eq!(warnings.is_empty(), !warns, "{case}: {warnings:?}");
+        let args = sidecar(&doc, true).args.unwrap();
+        assert_eq!(args[6], expected, "{case}");
+        assert_eq!(
+            args.iter().filter(|a| a.starts_with("--threads")).count(),
+            1,
+            "{case}"
+        );
+    }
+    assert_eq!(sidecar_threads(0, Some(0.0)), 1, "at least one");
+    assert_eq!(sidecar_threads(0, Some(2.001)), 3);
+    assert_eq!(sidecar_threads(5, None), 5);
 }
