@@ -221,13 +221,18 @@ impl Sidecar {
             .unwrap_or_default();
         if let Some(path) = &options.grpc_socket {
             let address = format!("unix://{}", path.display());
+            let bind_error = |source| StartError::Bind {
+                what: "grpcSocket",
+                address: address.clone(),
+                source,
+            };
             let socket = ApiListener::bind(&address, &workers)
                 .await
-                .map_err(|source| StartError::Bind {
-                    what: "grpcSocket",
-                    address,
-                    source,
-                })?;
+                .map_err(bind_error)?;
+            // The socket is shared with the app's containers, which run as any user: its
+            // directory (a pod's own volume) is what keeps others out.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .map_err(bind_error)?;
             api_listeners.extend(socket);
         }
         let admin_listener = TcpListener::bind(&spec.admin.address)

@@ -45,7 +45,6 @@ use tokio::{
     runtime::Handle,
     time::Instant,
 };
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -637,7 +636,7 @@ pub async fn serve(
                     }
                     ApiListener::Unix(l, path) => {
                         let r = router
-                            .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
+                            .serve_with_incoming_shutdown(incoming::accept(l, limits), signal)
                             .await;
                         let _ = std::fs::remove_file(path);
                         r
