@@ -3,6 +3,7 @@
 //! sidecar does not serve. (Setting and propagating the request id and the concurrency limit
 //! come from tower-http and tower; see `api::serve`.)
 
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -12,6 +13,7 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use outrigger_core::{GrpcLabels, Metrics, PathLabels};
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use crate::status::code_label;
 
@@ -63,7 +65,17 @@ pub(crate) struct Arrival(pub(crate) Instant);
 /// Records every gRPC call by path and status code, and its latency.
 #[derive(Clone)]
 pub(crate) struct GrpcMetricsLayer {
-    pub(crate) metrics: Metrics,
+    metrics: Metrics,
+    series: Arc<PathSeries>,
+}
+
+impl GrpcMetricsLayer {
+    pub(crate) fn new(metrics: Metrics) -> Self {
+        GrpcMetricsLayer {
+            metrics,
+            series: Arc::default(),
+        }
+    }
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
@@ -72,6 +84,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
         GrpcMetrics {
             inner,
             metrics: self.metrics.clone(),
+            series: self.series.clone(),
         }
     }
 }
@@ -81,14 +94,47 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub(crate) struct GrpcMetrics<S> {
     inner: S,
     metrics: Metrics,
+    series: Arc<PathSeries>,
 }
 
-fn path_label(path: &str) -> &'static str {
+/// The latency histogram and the `ok` counter of each labelled path (and `other`), looked up in
+/// their families once, on a path's first call, so a call that succeeds hashes no labels and
+/// takes no family lock. The handles are the families' own series; another code's counter is
+/// looked up in its family.
+#[derive(Default)]
+struct PathSeries([OnceLock<(Histogram, Counter)>; LABELLED_PATHS.len() + 1]);
+
+impl PathSeries {
+    fn get(&self, metrics: &Metrics, path: usize) -> &(Histogram, Counter) {
+        self.0[path].get_or_init(|| {
+            let label = path_name(path);
+            (
+                metrics
+                    .grpc_duration
+                    .get_or_create(&PathLabels { path: label })
+                    .clone(),
+                metrics
+                    .grpc_requests
+                    .get_or_create(&GrpcLabels {
+                        path: label,
+                        code: code_label(tonic::Code::Ok),
+                    })
+                    .clone(),
+            )
+        })
+    }
+}
+
+/// The index of `path` in [`LABELLED_PATHS`], or one past its end for `other`.
+fn path_index(path: &str) -> usize {
     LABELLED_PATHS
         .iter()
-        .find(|p| **p == path)
-        .copied()
-        .unwrap_or("other")
+        .position(|p| *p == path)
+        .unwrap_or(LABELLED_PATHS.len())
+}
+
+fn path_name(index: usize) -> &'static str {
+    LABELLED_PATHS.get(index).copied().unwrap_or("other")
 }
 
 impl<S, B, RB> Service<Request<B>> for GrpcMetrics<S>
@@ -107,7 +153,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let path = path_label(req.uri().path());
+        let path = path_index(req.uri().path());
         let start = Instant::now();
         req.extensions_mut().insert(Arrival(start));
         // Named in the debug line; only looked at when debug logs are on.
@@ -120,6 +166,7 @@ where
         });
         let fut = self.inner.call(req);
         let metrics = self.metrics.clone();
+        let series = self.series.clone();
         Box::pin(async move {
             let result = fut.await;
             // Unary errors are trailers-only responses: the status is in the headers. A
@@ -132,19 +179,21 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Unavailable,
             };
-            metrics
-                .grpc_duration
-                .get_or_create(&PathLabels { path })
-                .observe(start.elapsed().as_secs_f64());
-            metrics
-                .grpc_requests
-                .get_or_create(&GrpcLabels {
-                    path,
-                    code: code_label(code),
-                })
-                .inc();
+            let (duration, ok) = series.get(&metrics, path);
+            duration.observe(start.elapsed().as_secs_f64());
+            if code == tonic::Code::Ok {
+                ok.inc();
+            } else {
+                metrics
+                    .grpc_requests
+                    .get_or_create(&GrpcLabels {
+                        path: path_name(path),
+                        code: code_label(code),
+                    })
+                    .inc();
+            }
             if let Some(request_id) = request_id {
-                tracing::debug!(path, ?code, %request_id, elapsed_us = start.elapsed().as_micros() as u64, "grpc call");
+                tracing::debug!(path = path_name(path), ?code, %request_id, elapsed_us = start.elapsed().as_micros() as u64, "grpc call");
             }
             result
         })
@@ -229,12 +278,10 @@ mod tests {
     async fn calls_are_counted_by_path_and_code_and_stamped_with_their_arrival() {
         let metrics = Metrics::new();
         let (svc, mut handle) = mock::pair::<Request<()>, Response<tonic::body::Body>>();
-        let mut svc = GrpcMetricsLayer {
-            metrics: metrics.clone(),
-        }
-        .layer(svc);
+        let mut svc = GrpcMetricsLayer::new(metrics.clone()).layer(svc);
         for (path, code) in [
             ("/spec.proto.runtime.v1.Runtime/InvokeService", None),
+            ("/spec.proto.runtime.v1.Runtime/InvokeService", Some(0)),
             ("/dapr.proto.runtime.v1.Dapr/InvokeService", Some(14)),
             ("/some.Other/Thing", Some(12)),
         ] {
@@ -253,7 +300,9 @@ mod tests {
         }
         let text = metrics.encode();
         for line in [
-            "outrigger_grpc_requests_total{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\",code=\"ok\"} 1",
+            "outrigger_grpc_requests_total{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\",code=\"ok\"} 2",
+            "outrigger_grpc_request_duration_seconds_count{path=\"/spec.proto.runtime.v1.Runtime/InvokeService\"} 2",
+            "outrigger_grpc_request_duration_seconds_count{path=\"/dapr.proto.runtime.v1.Dapr/InvokeService\"} 1",
             "outrigger_grpc_requests_total{path=\"/dapr.proto.runtime.v1.Dapr/InvokeService\",code=\"unavailable\"} 1",
             "outrigger_grpc_requests_total{path=\"other\",code=\"unimplemented\"} 1",
         ] {

@@ -585,9 +585,7 @@ pub async fn serve(
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(layers::FastRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(layers::GrpcMetricsLayer {
-            metrics: api.metrics.clone(),
-        })
+        .layer(layers::GrpcMetricsLayer::new(api.metrics.clone()))
         .layer(token::GrpcTokenLayer {
             token: grpc.api_token.clone(),
         })

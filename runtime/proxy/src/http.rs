@@ -18,9 +18,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outrigger_config::RetryOn;
 use outrigger_core::{
-    AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError,
-    ProxyLabels, Span, SpanKind, StreamBody, TIMEOUT_HEADER, TRACEPARENT, TraceContext, full_body,
-    strip_hop_by_hop,
+    AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, ProxyError, Span,
+    SpanKind, StreamBody, TIMEOUT_HEADER, TRACEPARENT, TraceContext, full_body, strip_hop_by_hop,
 };
 use outrigger_pool::{ExchangeError, Http1Pool, exchange_waited};
 use parking_lot::Mutex;
@@ -30,7 +29,7 @@ use crate::{
     authz,
     cluster::{Host, UpstreamPool},
     forward::{Trail, Upstream, forward},
-    route::{HttpView, Retry},
+    route::{HttpView, Retry, count_request},
     snapshot::{ProxySnapshot, Shared},
 };
 
@@ -237,8 +236,8 @@ async fn route_and_forward(
             Cause::NoRoute,
             format!("listener {listener} is not in the live config"),
         );
-        record(
-            shared,
+        count_request(
+            &shared.metrics,
             LabelStr::Shared(listener.into()),
             "".into(),
             status(e.cause()),
@@ -263,11 +262,11 @@ async fn route_and_forward(
         line.authz_rule = Some(d.rule);
     }
     if let Err(e) = allowed {
-        record(shared, listener, "".into(), status(e.cause()));
+        count_request(&shared.metrics, listener, "".into(), status(e.cause()));
         return Err(e);
     }
     if let Err(e) = snapshot.admit_listener(name) {
-        record(shared, listener, "".into(), status(e.cause()));
+        count_request(&shared.metrics, listener, "".into(), status(e.cause()));
         return Err(e);
     }
     let caller_timeout = parts
@@ -290,7 +289,7 @@ async fn route_and_forward(
                 parts.uri.path()
             ),
         );
-        record(shared, listener, "".into(), status(e.cause()));
+        count_request(&shared.metrics, listener, "".into(), status(e.cause()));
         return Err(e);
     };
     strip_hop_by_hop(&mut parts.headers);
@@ -299,8 +298,8 @@ async fn route_and_forward(
     let body = match ReplayBody::read(body, replay_limit, deadline).await {
         Ok(b) => b,
         Err(e) => {
-            record(
-                shared,
+            count_request(
+                &shared.metrics,
                 listener,
                 LabelStr::from(&route.cluster.name),
                 status(e.cause()),
@@ -336,22 +335,8 @@ async fn route_and_forward(
         Ok(resp) => resp.status(),
         Err(e) => status(e.cause()),
     };
-    record(shared, listener, LabelStr::from(&route.cluster.name), code);
+    route.count(&shared.metrics, listener, code);
     result
-}
-
-/// Counts one request. The labels share names already held (no string is built), except
-/// when the listener is not in the live config.
-fn record(shared: &Shared, listener: LabelStr, cluster: LabelStr, status: StatusCode) {
-    shared
-        .metrics
-        .proxy_requests
-        .get_or_create(&ProxyLabels {
-            listener,
-            cluster,
-            status: status.as_u16(),
-        })
-        .inc();
 }
 
 /// An HTTP request as the forwarding pipeline sends it.

@@ -14,14 +14,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use outrigger_config::Protocol;
 use outrigger_core::{
     AccessRecord, AttrValue, BoxError, Cause, ERROR_HEADER, Failure, LabelStr, Passthrough,
-    PassthroughFuture, ProxyError, ProxyLabels, Span, SpanKind, StreamBody, TRACEPARENT,
-    TryAttributes, full_body, grpc_timeout, strip_hop_by_hop,
+    PassthroughFuture, ProxyError, Span, SpanKind, StreamBody, TRACEPARENT, TryAttributes,
+    full_body, grpc_timeout, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 
@@ -29,7 +29,7 @@ use crate::{
     authz::{self, Decision},
     cluster::UpstreamPool,
     http::status,
-    route::RequestView,
+    route::{RequestView, count_request},
     snapshot::Shared,
 };
 
@@ -255,8 +255,8 @@ async fn forward(
                         "no route for app {app_id}: proxying needs an http channel whose listener is a listener name in the config"
                     ),
                 );
-                record(
-                    shared,
+                count_request(
+                    &shared.metrics,
                     LabelStr::Static(LISTENER_LABEL),
                     "".into(),
                     status(e.cause()),
@@ -271,8 +271,8 @@ async fn forward(
                     Cause::NoRoute,
                     format!("listener {name} is not in the live config"),
                 );
-                record(
-                    shared,
+                count_request(
+                    &shared.metrics,
                     LabelStr::Shared(name.into()),
                     "".into(),
                     status(e.cause()),
@@ -300,7 +300,7 @@ async fn forward(
         );
         hop.decision = decision;
         if let Err(e) = allowed.and_then(|()| snapshot.admit_listener(name)) {
-            record(shared, listener, "".into(), status(e.cause()));
+            count_request(&shared.metrics, listener, "".into(), status(e.cause()));
             return Err(e);
         }
     }
@@ -317,13 +317,12 @@ async fn forward(
                 req.uri().path()
             ),
         );
-        record(shared, listener, "".into(), status(e.cause()));
+        count_request(&shared.metrics, listener, "".into(), status(e.cause()));
         return Err(e);
     };
     let cluster = &route.cluster;
     hop.route = Some(route.name.clone());
     hop.cluster = Some(cluster.name.clone());
-    let cluster_label = LabelStr::from(&cluster.name);
     let deadline = route.deadline(timeout);
     let allowed = deadline.saturating_duration_since(tokio::time::Instant::now());
     let Some(host) = cluster.pick() else {
@@ -331,7 +330,12 @@ async fn forward(
             Cause::NoHealthyHost,
             format!("cluster {} has no resolved hosts", cluster.name),
         );
-        record(shared, listener, cluster_label, status(e.cause()));
+        count_request(
+            &shared.metrics,
+            listener,
+            LabelStr::from(&cluster.name),
+            status(e.cause()),
+        );
         return Err(e);
     };
     let UpstreamPool::Http2(pool) = &host.pool else {
@@ -385,20 +389,8 @@ async fn forward(
         Ok(resp) => resp.status(),
         Err(e) => status(e.cause()),
     };
-    record(shared, listener, cluster_label, code);
+    route.count(&shared.metrics, listener, code);
     result
-}
-
-fn record(shared: &Shared, listener: LabelStr, cluster: LabelStr, status: StatusCode) {
-    shared
-        .metrics
-        .proxy_requests
-        .get_or_create(&ProxyLabels {
-            listener,
-            cluster,
-            status: status.as_u16(),
-        })
-        .inc();
 }
 
 /// Serves one stream an HTTP/2 listener accepted: routed by the listener's table after its
@@ -481,6 +473,7 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn a_grpc_refusal_is_a_trailers_only_status_with_the_message() {

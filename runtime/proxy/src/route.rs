@@ -5,13 +5,18 @@
 //! header map or attachments. A route only takes requests of its cluster's protocol. Not for
 //! choosing a host (see `cluster`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 use outrigger_config::{
     DEFAULT_REPLAY_BUFFER_BYTES, IDEMPOTENT_METHODS, Protocol, RetryOn, RouteConfig, RouteMatch,
     ValueMatch,
 };
+use outrigger_core::{LabelStr, Metrics, ProxyLabels};
+use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 use tokio::time::Instant;
 
@@ -75,6 +80,9 @@ pub(crate) struct Route {
     pub(crate) retry: Option<Retry>,
     /// The route's local rate limit, if any.
     pub(crate) rate_limit: Option<TokenBucket>,
+    /// The `outrigger_proxy_requests_total` series of this route's 200 answers on the first
+    /// listener that counted one, looked up once: see [`Route::count`].
+    ok_requests: OnceLock<(LabelStr, Counter)>,
 }
 
 /// A compiled retry policy.
@@ -246,8 +254,60 @@ impl Route {
                 .unwrap_or(default_timeout),
             retry,
             rate_limit: None,
+            ok_requests: OnceLock::new(),
         })
     }
+}
+
+impl Route {
+    /// Counts a request this route forwarded, answered `status`, in
+    /// `outrigger_proxy_requests_total`. A 200 on the listener that first counted one here
+    /// increments the series kept on the route (no labels hashed, no family lock); any other
+    /// answer, or a listener sharing the route table, is looked up in the family.
+    pub(crate) fn count(&self, metrics: &Metrics, listener: LabelStr, status: StatusCode) {
+        if status == StatusCode::OK {
+            let (first, counter) = self.ok_requests.get_or_init(|| {
+                let labels = ProxyLabels {
+                    listener: listener.clone(),
+                    cluster: LabelStr::from(&self.cluster.name),
+                    status: StatusCode::OK.as_u16(),
+                };
+                (
+                    listener.clone(),
+                    metrics.proxy_requests.get_or_create(&labels).clone(),
+                )
+            });
+            if *first == listener {
+                counter.inc();
+                return;
+            }
+        }
+        count_request(
+            metrics,
+            listener,
+            LabelStr::from(&self.cluster.name),
+            status,
+        );
+    }
+}
+
+/// Counts one proxied request in `outrigger_proxy_requests_total`: `cluster` is empty when no
+/// route took it. The labels share names already held (no string is built), except when the
+/// listener is not in the live config.
+pub(crate) fn count_request(
+    metrics: &Metrics,
+    listener: LabelStr,
+    cluster: LabelStr,
+    status: StatusCode,
+) {
+    metrics
+        .proxy_requests
+        .get_or_create(&ProxyLabels {
+            listener,
+            cluster,
+            status: status.as_u16(),
+        })
+        .inc();
 }
 
 impl Route {

@@ -231,6 +231,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     fn spec(lb: &str, port: u16) -> RuntimeConfigSpec {
         outrigger_config::load_yaml(&format!(
@@ -269,5 +270,42 @@ clusters:
             !Arc::ptr_eq(&first.clusters["b"], &second.clusters["b"]),
             "a changed cluster is built anew"
         );
+    }
+
+    #[tokio::test]
+    async fn a_route_counts_its_answers_per_listener_of_a_shared_table() {
+        let metrics = Metrics::new();
+        let spec = outrigger_config::load_yaml(
+            r#"
+rpc: {channels: [{listener: egress}]}
+listeners: [{name: egress, routeTable: t}, {name: side, routeTable: t, address: "127.0.0.1:0"}]
+routeTables: [{name: t, routes: [{cluster: a}]}]
+clusters: [{name: a, hosts: [{address: "127.0.0.1:7001"}]}]
+"#,
+        )
+        .expect("valid");
+        let snapshot = ProxySnapshot::build(&spec, &metrics, &ProxySnapshot::default(), None, None)
+            .await
+            .expect("builds");
+        let (egress, table) = snapshot.listeners.get_key_value("egress").expect("egress");
+        let (side, _) = snapshot.listeners.get_key_value("side").expect("side");
+        let route = &table.routes[0];
+        for (listener, status) in [
+            (egress, StatusCode::OK),
+            (egress, StatusCode::OK),
+            (side, StatusCode::OK),
+            (egress, StatusCode::SERVICE_UNAVAILABLE),
+            (egress, StatusCode::OK),
+        ] {
+            route.count(&metrics, LabelStr::from(listener), status);
+        }
+        let text = metrics.encode();
+        for line in [
+            "outrigger_proxy_requests_total{listener=\"egress\",cluster=\"a\",status=\"200\"} 3",
+            "outrigger_proxy_requests_total{listener=\"side\",cluster=\"a\",status=\"200\"} 1",
+            "outrigger_proxy_requests_total{listener=\"egress\",cluster=\"a\",status=\"503\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }
