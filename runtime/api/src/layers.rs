@@ -97,30 +97,33 @@ pub(crate) struct GrpcMetrics<S> {
     series: Arc<PathSeries>,
 }
 
-/// The latency histogram and the `ok` counter of each labelled path (and `other`), looked up in
-/// their families once, on a path's first call, so a call that succeeds hashes no labels and
-/// takes no family lock. The handles are the families' own series; another code's counter is
-/// looked up in its family.
+/// The latency histogram and the `ok` counter of each labelled path (and `other`), each looked
+/// up in its family once, when it is first recorded on, so a call that succeeds hashes no labels
+/// and takes no family lock. The handles are the families' own series; another code's counter
+/// is looked up in its family.
 #[derive(Default)]
-struct PathSeries([OnceLock<(Histogram, Counter)>; LABELLED_PATHS.len() + 1]);
+struct PathSeries {
+    duration: [OnceLock<Histogram>; LABELLED_PATHS.len() + 1],
+    ok: [OnceLock<Counter>; LABELLED_PATHS.len() + 1],
+}
 
 impl PathSeries {
-    fn get(&self, metrics: &Metrics, path: usize) -> &(Histogram, Counter) {
-        self.0[path].get_or_init(|| {
-            let label = path_name(path);
-            (
-                metrics
-                    .grpc_duration
-                    .get_or_create(&PathLabels { path: label })
-                    .clone(),
-                metrics
-                    .grpc_requests
-                    .get_or_create(&GrpcLabels {
-                        path: label,
-                        code: code_label(tonic::Code::Ok),
-                    })
-                    .clone(),
-            )
+    fn duration(&self, metrics: &Metrics, path: usize) -> &Histogram {
+        self.duration[path].get_or_init(|| {
+            let labels = PathLabels {
+                path: path_name(path),
+            };
+            metrics.grpc_duration.get_or_create(&labels).clone()
+        })
+    }
+
+    fn ok(&self, metrics: &Metrics, path: usize) -> &Counter {
+        self.ok[path].get_or_init(|| {
+            let labels = GrpcLabels {
+                path: path_name(path),
+                code: code_label(tonic::Code::Ok),
+            };
+            metrics.grpc_requests.get_or_create(&labels).clone()
         })
     }
 }
@@ -179,10 +182,11 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Unavailable,
             };
-            let (duration, ok) = series.get(&metrics, path);
-            duration.observe(start.elapsed().as_secs_f64());
+            series
+                .duration(&metrics, path)
+                .observe(start.elapsed().as_secs_f64());
             if code == tonic::Code::Ok {
-                ok.inc();
+                series.ok(&metrics, path).inc();
             } else {
                 metrics
                     .grpc_requests
@@ -308,6 +312,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+        assert!(
+            !text.contains("path=\"other\",code=\"ok\""),
+            "no series for a code never counted:\n{text}"
+        );
     }
 
     #[tokio::test]
