@@ -368,22 +368,11 @@ impl<W: LocalWire, O: Open> MuxPool<W, O> {
     ) -> Result<Option<W::Frame>, MuxError> {
         let inner = &self.inner;
         let one_way = W::kind(&frame) == FrameKind::Request { one_way: true };
-        let _slot = if one_way {
-            None
-        } else {
-            Some(
-                self.acquire(&inner.pending_slots, deadline)
-                    .await
-                    .map_err(|waited| MuxError::Overflow {
-                        pool: inner.settings.name.clone(),
-                        pending: inner.max_pending,
-                        waited_ms: waited.as_millis(),
-                    })?,
-            )
-        };
-        inner.metrics.pending.inc();
+        let _slot = self.pending_slot(one_way, deadline).await?;
+        // Counted while the listener works on it, however the wait ends (the caller may drop
+        // this future).
+        let _pending = (!one_way).then(|| LocalPending::new(&inner.metrics.pending));
         let answer = tokio::time::timeout_at(deadline, local.call(frame)).await;
-        inner.metrics.pending.dec();
         match answer {
             Err(_) => Err(MuxError::Timeout {
                 target: inner.opener.target(),
@@ -403,19 +392,7 @@ impl<W: LocalWire, O: Open> MuxPool<W, O> {
         }
         let inner = &self.inner;
         let one_way = W::kind(&frame) == FrameKind::Request { one_way: true };
-        let _slot = if one_way {
-            None
-        } else {
-            Some(
-                self.acquire(&inner.pending_slots, deadline)
-                    .await
-                    .map_err(|waited| MuxError::Overflow {
-                        pool: inner.settings.name.clone(),
-                        pending: inner.max_pending,
-                        waited_ms: waited.as_millis(),
-                    })?,
-            )
-        };
+        let _slot = self.pending_slot(one_way, deadline).await?;
         // A caller finding every writer busy waits, within the shared cap on waiters if any.
         let waiting = match (&inner.waiters, inner.writers.available_permits()) {
             (Some(w), 0) => Some(w.enter().ok_or_else(|| {
@@ -488,6 +465,27 @@ impl<W: LocalWire, O: Open> MuxPool<W, O> {
             Ok(Err(_)) => Err(conn.closed_error()),
             Ok(Ok(answer)) => Ok(Some(answer)),
         }
+    }
+
+    /// A slot among the pool's pending answers for a call awaiting one (none for a one-way
+    /// request), by `deadline`.
+    async fn pending_slot(
+        &self,
+        one_way: bool,
+        deadline: Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, MuxError> {
+        if one_way {
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        self.acquire(&inner.pending_slots, deadline)
+            .await
+            .map(Some)
+            .map_err(|waited| MuxError::Overflow {
+                pool: inner.settings.name.clone(),
+                pending: inner.max_pending,
+                waited_ms: waited.as_millis(),
+            })
     }
 
     /// A permit of `sem` by `deadline`, or how long the caller waited in vain.
@@ -790,6 +788,23 @@ impl<W: Wire> ConnShared<W> {
             .reason
             .clone()
             .unwrap_or_else(|| "connection closed".to_owned())
+    }
+}
+
+/// A call handed to a listener of this process that awaits an answer, counted in the pending
+/// gauge until dropped.
+struct LocalPending<'a>(&'a Gauge);
+
+impl<'a> LocalPending<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for LocalPending<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

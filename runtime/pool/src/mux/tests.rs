@@ -582,3 +582,81 @@ async fn a_worker_writes_on_its_own_connection_while_the_pool_has_room() {
     }
     workers.stop().await;
 }
+
+/// A named listener of this process that never answers.
+struct Silent;
+
+impl LocalMux<Bolt> for Silent {
+    fn call(
+        &self,
+        _request: bolt::Frame,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<bolt::Frame>, ProxyError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The listeners of this process as the pool sees them: only a silent Bolt one.
+struct SilentListeners;
+
+impl crate::LocalListeners for SilentListeners {
+    fn http(&self, name: &str) -> io::Result<Arc<dyn crate::LocalHttp>> {
+        Err(io::Error::other(format!("no http listener {name}")))
+    }
+    fn bolt(&self, _: &str) -> io::Result<Arc<dyn LocalMux<Bolt>>> {
+        Ok(Arc::new(Silent))
+    }
+    fn dubbo(&self, name: &str) -> io::Result<Arc<dyn LocalMux<Dubbo>>> {
+        Err(io::Error::other(format!("no dubbo listener {name}")))
+    }
+}
+
+/// Opens nothing: its target is the listener `silent` of this process.
+struct ToSilent;
+
+impl Open for ToSilent {
+    async fn open(&self) -> Result<Box<dyn Io>, ConnectError> {
+        unreachable!("a named listener is not dialled")
+    }
+
+    fn target(&self) -> String {
+        "listener silent".into()
+    }
+
+    fn local<W: LocalWire>(&self) -> Option<io::Result<Arc<dyn LocalMux<W>>>> {
+        Some(W::local(&SilentListeners, "silent"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_to_a_listener_of_this_process_leaves_the_pending_count_however_it_ends() {
+    let metrics = Metrics::new();
+    let settings = MuxSettings {
+        name: "local".into(),
+        size: 1,
+        idle_timeout: Duration::from_secs(60),
+        heartbeat: None,
+        limits: Limits::default(),
+    };
+    let pool = MuxPool::<Bolt, _>::new(settings, ToSilent, &metrics);
+    let pending = || {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("outrigger_mux_pending{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+
+    let err = pool
+        .call(bolt_request("slow"), soon(100))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, MuxError::Timeout { .. }), "{err}");
+    assert_eq!(pending(), 0.0, "a timed-out call is no longer pending");
+
+    // A caller that gives up first (its own deadline, a client gone) drops the call.
+    let call = pool.call(bolt_request("abandoned"), soon(10_000));
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), call).await;
+    assert!(gave_up.is_err(), "the listener never answers");
+    assert_eq!(pending(), 0.0, "an abandoned call is no longer pending");
+}
