@@ -661,18 +661,7 @@ async fn channel_over_a_real_socket_and_api_on_a_unix_socket() {
     .await
     .expect("starts");
     assert_eq!(sidecar.grpc_address(), format!("unix://{}", sock.display()));
-    let path = sock.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://unix")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("unix connect");
+    let channel = unix_channel(&sock).await;
     let mut client =
         outrigger_proto::spec::proto::runtime::v1::runtime_client::RuntimeClient::new(channel);
     let r = client

@@ -27,33 +27,7 @@ async fn reload_under_load_moves_traffic_with_zero_failures() {
     .await;
     let b = Upstream::fixed("b").await;
     let rt = start(&config(&[a.addr], "", "")).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (mut client, stop, failures, ok) = (
-                rt.layotto.clone(),
-                stop.clone(),
-                failures.clone(),
-                ok.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    match client
-                        .invoke_service(layotto_req("svc", "m", "", 0, ""))
-                        .await
-                    {
-                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                        Err(e) => {
-                            eprintln!("failed during reload: {e:?}");
-                            failures.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let calls = Calls::start((0..8).map(|_| rt.layotto.clone()));
     // Load is flowing: the old upstream has served a good number of calls.
     a.received(50).await;
     let next = outrigger_config::load_yaml(&config(&[b.addr], "", "")).expect("valid");
@@ -62,15 +36,8 @@ async fn reload_under_load_moves_traffic_with_zero_failures() {
     let served_by_a = a.count();
     // And keeps flowing to the new one.
     b.received(50).await;
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.expect("join");
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "no call fails across the reload"
-    );
+    let (_, failures) = calls.stop().await;
+    assert_eq!(failures, 0, "no call fails across the reload");
     assert!(
         served_by_a > 0 && b.count() > 0,
         "a={served_by_a} b={}",

@@ -7,13 +7,7 @@
 
 mod support;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use outrigger_runtime::Options;
 use support::*;
@@ -74,33 +68,18 @@ async fn two_workers_serve_through_a_reload_and_drain_on_shutdown() {
     .await;
     assert_eq!(worker_threads_running(), 2);
     let url = format!("http://{}", rt.sidecar.grpc_address());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut callers = Vec::new();
     // A connection per caller, so the kernel spreads them across both workers' sockets.
+    let mut clients = Vec::new();
     for _ in 0..8 {
-        let mut client =
+        clients.push(
             outrigger_proto::spec::proto::runtime::v1::runtime_client::RuntimeClient::connect(
                 url.clone(),
             )
             .await
-            .expect("connect");
-        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-        callers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                match client
-                    .invoke_service(layotto_req("svc", "m", "", 0, ""))
-                    .await
-                {
-                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                    Err(e) => {
-                        eprintln!("failed during reload: {e:?}");
-                        failures.fetch_add(1, Ordering::SeqCst)
-                    }
-                };
-            }
-        }));
+            .expect("connect"),
+        );
     }
+    let calls = Calls::start(clients);
     a.received(50).await;
     let next = outrigger_config::load_yaml(&config(&[b.addr], "", "")).expect("valid");
     assert_eq!(
@@ -108,12 +87,9 @@ async fn two_workers_serve_through_a_reload_and_drain_on_shutdown() {
         Some(2)
     );
     b.received(50).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in callers {
-        c.await.expect("join");
-    }
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "no call fails");
-    assert!(ok.load(Ordering::SeqCst) >= 100);
+    let (ok, failures) = calls.stop().await;
+    assert_eq!(failures, 0, "no call fails");
+    assert!(ok >= 100);
 
     // A call in flight when shutdown begins is answered; then the worker threads end.
     let before = b.count();
@@ -147,18 +123,7 @@ async fn the_grpc_api_answers_on_its_unix_socket_beside_tcp() {
         },
     )
     .await;
-    let path = sock.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://unix")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("unix connect");
+    let channel = unix_channel(&sock).await;
     let mut over_unix =
         outrigger_proto::dapr::proto::runtime::v1::dapr_client::DaprClient::new(channel);
     let r = over_unix

@@ -264,6 +264,76 @@ pub async fn start_with(yaml: &str, mut options: Options) -> Running {
     }
 }
 
+/// A gRPC channel to the sidecar's API on the unix socket at `path` (the URI is not dialled:
+/// the connector opens the socket).
+pub async fn unix_channel(path: &std::path::Path) -> tonic::transport::Channel {
+    let path = path.to_owned();
+    tonic::transport::Endpoint::from_static("http://unix")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .expect("unix connect")
+}
+
+/// Callers sending `InvokeService` in a loop, one task per client, until [`Calls::stop`].
+pub struct Calls {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Calls {
+    pub fn start(
+        clients: impl IntoIterator<Item = RuntimeClient<tonic::transport::Channel>>,
+    ) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ok, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks = clients
+            .into_iter()
+            .map(|mut client| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        match client
+                            .invoke_service(layotto_req("svc", "m", "", 0, ""))
+                            .await
+                        {
+                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(e) => {
+                                eprintln!("call failed: {e:?}");
+                                failures.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Stops the callers and waits for them: the calls answered and the calls failed.
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("join");
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failures.load(Ordering::SeqCst),
+        )
+    }
+}
+
 /// A Layotto `InvokeServiceRequest`.
 pub fn layotto_req(
     id: &str,
